@@ -1,0 +1,56 @@
+# azbai: `make demo` and `make test` set everything up on a fresh machine (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.azbai-setup
+AZURITE := node_modules/.bin/azurite-blob
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo demo-style test bench lint lock clean
+
+## setup: the .venv with the pinned packages (torch 2.13.0 CPU first), and Azurite from the npm registry. Idempotent.
+setup: $(STAMP) $(AZURITE)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first: the CPU wheel 2.13.0 lies on disk; a loose requirement would pull a multi-GB CUDA build.
+# constraints.txt pins every package (the resolver otherwise backtracks for many minutes over the azureml caps).
+$(STAMP): $(PY) setup.cfg pyproject.toml constraints.txt
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[recipes,dev]'
+	$(PY) -c "import azureml.train.estimator" 2>/dev/null  # unpacks azureml's metadata once, not in every test
+	touch $@
+
+$(AZURITE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## demo: migrate the CNTK quickstart and show the plan (the local run arrives with the MNIST recipe)
+demo: setup
+	$(PY) -m azbai migrate recipes/cntk-mnist/job.json -o out/cntk-mnist
+	$(PY) out/cntk-mnist/pipeline.py --dry-run
+
+## test: the whole test suite
+test: setup
+	$(PY) -m pytest
+
+## bench: speed figures as `name: value` lines
+bench: setup
+	$(PY) -m benchmarks
+
+lint: setup
+	$(VENV)/bin/ruff check azbai tests benchmarks
+	$(VENV)/bin/ruff format --check azbai tests benchmarks
+	$(VENV)/bin/mypy
+
+## lock: re-pin constraints.txt after changing setup.cfg (uv resolves in seconds where pip backtracks)
+lock: setup
+	$(PIP) install --quiet uv
+	$(VENV)/bin/uv pip compile --python-version 3.11 --find-links /opt/wheels --index-strategy unsafe-best-match \
+	  --no-annotate --no-header --extra recipes --extra dev setup.cfg -o constraints.txt
+	sed -i 's/+cpu$$//' constraints.txt
+
+clean:
+	rm -rf $(VENV) node_modules .azbai out
