@@ -1,0 +1,67 @@
+"""The local workspace: where the embedded default keeps its state (``./.azbai/`` unless told otherwise).
+
+Layout::
+
+    .azbai/
+      azurite/                 Azurite's blob data (``--location``)
+      azurite.json             the running emulator: pid, port, accounts (no keys)
+      shares/<account>/<share>/  Azure File shares (Azurite has none): plain directories
+      cluster-mounts/<name>/   undescribed cluster mounts and NFS/unmanaged volumes: plain directories
+      jobs/<experiment>/<job>/ job records, work directories, launcher state
+      pipelines/               local pipeline runs and the step-reuse cache
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+WORKSPACE_ENV = "AZBAI_WORKSPACE"
+DEFAULT_WORKSPACE = ".azbai"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one local workspace. Creating the object does no I/O; :meth:`ensure` creates the root."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, root: str | os.PathLike[str] | None = None) -> Workspace:
+        """``root``, else ``$AZBAI_WORKSPACE``, else ``./.azbai`` — as an absolute path."""
+        chosen = root or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+        return cls(Path(chosen).expanduser().resolve())
+
+    def ensure(self) -> Workspace:
+        """Create the root directory (and return self)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def azurite_dir(self) -> Path:
+        """Azurite's data directory."""
+        return self.root / "azurite"
+
+    @property
+    def azurite_state(self) -> Path:
+        """The file describing the running emulator."""
+        return self.root / "azurite.json"
+
+    def share_dir(self, account: str, share: str) -> Path:
+        """The directory that stands for an Azure File share."""
+        return self.root / "shares" / account / share
+
+    def cluster_mount_dir(self, name: str) -> Path:
+        """The directory that stands for a mount Azure storage cannot provide locally."""
+        return self.root / "cluster-mounts" / name
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Job records and work directories."""
+        return self.root / "jobs"
+
+    @property
+    def pipelines_dir(self) -> Path:
+        """Local pipeline runs and the step-reuse cache."""
+        return self.root / "pipelines"
