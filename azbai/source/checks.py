@@ -55,22 +55,23 @@ def check_job(props: JobProperties, walker: Walker, base: str, collector: Collec
         if name in BATCHAI_VARIABLES or name.startswith(("AZ_BATCHAI_INPUT_", "AZ_BATCHAI_OUTPUT_")):
             collector.error(path, "reserved-name", f"'{name}' is set by Batch AI itself and cannot be redefined")
     for variable in props.environment_variables:
-        if variable.value is None:
-            collector.error(walker.path_of(variable) + ".value", "missing-key", "required key 'value' is missing")
+        value_path = walker.path_of(variable) + ".value"
+        if variable.value is None and value_path not in walker.rejected:
+            collector.error(value_path, "missing-key", "required key 'value' is missing")
     for secret in props.secrets:
         _check_secret(secret, walker, collector)
     if props.mount_volumes is not None:
         check_mount_volumes(props.mount_volumes, walker, collector)
     if props.container_settings is not None:
         _check_container(props.container_settings, walker, collector)
-    if props.std_out_err_path_prefix is None:
+    if props.std_out_err_path_prefix is None and join_path(base, "stdOutErrPathPrefix") not in walker.rejected:
         collector.error(
             join_path(base, "stdOutErrPathPrefix"),
             "missing-key",
             "required key 'stdOutErrPathPrefix' is missing (the Batch AI service required it), "
             "e.g. \"$AZ_BATCHAI_JOB_MOUNT_ROOT/logs\"",
         )
-    if props.node_count is None:
+    if props.node_count is None and join_path(base, "nodeCount") not in walker.rejected:
         collector.warning(join_path(base, "nodeCount"), "default", "'nodeCount' is missing; using 1")
     _check_placeholders_elsewhere(props, walker, base, collector)
     _check_references(props, walker, base, collector)

@@ -39,6 +39,8 @@ class Walker:
         self.version = version
         self._paths: dict[int, str] = {}
         self._keep: list[object] = []  # ids are only unique while the objects live
+        #: JSON paths whose value was present but rejected (so later checks do not also call them missing)
+        self.rejected: set[str] = set()
 
     def path_of(self, instance: object) -> str:
         """The JSON path an instance built by this walker came from."""
@@ -79,7 +81,9 @@ class Walker:
             if item is None:
                 continue
             parsed = self._value(_hints(cls)[field.name], item, item_path, field.metadata)
-            if parsed is not _INVALID:
+            if parsed is _INVALID:
+                self.rejected.add(item_path)
+            else:
                 kwargs[field.name] = parsed
         missing = False
         for field in declared:

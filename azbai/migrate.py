@@ -1,0 +1,188 @@
+"""``azbai migrate`` and ``azbai validate``: read a job, plan it, write what a user needs to run it on Azure ML.
+
+Output directory::
+
+    plan.json            the neutral plan (no secrets)
+    pipeline.py          Azure ML SDK v1 code: --dry-run builds it offline, --submit submits it
+    migrate.ipynb        the same, step by step, as a notebook
+    MIGRATION.md         each Batch AI field and what it became, and what Azure ML does differently
+    snapshot/            the pipeline step's source directory
+      azbai_launcher.py  the compatibility launcher (stdlib only)
+      azbai_job.json     the job section of the plan, which the launcher reads
+
+Everything is generated in memory first and written only when the job had no errors. This module never imports
+azureml: writing code does not need the SDK (``pipeline.py --dry-run`` does).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from azbai.errors import AzbaiError
+from azbai.plan.build import DEFAULT_EXPERIMENT, PlanOptions, build_plan
+from azbai.plan.model import DataMode, Plan
+from azbai.plan.serialize import job_to_json, plan_to_json
+from azbai.plan.storage import ExtraMount
+from azbai.source.diagnostics import Diagnostic
+from azbai.source.placeholders import StorageAccount
+from azbai.source.reader import LoadedCluster, LoadedJob, load_cluster, load_job
+from azbai.targets.azureml_v1.codegen import JOB_FILE, LAUNCHER_FILE, render_pipeline
+from azbai.targets.notebook import render_notebook
+from azbai.targets.report import render_report
+
+LAUNCHER_SOURCE = Path(__file__).with_name("launcher.py")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A job and optional cluster that read without errors, with every warning labelled by its file."""
+
+    job: LoadedJob
+    cluster: LoadedCluster | None
+    diagnostics: tuple[tuple[str, Diagnostic], ...]
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """What ``migrate`` produced."""
+
+    plan: Plan
+    output_dir: Path
+    files: tuple[Path, ...]
+    diagnostics: tuple[tuple[str, Diagnostic], ...]
+
+
+def load(
+    job_file: str | Path,
+    cluster_file: str | Path | None = None,
+    merge_files: Sequence[str | Path] = (),
+    *,
+    storage_account_name: str | None = None,
+    storage_account_key: str | None = None,
+) -> Loaded:
+    """Read a job (and cluster) file; :class:`~azbai.errors.SpecError` when either has errors."""
+    storage = StorageAccount.resolve(storage_account_name, storage_account_key)
+    job = load_job(job_file, storage=storage, merge=merge_files)
+    cluster = load_cluster(cluster_file, storage=storage) if cluster_file else None
+    diagnostics = [(str(job_file), d) for d in job.diagnostics]
+    if cluster is not None:
+        diagnostics += [(str(cluster_file), d) for d in cluster.diagnostics]
+    return Loaded(job, cluster, tuple(diagnostics))
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Every diagnostic of a job (and cluster) file, errors included."""
+
+    diagnostics: tuple[tuple[str, Diagnostic], ...]
+
+
+def validate_files(
+    job_file: str | Path,
+    cluster_file: str | Path | None = None,
+    merge_files: Sequence[str | Path] = (),
+    **storage: str | None,
+) -> ValidationReport:
+    """Check a job file (and cluster file) without writing anything."""
+    from azbai.errors import SpecError
+
+    found: list[tuple[str, Diagnostic]] = []
+    try:
+        found += load(job_file, None, merge_files, **storage).diagnostics
+    except SpecError as exc:
+        found += [(str(job_file), d) for d in exc.diagnostics]
+    if cluster_file:
+        try:
+            found += [(str(cluster_file), d) for d in load_cluster(cluster_file).diagnostics]
+        except SpecError as exc:
+            found += [(str(cluster_file), d) for d in exc.diagnostics]
+    return ValidationReport(tuple(found))
+
+
+def plan_files(
+    job_file: str | Path,
+    *,
+    cluster_file: str | Path | None = None,
+    merge_files: Sequence[str | Path] = (),
+    name: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    mounts: Sequence[str] = (),
+    vm_size: str | None = None,
+    max_nodes: int | None = None,
+    image: str | None = None,
+    keep_image: bool = False,
+    input_mode: str = "mount",
+    output_mode: str = "upload",
+    storage_account_name: str | None = None,
+    storage_account_key: str | None = None,
+) -> tuple[Plan, Loaded]:
+    """Read the files and build the plan (nothing is written)."""
+    loaded = load(
+        job_file,
+        cluster_file,
+        merge_files,
+        storage_account_name=storage_account_name,
+        storage_account_key=storage_account_key,
+    )
+    options = PlanOptions(
+        name=name,
+        experiment=experiment,
+        vm_size=vm_size,
+        image=image,
+        keep_image=keep_image,
+        input_mode=DataMode(input_mode),
+        output_mode=DataMode(output_mode),
+        mounts=tuple(ExtraMount.parse(m) for m in mounts),
+        max_nodes=max_nodes,
+    )
+    return build_plan(loaded.job, loaded.cluster, options), loaded
+
+
+def render_files(plan: Plan) -> dict[str, str]:
+    """Every output file of a migration, by relative path, as text."""
+    try:
+        launcher = LAUNCHER_SOURCE.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AzbaiError(f"the compatibility launcher is missing from the azbai package: {exc}") from exc
+    return {
+        "plan.json": plan_to_json(plan),
+        "pipeline.py": render_pipeline(plan),
+        "migrate.ipynb": render_notebook(plan),
+        "MIGRATION.md": render_report(plan),
+        f"snapshot/{LAUNCHER_FILE}": launcher,
+        f"snapshot/{JOB_FILE}": job_to_json(plan.steps[0].job),
+    }
+
+
+def migrate_file(job_file: str | Path, output_dir: str | Path | None = None, **kwargs: object) -> MigrationResult:
+    """Read, plan and write a migration; returns what was written."""
+    plan, loaded = plan_files(job_file, **kwargs)  # type: ignore[arg-type]
+    files = render_files(plan)
+    target = Path(output_dir) if output_dir else Path("migrated") / plan.name
+    written = write_tree(target, files)
+    return MigrationResult(plan, target, written, loaded.diagnostics)
+
+
+def write_tree(root: Path, files: dict[str, str]) -> tuple[Path, ...]:
+    """Write ``files`` under ``root``, each atomically (temporary file, then rename)."""
+    written = []
+    try:
+        for relative, text in files.items():
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+                    stream.write(text)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+            written.append(path)
+    except OSError as exc:
+        raise AzbaiError(f"cannot write {root}: {exc.strerror or exc}") from exc
+    return tuple(written)

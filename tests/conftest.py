@@ -1,0 +1,38 @@
+"""Shared test configuration: the Batch AI corpus, and ``--update-golden`` to regenerate golden files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "batchai"
+if not CORPUS.is_dir():  # a checkout elsewhere: the corpus sits beside the repository as ../shared
+    CORPUS = ROOT.parent / "shared" / "corpus" / "batchai"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", help="rewrite golden files from the current output (review the diff)"
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+def corpus_files(kind: str = "job") -> list[Path]:
+    """Every config file in the corpus: ``job`` (job configs), ``cluster`` or ``other``."""
+    files = sorted(p for p in CORPUS.rglob("*.json") if "schemas" not in p.parts)
+    if kind == "cluster":
+        return [p for p in files if p.name.endswith(".cluster.json")]
+    if kind == "other":
+        return [p for p in files if p.name.endswith(".other-properties.json")]
+    return [p for p in files if not p.name.endswith((".cluster.json", ".other-properties.json"))]
+
+
+def corpus_id(path: Path) -> str:
+    return str(path.relative_to(CORPUS))
