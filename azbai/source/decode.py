@@ -29,8 +29,12 @@ class Decoded:
     schema_kind: str | None
 
 
+#: what :func:`decode_json` returns for text that is not JSON (``None`` is a valid JSON value)
+UNPARSEABLE = object()
+
+
 def decode_json(text: str, collector: Collector) -> Any:
-    """Parse JSON text. Problems go to ``collector`` (with line and column); returns None when unparseable.
+    """Parse JSON text. Problems go to ``collector`` (with line and column); :data:`UNPARSEABLE` when it is not JSON.
 
     Duplicate keys are a warning (Python's ``json``, like the Batch AI CLI, keeps the last one); ``NaN`` and
     ``Infinity`` are errors (they are not JSON).
@@ -58,13 +62,13 @@ def decode_json(text: str, collector: Collector) -> Any:
         if before.endswith(",") and exc.msg.startswith(("Expecting property name", "Expecting value")):
             message += " (a trailing comma before this point?)"
         collector.add(Diagnostic("", "invalid-json", message, Severity.ERROR, exc.lineno, exc.colno))
-        return None
+        return UNPARSEABLE
     except ValueError as exc:
         collector.error("", "invalid-json", f"invalid JSON: {exc}")
-        return None
+        return UNPARSEABLE
     except RecursionError:
         collector.error("", "invalid-json", "invalid JSON: nested too deeply")
-        return None
+        return UNPARSEABLE
     for key in dict.fromkeys(duplicates):
         collector.warning("", "duplicate-key", f"key '{key}' appears more than once; the last value is used")
     return value

@@ -17,7 +17,7 @@ from typing import Any
 
 from azbai.errors import AzbaiError, SpecError
 from azbai.source.checks import check_job, check_mount_volumes
-from azbai.source.decode import JOB_SCHEMA_KINDS, Decoded, decode_json, unwrap
+from azbai.source.decode import JOB_SCHEMA_KINDS, UNPARSEABLE, Decoded, decode_json, unwrap
 from azbai.source.diagnostics import Collector, Diagnostic
 from azbai.source.model import ClusterConfig, ClusterProperties, JobConfig, JobProperties
 from azbai.source.placeholders import StorageAccount, substitute
@@ -86,7 +86,7 @@ def load_job(
     """
     collector = Collector()
     value = decode_json(read_text(path) if text is None else text, collector)
-    decoded = unwrap(value, collector, what="job") if value is not None else None
+    decoded = unwrap(value, collector, what="job") if value is not UNPARSEABLE else None
     for fragment in merge:
         decoded = _merge(decoded, fragment, collector)
     if decoded is None:
@@ -113,7 +113,7 @@ def load_cluster(path: str | Path, *, storage: StorageAccount | None = None, tex
     """Read and check a cluster file; raise :class:`SpecError` when it has errors."""
     collector = Collector()
     value = decode_json(read_text(path) if text is None else text, collector)
-    decoded = unwrap(value, collector, what="cluster") if value is not None else None
+    decoded = unwrap(value, collector, what="cluster") if value is not UNPARSEABLE else None
     if decoded is None:
         raise SpecError(str(path), collector.items)
     if decoded.schema_kind is not None and decoded.schema_kind != "cluster":
@@ -171,7 +171,7 @@ def _wrong_kind(source: str, kind: str, collector: Collector) -> None:
 def _merge(decoded: Decoded | None, fragment: str | Path, collector: Collector) -> Decoded | None:
     inner = Collector()
     value = decode_json(read_text(fragment), inner)
-    part = unwrap(value, inner, what="fragment") if value is not None else None
+    part = unwrap(value, inner, what="fragment") if value is not UNPARSEABLE else None
     for d in inner.items:
         collector.add(replace(d, message=f"in {fragment}: {d.message}"))
     if decoded is None or part is None:

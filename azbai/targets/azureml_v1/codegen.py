@@ -216,9 +216,10 @@ def _references(refs: list[DataReference], plan: Plan) -> str:
             single.append(f"{ref.name!r}: {expr},")
             step_in.append(f"{ref.name!r}: {expr},")
         else:
+            # overwrite goes to the constructor: DataReference.as_upload() ignores its own overwrite argument
             single.append(
-                f"{ref.name!r}: DataReference({store}, data_reference_name={ref.name!r}, path_on_datastore={path})"
-                f".as_upload(path_on_compute={ref.path_on_compute!r}, overwrite={ref.overwrite!r}),"
+                f"{ref.name!r}: DataReference({store}, data_reference_name={ref.name!r}, path_on_datastore={path}, "
+                f"overwrite={ref.overwrite!r}).as_upload(path_on_compute={ref.path_on_compute!r}),"
             )
             step_out.append(
                 f"{ref.name!r}: OutputFileDatasetConfig(name={ref.name!r}, destination=({store}, {path}))"
