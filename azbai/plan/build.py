@@ -259,7 +259,14 @@ def _secret(s, job: LoadedJob, rows: list[MappingRow]) -> SecretReference:  # ty
     path = job.path_of(s)
     if s.value_secret_reference is not None:
         url = s.value_secret_reference.secret_url
-        rows.append(MappingRow(path, s.name, f"read from Key Vault ({url}) into the workspace Key Vault"))
+        rows.append(
+            MappingRow(
+                path,
+                s.name,
+                f"stays in your Key Vault ({url}): copy it into the workspace Key Vault as "
+                f"'{s.name.replace('_', '-')}', where the launcher reads it with Run.get_secret",
+            )
+        )
         return SecretReference(s.name, "key_vault", url)
     rows.append(
         MappingRow(

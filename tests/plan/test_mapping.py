@@ -1,0 +1,176 @@
+"""The Batch AI → plan mapping tables, row by row (docs/mapping.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from azbai.plan.build import PlanOptions, build_plan
+from azbai.plan.compute import VM_SIZES, replacement_for, vm_size
+from azbai.plan.model import DataMode, Distribution, LaunchMode, MountRoot, Plan, StoreKind, VolumeKind
+from azbai.plan.storage import ExtraMount
+from azbai.source.reader import load_job
+
+SHARE = {"azureFileUrl": "https://acct.file.core.windows.net/logs", "relativeMountPath": "logs"}
+BLOB = {"accountName": "acct", "containerName": "data", "relativeMountPath": "data"}
+
+
+def plan_of(tmp_path: Path, options: PlanOptions | None = None, **props: Any) -> Plan:
+    base: dict[str, Any] = {
+        "nodeCount": 1,
+        "customToolkitSettings": {"commandLine": "echo $AZ_BATCHAI_JOB_MOUNT_ROOT"},
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "mountVolumes": {"azureFileShares": [SHARE], "azureBlobFileSystems": [BLOB]},
+    }
+    base.update(props)
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"properties": base}))
+    return build_plan(load_job(path), options=options)
+
+
+def test_volumes_become_datastores_mounted(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path)
+    assert [(d.name, d.kind, d.container_name) for d in plan.datastores] == [
+        ("logs_share", StoreKind.FILE_SHARE, "logs"),
+        ("data_blob", StoreKind.BLOB_CONTAINER, "data"),
+    ]
+    assert {r.name: r.mode for r in plan.data_references} == {"logs": DataMode.MOUNT, "data": DataMode.MOUNT}
+    volumes = plan.steps[0].job.volumes
+    assert [(v.kind, v.root, v.relative_mount_path, v.data_reference) for v in volumes] == [
+        (VolumeKind.AZURE_FILE_SHARE, MountRoot.JOB, "logs", "logs"),
+        (VolumeKind.AZURE_BLOB, MountRoot.JOB, "data", "data"),
+    ]
+
+
+def test_same_container_twice_is_one_datastore(tmp_path: Path) -> None:
+    twice = {**SHARE, "relativeMountPath": "logs2"}
+    plan = plan_of(tmp_path, mountVolumes={"azureFileShares": [SHARE, twice]})
+    assert [d.name for d in plan.datastores] == ["logs_share"]
+    assert [r.name for r in plan.data_references] == ["logs", "logs2"]
+
+
+def test_a_share_subdirectory_is_a_path_on_the_datastore(tmp_path: Path) -> None:
+    sub = {"azureFileUrl": "https://acct.file.core.windows.net/logs/team/a", "relativeMountPath": "team"}
+    plan = plan_of(tmp_path, mountVolumes={"azureFileShares": [sub]})
+    assert plan.data_reference("team").path_on_datastore == "team/a"
+
+
+def test_input_directories_alias_or_download(tmp_path: Path) -> None:
+    inputs = [{"id": "DATA", "path": "$AZ_BATCHAI_JOB_MOUNT_ROOT/data/mnist"}]
+    alias = plan_of(tmp_path, inputDirectories=inputs)
+    assert alias.steps[0].job.input_directories[0].data_reference is None
+    download = plan_of(tmp_path, PlanOptions(input_mode=DataMode.DOWNLOAD), inputDirectories=inputs)
+    ref = download.data_reference("input_data")
+    assert (ref.mode, ref.datastore, ref.path_on_datastore, ref.path_on_compute) == (
+        DataMode.DOWNLOAD, "data_blob", "mnist", "azbai/inputs/DATA",
+    )  # fmt: skip
+
+
+def test_output_directories_upload_to_the_batch_ai_path(tmp_path: Path) -> None:
+    outputs = [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs/runs", "pathSuffix": "Models"}]
+    plan = plan_of(tmp_path, outputDirectories=outputs)
+    ref = plan.data_reference("output_model")
+    assert (ref.mode, ref.datastore, ref.path_on_datastore, ref.overwrite) == (
+        DataMode.UPLOAD, "logs_share", "runs/{segment}/outputs/Models", True,
+    )  # fmt: skip
+    mounted = plan_of(tmp_path, PlanOptions(output_mode=DataMode.MOUNT), outputDirectories=outputs)
+    assert mounted.steps[0].job.output_directories[0].data_reference is None
+
+
+def test_output_on_no_volume_goes_to_the_workspace_default(tmp_path: Path) -> None:
+    outputs = [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_TEMP"}]
+    plan = plan_of(tmp_path, outputDirectories=outputs)
+    ref = plan.data_reference("output_model")
+    assert ref.datastore == "workspaceblobstore" and plan.datastore("workspaceblobstore").workspace_default
+    assert any("on no datastore" in n.message for n in plan.notes)
+
+
+def test_nfs_unmanaged_and_undescribed_mounts_are_warnings(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path,
+        mountVolumes={
+            "fileServers": [{"fileServer": {"id": "/x/fs"}, "relativeMountPath": "nfs"}],
+            "unmanagedFileSystems": [{"mountCommand": "mount -t glusterfs 10.0.0.4:/gv0", "relativeMountPath": "gl"}],
+        },
+        inputDirectories=[{"id": "SCRIPT", "path": "$AZ_BATCHAI_MOUNT_ROOT/external/scripts"}],
+    )
+    kinds = {v.relative_mount_path: (v.kind, v.data_reference) for v in plan.steps[0].job.volumes}
+    assert kinds == {
+        "nfs": (VolumeKind.FILE_SERVER, None),
+        "gl": (VolumeKind.UNMANAGED, None),
+        "external": (VolumeKind.UNDESCRIBED, None),
+        "logs": (VolumeKind.UNDESCRIBED, None),  # stdOutErrPathPrefix names a job mount that is not described
+    }
+    messages = " ".join(n.message for n in plan.notes)
+    assert "NFS file servers have no Azure ML equivalent" in messages
+    assert "--mount external=afs://ACCOUNT/SHARE" in messages
+    described = plan_of(
+        tmp_path,
+        PlanOptions(mounts=(ExtraMount.parse("external=afs://acct/share/dir"),)),
+        inputDirectories=[{"id": "SCRIPT", "path": "$AZ_BATCHAI_MOUNT_ROOT/external/scripts"}],
+    )
+    assert described.data_reference("cluster_external").path_on_datastore == "dir"
+
+
+@pytest.mark.parametrize(
+    ("settings", "mode", "distribution", "processes", "stdout"),
+    [
+        ({"cntkSettings": {"pythonScriptFilePath": "/a.py", "processCount": 4}}, LaunchMode.MPI, Distribution.MPI, 4, "stdout.txt"),
+        ({"cntkSettings": {"configFilePath": "/a.cntk"}}, LaunchMode.MPI, Distribution.MPI, 2, "stdout.txt"),
+        ({"chainerSettings": {"pythonScriptFilePath": "/a.py"}}, LaunchMode.MPI, Distribution.MPI, 2, "stdout.txt"),
+        ({"horovodSettings": {"pythonScriptFilePath": "/a.py", "processCount": 8}}, LaunchMode.MPI, Distribution.MPI, 8, "stdout.txt"),
+        ({"customMpiSettings": {"commandLine": "python -u /a.py"}}, LaunchMode.MPI, Distribution.MPI, 2, "stdout.txt"),
+        ({"caffeSettings": {"configFilePath": "/s.prototxt"}}, LaunchMode.MPI, Distribution.MPI, 2, "stdout.txt"),
+        ({"pyTorchSettings": {"pythonScriptFilePath": "/a.py", "communicationBackend": "Gloo"}}, LaunchMode.PER_PROCESS, Distribution.PYTORCH, 2, "stdout-{index}.txt"),
+        ({"pyTorchSettings": {"pythonScriptFilePath": "/a.py", "communicationBackend": "MPI"}}, LaunchMode.PER_PROCESS, Distribution.MPI, 2, "stdout-{index}.txt"),
+        ({"caffe2Settings": {"pythonScriptFilePath": "/a.py"}}, LaunchMode.PER_PROCESS, Distribution.MPI, 2, "stdout-{index}.txt"),
+        ({"tensorFlowSettings": {"pythonScriptFilePath": "/a.py", "workerCount": 2, "parameterServerCount": 1}}, LaunchMode.PARAMETER_SERVER, Distribution.TENSORFLOW, 3, "stdout-ps-{index}.txt"),
+        ({"customToolkitSettings": {"commandLine": "mpirun --hostfile $AZ_BATCHAI_MPI_HOST_FILE x"}}, LaunchMode.MASTER_ONLY, Distribution.MPI, 1, "stdout.txt"),
+    ],
+)  # fmt: skip
+def test_toolkits_become_processes(
+    tmp_path: Path, settings: dict[str, Any], mode: LaunchMode, distribution: Distribution, processes: int, stdout: str
+) -> None:
+    job = {"nodeCount": 2, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP", "mountVolumes": None, **settings}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"properties": job}))
+    launch = build_plan(load_job(path)).steps[0].job.launch
+    assert (launch.mode, launch.distribution, launch.process_count) == (mode, distribution, processes)
+    assert launch.groups[0].stdout == stdout
+
+
+def test_tensorflow_single_process_uses_the_master_arguments(tmp_path: Path) -> None:
+    settings = {"pythonScriptFilePath": "/t.py", "masterCommandLineArgs": "--m", "workerCommandLineArgs": "--w"}
+    plan = plan_of(tmp_path, tensorFlowSettings=settings, customToolkitSettings=None)
+    (group,) = plan.steps[0].job.launch.groups
+    assert (group.role, group.command, group.stdout) == ("worker", "python /t.py --m", "stdout-wk-{index}.txt")
+
+
+def test_retired_vm_sizes_have_current_replacements() -> None:
+    for size in VM_SIZES.values():
+        if size.retired:
+            replacement = vm_size(size.replacement or "")
+            assert replacement is not None and not replacement.retired
+            assert replacement.gpus >= size.gpus
+            assert replacement.infiniband or not size.infiniband
+
+
+def test_retired_images_are_replaced_and_kept_on_request(tmp_path: Path) -> None:
+    assert replacement_for("microsoft/cntk:2.5.1-gpu-python2.7-cuda9.0-cudnn7.0") is not None
+    assert replacement_for("tensorflow/tensorflow:1.8.0-gpu") is not None
+    assert replacement_for("tensorflow/tensorflow:2.15.0-gpu") is None
+    image = {"imageSourceRegistry": {"image": "pytorch/pytorch:0.4_cuda9_cudnn7"}}
+    replaced = plan_of(tmp_path, containerSettings=image)
+    assert replaced.container.source_image == "pytorch/pytorch:0.4_cuda9_cudnn7" and replaced.container.pip_packages == ("torch",)
+    kept = plan_of(tmp_path, PlanOptions(keep_image=True), containerSettings=image)
+    assert kept.container.image == "pytorch/pytorch:0.4_cuda9_cudnn7" and kept.container.source_image is None
+    chosen = plan_of(tmp_path, PlanOptions(image="myreg.azurecr.io/train:1"), containerSettings=image)
+    assert chosen.container.image == "myreg.azurecr.io/train:1"
+
+
+def test_vm_size_flag_and_cluster_scale(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, PlanOptions(vm_size="STANDARD_NC24ADS_A100_V4", max_nodes=4), nodeCount=2)
+    assert (plan.compute.vm_size, plan.compute.max_nodes, plan.compute.source_vm_size) == ("STANDARD_NC24ADS_A100_V4", 4, None)
