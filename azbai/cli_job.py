@@ -1,0 +1,159 @@
+"""``azbai job``: local jobs, named as ``az batchai job`` named them.
+
+    azbai job create -f job.json -n NAME [-e EXPERIMENT] [--storage-account-name A] [--wait]
+    azbai job show|wait|terminate|delete -n NAME [-e EXPERIMENT]
+    azbai job list [-e EXPERIMENT]
+    azbai job file list   -n NAME [-d stdouterr|OUTPUT_ID]
+    azbai job file stream -n NAME -f stdout.txt|stderr.txt|FILE [-d …]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from azbai.local.workspace import WORKSPACE_ENV, Workspace
+
+_name = click.option("-n", "--name", required=True, help="The job's name.")
+_experiment = click.option("-e", "--experiment", help="The job's experiment (needed when names repeat).")
+
+
+@click.group("job")
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False),
+    help=f"The local workspace (default: ${WORKSPACE_ENV}, else ./.azbai).",
+)
+@click.pass_context
+def job(ctx: click.Context, workspace: str | None) -> None:
+    """Run Batch AI jobs locally: Azurite for blob storage, directories for file shares, local processes."""
+    ctx.obj = Workspace.resolve(workspace)
+
+
+@job.command()
+@click.option("-f", "--config-file", "job_file", required=True, type=click.Path(dir_okay=False), help="The job.json.")
+@_name
+@click.option("-e", "--experiment", default="batchai-migration", show_default=True, help="The job's experiment.")
+@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on.")
+@click.option("--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in.")
+@click.option("--mount", "mounts", multiple=True, help="A cluster mount: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.")
+@click.option("--storage-account-name", help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT).")
+@click.option("--storage-account-key", help="Replaces <AZURE_BATCHAI_STORAGE_KEY>; not needed locally, never written.")
+@click.option("--wait", is_flag=True, help="Wait for the job to end (exit code non-zero when it fails).")
+@click.pass_obj
+def create(workspace: Workspace, **options: Any) -> None:
+    """Create a job from a Batch AI job.json and run it."""
+    from azbai.local.service import create_job
+
+    record = create_job(workspace, **options)
+    click.echo(json.dumps(record.to_dict(), indent=2))
+
+
+@job.command()
+@_name
+@_experiment
+@click.pass_obj
+def show(workspace: Workspace, name: str, experiment: str | None) -> None:
+    """Show a job's state, times, exit code and directories."""
+    click.echo(json.dumps(_record(workspace, name, experiment).to_dict(), indent=2))
+
+
+@job.command("list")
+@_experiment
+@click.pass_obj
+def list_jobs(workspace: Workspace, experiment: str | None) -> None:
+    """List the jobs."""
+    from azbai.local.jobs import JobBook
+
+    records = JobBook(workspace).list(experiment) if workspace.jobs_dir.is_dir() else []
+    click.echo(f"{'Name':<28} {'Experiment':<22} {'State':<11} {'Exit':>4}  Tool")
+    for r in records:
+        code = "" if r.exit_code is None else str(r.exit_code)
+        click.echo(f"{r.name:<28} {r.experiment:<22} {r.state:<11} {code:>4}  {r.tool_type}")
+
+
+@job.command()
+@_name
+@_experiment
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@click.pass_obj
+def wait(workspace: Workspace, name: str, experiment: str | None, timeout: float | None) -> None:
+    """Wait for a job to end; the exit code is non-zero when it failed."""
+    from azbai.local.service import wait_job
+
+    record = wait_job(_record(workspace, name, experiment), timeout=timeout)
+    click.echo(f"job {record.name!r} {record.state} (exit code {record.exit_code})")
+
+
+@job.command()
+@_name
+@_experiment
+@click.pass_obj
+def terminate(workspace: Workspace, name: str, experiment: str | None) -> None:
+    """Stop a running job (its logs and partial outputs are kept)."""
+    from azbai.local.service import terminate_job
+
+    record = terminate_job(_record(workspace, name, experiment))
+    click.echo(f"job {record.name!r} {record.state}")
+
+
+@job.command()
+@_name
+@_experiment
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def delete(workspace: Workspace, name: str, experiment: str | None, yes: bool) -> None:
+    """Delete a finished job's record and work directory (its outputs on shares and containers stay)."""
+    from azbai.local.service import delete_job
+
+    record = _record(workspace, name, experiment)
+    if not yes:
+        click.confirm(f"Delete job {record.name!r} of experiment {record.experiment!r}?", abort=True)
+    delete_job(record)
+    click.echo(f"deleted job {record.name!r}")
+
+
+@job.group("file")
+def file_group() -> None:
+    """A job's stdout/stderr and output files."""
+
+
+@file_group.command("list")
+@_name
+@_experiment
+@click.option("-d", "--output-directory-id", "directory", default="stdouterr", show_default=True, help="stdouterr or an output directory id.")
+@click.pass_obj
+def file_list(workspace: Workspace, name: str, experiment: str | None, directory: str) -> None:
+    """List the files of a job directory (full paths)."""
+    from azbai.local.service import list_files
+
+    files = list_files(_record(workspace, name, experiment), directory)
+    for f in files:
+        click.echo(f"{f.size:>12}  {f.url}")
+    if not files:
+        click.echo(f"(no files in {directory} yet)", err=True)
+
+
+@file_group.command("stream")
+@_name
+@_experiment
+@click.option("-f", "--file-name", "file_name", required=True, help="stdout.txt, stderr.txt or another file.")
+@click.option("-d", "--output-directory-id", "directory", default="stdouterr", show_default=True, help="stdouterr or an output directory id.")
+@click.option("--no-follow", is_flag=True, help="Print what is there and stop.")
+@click.pass_obj
+def file_stream(workspace: Workspace, name: str, experiment: str | None, file_name: str, directory: str, no_follow: bool) -> None:
+    """Print a job file, following it while the job runs."""
+    from azbai.local.service import stream_file
+
+    for chunk in stream_file(_record(workspace, name, experiment), file_name, directory, follow=not no_follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+
+def _record(workspace: Workspace, name: str, experiment: str | None) -> Any:
+    from azbai.local.jobs import JobBook
+
+    return JobBook(workspace).get(name, experiment)

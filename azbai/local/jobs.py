@@ -1,0 +1,197 @@
+"""Local job records: what ``azbai job show`` reports, kept in the workspace so they survive restarts.
+
+One directory per job, ``<workspace>/jobs/<experiment>/<job>/``::
+
+    record.json       state, times, exit code, segment, where stdout/stderr and outputs are (no secrets)
+    plan.json         the plan the job runs
+    azbai_job.json    the plan's job section, which the launcher reads
+    runner.log        what the runner (staging, launcher, upload) logged
+    work/             the launcher's work directory (mount links, temp directories, staged data)
+
+States follow Batch AI's ``executionState``: queued → running → succeeded | failed, and terminated (terminate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from azbai.errors import JobError
+from azbai.local.workspace import Workspace
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, TERMINATED = "queued", "running", "succeeded", "failed", "terminated"
+FINAL_STATES = (SUCCEEDED, FAILED, TERMINATED)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def now() -> str:
+    """The current UTC time in ISO-8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_name(name: str, what: str = "job name") -> str:
+    """Batch AI names: letters, digits, '-' and '_', up to 64 characters."""
+    if not _NAME_RE.match(name):
+        raise JobError(f"invalid {what} {name!r}: use letters, digits, '-' and '_' (at most 64, starting alphanumeric)")
+    return name
+
+
+@dataclass
+class OutputLocation:
+    """Where an output directory's files are: the local directory the job wrote, and the datastore it went to."""
+
+    local: str
+    store_kind: str | None = None
+    account: str | None = None
+    store: str | None = None
+    prefix: str | None = None
+
+
+@dataclass
+class JobRecord:
+    """The state of one local job."""
+
+    name: str
+    experiment: str
+    directory: str
+    state: str = QUEUED
+    creation_time: str = field(default_factory=now)
+    start_time: str | None = None
+    end_time: str | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    segment: str = ""
+    tool_type: str = ""
+    node_count: int = 1
+    runner_pid: int | None = None
+    stdouterr_dir: str | None = None
+    outputs: dict[str, OutputLocation] = field(default_factory=dict)
+    source: str | None = None
+
+    @property
+    def path(self) -> Path:
+        """The job's directory."""
+        return Path(self.directory)
+
+    @property
+    def work_dir(self) -> Path:
+        """The launcher's work directory."""
+        return self.path / "work"
+
+    @property
+    def finished(self) -> bool:
+        """True once the job reached a final state."""
+        return self.state in FINAL_STATES
+
+    def save(self) -> None:
+        """Write ``record.json`` atomically."""
+        data = asdict(self)
+        handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".record.", suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2)
+        os.replace(temporary, self.path / "record.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> JobRecord:
+        """Read ``record.json``."""
+        try:
+            data: dict[str, Any] = json.loads((directory / "record.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise JobError(f"cannot read the job record in {directory}: {exc}") from exc
+        data["outputs"] = {k: OutputLocation(**v) for k, v in data.get("outputs", {}).items()}
+        return cls(**data)
+
+    def refresh(self) -> JobRecord:
+        """The record as it is on disk now, with a vanished runner noticed (a job cannot stay running forever)."""
+        record = JobRecord.load(self.path)
+        if record.state in (QUEUED, RUNNING) and record.runner_pid and not _alive(record.runner_pid, record.path):
+            record = JobRecord.load(self.path)  # it may have finished between the two reads
+            if record.state in (QUEUED, RUNNING):
+                record.state, record.end_time = FAILED, now()
+                record.message = "the job's runner process is gone (was the machine restarted?)"
+                record.save()
+        return record
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as ``azbai job show`` prints it (Batch AI's field names)."""
+        return {
+            "name": self.name,
+            "experiment": self.experiment,
+            "executionState": self.state,
+            "creationTime": self.creation_time,
+            "executionInfo": {
+                "startTime": self.start_time,
+                "endTime": self.end_time,
+                "exitCode": self.exit_code,
+                "errors": [self.message] if self.message else [],
+            },
+            "jobOutputDirectoryPathSegment": self.segment,
+            "toolType": self.tool_type,
+            "nodeCount": self.node_count,
+            "stdOutErrDirectory": self.stdouterr_dir,
+            "outputDirectories": {k: asdict(v) for k, v in self.outputs.items()},
+        }
+
+
+class JobBook:
+    """The job records of a workspace."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def directory(self, experiment: str, name: str) -> Path:
+        """Where a job's record lives."""
+        return self.workspace.jobs_dir / check_name(experiment, "experiment name") / check_name(name)
+
+    def create(self, experiment: str, name: str) -> JobRecord:
+        """A new record; :class:`JobError` when the experiment already has a job of that name (as in Batch AI)."""
+        directory = self.directory(experiment, name)
+        if (directory / "record.json").exists():
+            raise JobError(
+                f"a job named {name!r} already exists in experiment {experiment!r}; "
+                f"delete it first (azbai job delete -n {name} -e {experiment}) or choose another name"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        record = JobRecord(name=name, experiment=experiment, directory=str(directory))
+        record.save()
+        return record
+
+    def get(self, name: str, experiment: str | None = None) -> JobRecord:
+        """The record of a job, found by name (and experiment when several have one of that name)."""
+        if experiment is not None:
+            directory = self.directory(experiment, name)
+            if not (directory / "record.json").exists():
+                raise JobError(f"no job named {name!r} in experiment {experiment!r}")
+            return JobRecord.load(directory).refresh()
+        found = sorted(self.workspace.jobs_dir.glob(f"*/{check_name(name)}/record.json"))
+        if not found:
+            raise JobError(f"no job named {name!r} (azbai job list shows the jobs)")
+        if len(found) > 1:
+            experiments = ", ".join(p.parent.parent.name for p in found)
+            raise JobError(f"several experiments have a job named {name!r} ({experiments}): add -e EXPERIMENT")
+        return JobRecord.load(found[0].parent).refresh()
+
+    def list(self, experiment: str | None = None) -> list[JobRecord]:
+        """Every job (of one experiment), oldest first."""
+        pattern = f"{check_name(experiment, 'experiment name')}/*/record.json" if experiment else "*/*/record.json"
+        records = [JobRecord.load(p.parent).refresh() for p in self.workspace.jobs_dir.glob(pattern)]
+        return sorted(records, key=lambda r: (r.creation_time, r.experiment, r.name))
+
+
+def _alive(pid: int, directory: Path) -> bool:
+    """Whether ``pid`` is still the runner of the job in ``directory`` (not a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return any(part.decode(errors="replace") == str(directory) for part in cmdline)

@@ -1,0 +1,261 @@
+"""``azbai job …`` as a library: create, show, list, wait, terminate, delete a local job, and read its files.
+
+    >>> record = create_job(Workspace.resolve(), "job.json", name="mnist", wait=True)
+    >>> record.state, record.exit_code
+    ('succeeded', 0)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from azbai.errors import JobError, JobFailed, StorageError
+from azbai.local.jobs import FINAL_STATES, JobBook, JobRecord, check_name
+from azbai.local.runner import (
+    LOCAL_RESOURCE_GROUP,
+    LOCAL_SUBSCRIPTION,
+    LOCAL_WORKSPACE,
+    JobRunner,
+    remove_tree,
+)
+from azbai.local.stores import open_store
+from azbai.local.workspace import Workspace
+from azbai.migrate import load
+from azbai.plan.build import DEFAULT_EXPERIMENT, PlanOptions, build_plan
+from azbai.plan.model import SEGMENT_TEMPLATE
+from azbai.plan.serialize import job_to_json, plan_to_json
+from azbai.plan.storage import ExtraMount
+from azbai.source.reader import LoadedJob
+
+STDOUTERR = "stdouterr"
+
+
+def create_job(
+    workspace: Workspace,
+    job_file: str | Path,
+    *,
+    name: str,
+    experiment: str = DEFAULT_EXPERIMENT,
+    wait: bool = False,
+    cluster_file: str | Path | None = None,
+    merge_files: Sequence[str | Path] = (),
+    mounts: Sequence[str] = (),
+    storage_account_name: str | None = None,
+    storage_account_key: str | None = None,
+) -> JobRecord:
+    """Create a local job from a Batch AI job file and start it (in the background unless ``wait``).
+
+    With ``wait`` the call returns when the job ends; a failed job raises :class:`JobFailed` (its record is kept).
+    """
+    check_name(name)
+    loaded = load(
+        job_file,
+        cluster_file,
+        merge_files,
+        storage_account_name=storage_account_name,
+        storage_account_key=storage_account_key,
+    )
+    options = PlanOptions(name=name, experiment=experiment, mounts=tuple(ExtraMount.parse(m) for m in mounts))
+    plan = build_plan(loaded.job, loaded.cluster, options)
+    secrets = secret_environment(loaded.job)
+    book = JobBook(workspace.ensure())
+    record = book.create(experiment, name)
+    record.segment = SEGMENT_TEMPLATE.format(
+        subscription=LOCAL_SUBSCRIPTION,
+        resource_group=LOCAL_RESOURCE_GROUP,
+        workspace=LOCAL_WORKSPACE,
+        experiment=experiment,
+        job=name,
+        job_uuid=str(uuid.uuid4()),
+    )
+    record.tool_type = plan.steps[0].job.launch.toolkit
+    record.node_count = plan.steps[0].job.node_count
+    record.source = str(Path(job_file).resolve())
+    (record.path / "plan.json").write_text(plan_to_json(plan), encoding="utf-8")
+    (record.path / "azbai_job.json").write_text(job_to_json(plan.steps[0].job), encoding="utf-8")
+    record.save()
+    env = {**os.environ, **secrets, "AZBAI_WORKSPACE": str(workspace.root)}
+    if wait:
+        runner = JobRunner(workspace, record)
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: runner.terminate())
+        try:
+            code = runner.run(env=env)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        record = record.refresh()
+        if code != 0 or record.state != "succeeded":
+            raise JobFailed(_failure(record), record.exit_code or 1)
+        return record
+    with open(record.path / "runner.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "azbai.local.runner", str(record.path)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the job outlives the CLI that created it
+        )
+    record.runner_pid = process.pid
+    record.save()
+    return record
+
+
+def secret_environment(job: LoadedJob) -> dict[str, str]:
+    """The job's secrets as environment variables for its runner (never written anywhere).
+
+    A secret kept in Key Vault cannot be read locally: its value must be in the caller's environment.
+    """
+    values: dict[str, str] = {}
+    missing = []
+    for secret in job.properties.secrets:
+        if secret.value is not None:
+            values[secret.name] = secret.value.reveal()
+        elif secret.name in os.environ:
+            values[secret.name] = os.environ[secret.name]
+        else:
+            missing.append(secret.name)
+    if missing:
+        raise JobError(
+            f"secret(s) {', '.join(missing)} are kept in Key Vault, which a local run cannot read: "
+            "set them as environment variables of the same name"
+        )
+    return values
+
+
+def wait_job(record: JobRecord, *, timeout: float | None = None, poll: float = 0.5) -> JobRecord:
+    """Wait until the job ends; :class:`JobFailed` when it failed or was terminated."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        record = record.refresh()
+        if record.finished:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobError(f"job {record.name!r} is still {record.state} after {timeout:g} s")
+        time.sleep(poll)
+    if record.state != "succeeded":
+        raise JobFailed(_failure(record), record.exit_code or 1)
+    return record
+
+
+def terminate_job(record: JobRecord, *, timeout: float = 60.0) -> JobRecord:
+    """Stop a running job (its logs and partial outputs are staged out first) and wait for its end."""
+    record = record.refresh()
+    if record.finished:
+        return record
+    if record.runner_pid is None:
+        raise JobError(f"job {record.name!r} has no runner to stop")
+    try:
+        os.kill(record.runner_pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return record.refresh()
+    deadline = time.monotonic() + timeout
+    while not record.finished and time.monotonic() < deadline:
+        time.sleep(0.2)
+        record = record.refresh()
+    if not record.finished:
+        raise JobError(f"job {record.name!r} did not stop within {timeout:g} s")
+    return record
+
+
+def delete_job(record: JobRecord) -> None:
+    """Forget a finished job: its record and work directory (outputs on shares and containers stay)."""
+    record = record.refresh()
+    if not record.finished:
+        raise JobError(f"job {record.name!r} is {record.state}: terminate it first (azbai job terminate -n {record.name})")
+    remove_tree(record.path)
+
+
+@dataclass(frozen=True)
+class JobFile:
+    """A file of a job's stdout/stderr directory or of an output directory."""
+
+    name: str
+    size: int
+    url: str
+
+
+def list_files(record: JobRecord, directory: str = STDOUTERR) -> list[JobFile]:
+    """The files of ``stdouterr`` or of an output directory (by id), as ``az batchai job file list`` showed them."""
+    record = record.refresh()
+    if directory.lower() == STDOUTERR:
+        return _local_listing(_stdouterr_dir(record))
+    location = record.outputs.get(directory)
+    if location is None:
+        known = ", ".join([STDOUTERR, *record.outputs]) or STDOUTERR
+        raise JobError(f"job {record.name!r} has no output directory {directory!r} (known: {known})")
+    if record.finished and location.store_kind and location.account and location.store:
+        workspace = Workspace(record.path.parents[2])
+        kind = {"container": location.store} if location.store_kind == "blob" else {"share": location.store}
+        store = open_store(workspace, location.account, **kind)
+        prefix = (location.prefix or "").strip("/")
+        try:
+            entries = store.list(prefix + "/" if prefix else "")
+        except StorageError:
+            entries = []
+        return [JobFile(e.path[len(prefix) :].lstrip("/"), e.size, store.url_for(e.path)) for e in entries]
+    return _local_listing(Path(location.local))
+
+
+def stream_file(
+    record: JobRecord, name: str, directory: str = STDOUTERR, *, follow: bool = True, poll: float = 0.25
+) -> Iterator[bytes]:
+    """The content of a job file, following it while the job runs (``az batchai job file stream``)."""
+    if "/" in name or name in ("", ".", ".."):
+        raise JobError(f"{name!r}: give a file name of the directory (azbai job file list shows them)")
+    base = _stdouterr_dir(record) if directory.lower() == STDOUTERR else None
+    if base is None:
+        location = record.outputs.get(directory)
+        if location is None:
+            raise JobError(f"job {record.name!r} has no output directory {directory!r}")
+        base = Path(location.local)
+    path = base / name
+    position = 0
+    while True:
+        record = record.refresh()
+        if path.is_file():
+            with open(path, "rb") as stream:
+                stream.seek(position)
+                chunk = stream.read()
+            if chunk:
+                position += len(chunk)
+                yield chunk
+                continue
+        if not follow or record.finished:
+            if not path.is_file():
+                listing = ", ".join(f.name for f in _local_listing(base)) or "none yet"
+                raise JobError(f"job {record.name!r} has no file {name!r} in {directory} (files: {listing})")
+            return
+        time.sleep(poll)
+
+
+def _stdouterr_dir(record: JobRecord) -> Path:
+    if record.stdouterr_dir is None:
+        raise JobError(f"job {record.name!r} has not started yet: it has no stdout/stderr directory")
+    return Path(record.stdouterr_dir)
+
+
+def _local_listing(directory: Path) -> list[JobFile]:
+    if not directory.is_dir():
+        return []
+    files = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and not path.name.startswith(".azbai-"):
+            files.append(JobFile(str(path.relative_to(directory)), path.stat().st_size, path.resolve().as_uri()))
+    return files
+
+
+def _failure(record: JobRecord) -> str:
+    what = f"job {record.name!r} {record.state}"
+    if record.exit_code is not None:
+        what += f" with exit code {record.exit_code}"
+    if record.message:
+        what += f": {record.message}"
+    return what + f"; logs: azbai job file list -n {record.name} -e {record.experiment}"
