@@ -210,17 +210,12 @@ def stream_file(
     """The content of a job file, following it while the job runs (``az batchai job file stream``)."""
     if "/" in name or name in ("", ".", ".."):
         raise JobError(f"{name!r}: give a file name of the directory (azbai job file list shows them)")
-    base = _stdouterr_dir(record) if directory.lower() == STDOUTERR else None
-    if base is None:
-        location = record.outputs.get(directory)
-        if location is None:
-            raise JobError(f"job {record.name!r} has no output directory {directory!r}")
-        base = Path(location.local)
-    path = base / name
     position = 0
     while True:
         record = record.refresh()
-        if path.is_file():
+        base = _directory(record, directory, required=not follow or record.finished)
+        path = base / name if base is not None else None
+        if path is not None and path.is_file():
             with open(path, "rb") as stream:
                 stream.seek(position)
                 chunk = stream.read()
@@ -229,11 +224,27 @@ def stream_file(
                 yield chunk
                 continue
         if not follow or record.finished:
-            if not path.is_file():
-                listing = ", ".join(f.name for f in _local_listing(base)) or "none yet"
-                raise JobError(f"job {record.name!r} has no file {name!r} in {directory} (files: {listing})")
+            if path is None or not path.is_file():
+                listing = ", ".join(f.name for f in _local_listing(base)) if base else ""
+                raise JobError(
+                    f"job {record.name!r} has no file {name!r} in {directory} (files: {listing or 'none yet'})"
+                )
             return
         time.sleep(poll)
+
+
+def _directory(record: JobRecord, directory: str, *, required: bool) -> Path | None:
+    """The local directory of ``stdouterr`` or an output id; None while a running job has not set it up."""
+    if directory.lower() == STDOUTERR:
+        if record.stdouterr_dir is None and not required:
+            return None
+        return _stdouterr_dir(record)
+    location = record.outputs.get(directory)
+    if location is None:
+        if not required and not record.outputs:
+            return None
+        raise JobError(f"job {record.name!r} has no output directory {directory!r}")
+    return Path(location.local)
 
 
 def _stdouterr_dir(record: JobRecord) -> Path:

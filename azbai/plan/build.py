@@ -224,12 +224,12 @@ def _output(d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows
         store = layout.workspace_default()
         resolved = layout.resolve(d.path_prefix)
         base = "batchai/" + (resolved[0].relative_mount_path if resolved else "local")
-        on_store = posixpath.join(base, resolved[1] if resolved and resolved[1] else "")
+        on_store = posixpath.join(base, resolved[1] if resolved and resolved[1] else "").strip("/")
         layout.notes.append(
             Note(
                 path + ".pathPrefix",
                 f"the output directory {d.id} is on no datastore; its files are uploaded to the workspace's default "
-                f"datastore under {on_store.rstrip('/')}/<segment>/outputs instead",
+                f"datastore under {on_store}/<segment>/outputs instead",
             )
         )
     else:

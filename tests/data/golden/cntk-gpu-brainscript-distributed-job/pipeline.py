@@ -78,7 +78,7 @@ def _register(ws, kind, name, container, account_name, account_key, endpoint, dr
 def run_references(stores: dict, segment: str) -> dict:
     """The job's data as one run's DataReferences: mounted volumes, downloaded inputs, uploaded outputs."""
     return {
-        'output_model': DataReference(stores['workspaceblobstore'], data_reference_name='output_model', path_on_datastore=f'batchai/external//{segment}/outputs/Models', overwrite=True).as_upload(path_on_compute='azbai/outputs/MODEL'),
+        'output_model': DataReference(stores['workspaceblobstore'], data_reference_name='output_model', path_on_datastore=f'batchai/external/{segment}/outputs/Models', overwrite=True).as_upload(path_on_compute='azbai/outputs/MODEL'),
     }
 
 
@@ -92,7 +92,7 @@ def step_inputs(stores: dict) -> dict:
 def step_outputs(stores: dict, segment: str) -> dict:
     """The pipeline step's outputs, uploaded when the step ends (also when it fails)."""
     return {
-        'output_model': OutputFileDatasetConfig(name='output_model', destination=(stores['workspaceblobstore'], f'batchai/external//{segment}/outputs/Models')).as_upload(overwrite=True),
+        'output_model': OutputFileDatasetConfig(name='output_model', destination=(stores['workspaceblobstore'], f'batchai/external/{segment}/outputs/Models')).as_upload(overwrite=True),
     }
 
 def compute_target(ws: Workspace, dry_run: bool = False):

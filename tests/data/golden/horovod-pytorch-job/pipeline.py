@@ -90,7 +90,7 @@ def run_references(stores: dict, segment: str) -> dict:
     return {
         'logs': DataReference(stores['logs_share'], data_reference_name='logs', path_on_datastore=None).as_mount(),
         'scripts': DataReference(stores['scripts_share'], data_reference_name='scripts', path_on_datastore=None).as_mount(),
-        'output_model': DataReference(stores['workspaceblobstore'], data_reference_name='output_model', path_on_datastore=f'batchai/external//{segment}/outputs/Models', overwrite=True).as_upload(path_on_compute='azbai/outputs/MODEL'),
+        'output_model': DataReference(stores['workspaceblobstore'], data_reference_name='output_model', path_on_datastore=f'batchai/external/{segment}/outputs/Models', overwrite=True).as_upload(path_on_compute='azbai/outputs/MODEL'),
     }
 
 
@@ -105,7 +105,7 @@ def step_inputs(stores: dict) -> dict:
 def step_outputs(stores: dict, segment: str) -> dict:
     """The pipeline step's outputs, uploaded when the step ends (also when it fails)."""
     return {
-        'output_model': OutputFileDatasetConfig(name='output_model', destination=(stores['workspaceblobstore'], f'batchai/external//{segment}/outputs/Models')).as_upload(overwrite=True),
+        'output_model': OutputFileDatasetConfig(name='output_model', destination=(stores['workspaceblobstore'], f'batchai/external/{segment}/outputs/Models')).as_upload(overwrite=True),
     }
 
 def compute_target(ws: Workspace, dry_run: bool = False):
