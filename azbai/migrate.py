@@ -154,7 +154,7 @@ def render_files(plan: Plan) -> dict[str, str]:
         "migrate.ipynb": render_notebook(plan),
         "MIGRATION.md": render_report(plan),
         f"snapshot/{LAUNCHER_FILE}": launcher,
-        f"snapshot/{JOB_FILE}": job_to_json(plan.steps[0].job),
+        f"snapshot/{JOB_FILE}": job_to_json(plan.job_steps[0].job),
     }
 
 

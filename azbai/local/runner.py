@@ -141,7 +141,7 @@ class JobRunner:
     def _stage_in(self) -> list[_Staged]:
         staged = []
         data_dir = self.record.work_dir / "azbai"
-        for name in self.plan.steps[0].data_references:
+        for name in self.plan.job_steps[0].data_references:
             ref = self.plan.data_reference(name)
             store = open_datastore(self.workspace, self.plan.datastore(ref.datastore))
             prefix = ref.path_on_datastore.replace("{segment}", self.record.segment).strip("/")

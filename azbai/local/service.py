@@ -76,11 +76,11 @@ def create_job(
         job=name,
         job_uuid=str(uuid.uuid4()),
     )
-    record.tool_type = plan.steps[0].job.launch.toolkit
-    record.node_count = plan.steps[0].job.node_count
+    record.tool_type = plan.job_steps[0].job.launch.toolkit
+    record.node_count = plan.job_steps[0].job.node_count
     record.source = str(Path(job_file).resolve())
     (record.path / "plan.json").write_text(plan_to_json(plan), encoding="utf-8")
-    (record.path / "azbai_job.json").write_text(job_to_json(plan.steps[0].job), encoding="utf-8")
+    (record.path / "azbai_job.json").write_text(job_to_json(plan.job_steps[0].job), encoding="utf-8")
     record.save()
     env = {**os.environ, **secrets, "AZBAI_WORKSPACE": str(workspace.root)}
     if wait:

@@ -279,12 +279,85 @@ class Compute:
 
 @dataclass(frozen=True)
 class Step:
-    """One pipeline step: the launcher running a job on a compute target."""
+    """One pipeline step: the launcher running a Batch AI job on a compute target.
+
+    ``data_references`` names what the step reads and writes: data references, pipeline data (produced here when
+    the step is its producer, read otherwise) and data-path parameters.
+    """
 
     name: str
     job: Job
     data_references: tuple[str, ...]
     allow_reuse: bool = False
+    #: a compute of ``Plan.extra_computes``; None: the plan's compute
+    compute: str | None = None
+    #: None: the plan's container
+    container: Container | None = None
+    kind: str = "job"
+
+
+@dataclass(frozen=True)
+class ParallelStep:
+    """A step that applies an entry script (``init()`` / ``run(mini_batch)``) to every file of its input, in parallel.
+
+    Azure ML v1 runs it as a ``ParallelRunStep``; locally a pool of worker processes runs the same entry script.
+    ``arguments`` may hold ``{parameters.NAME}``.
+    """
+
+    name: str
+    source_directory: str
+    entry_script: str
+    input: str
+    output: str
+    arguments: tuple[str, ...] = ()
+    mini_batch_size: int = 1
+    error_threshold: int = 0
+    process_count_per_node: int = 1
+    node_count: int = 1
+    max_retries: int = 3
+    run_invocation_timeout: int = 600
+    pip_packages: tuple[str, ...] = ()
+    compute: str | None = None
+    allow_reuse: bool = True
+    kind: str = "parallel"
+
+
+class ParameterKind(enum.Enum):
+    """What a pipeline parameter holds."""
+
+    STRING = "string"
+    #: a path on a datastore (Azure ML ``DataPath``), given to a step as a downloaded input
+    DATA_PATH = "data_path"
+
+
+@dataclass(frozen=True)
+class PipelineParameter:
+    """A value chosen when a pipeline run starts (``PipelineParameter``)."""
+
+    name: str
+    kind: ParameterKind
+    default: str
+    datastore: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineData:
+    """A directory one step writes and later steps read (``PipelineData`` / ``OutputFileDatasetConfig``)."""
+
+    name: str
+    producer: str
+    datastore: str
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Start a pipeline run for each new blob under a path (Azure ML ``Schedule`` with a datastore trigger)."""
+
+    datastore: str
+    path_on_datastore: str
+    data_path_parameter: str
+    polling_interval_minutes: int = 5
+    pattern: str = "*"
 
 
 @dataclass(frozen=True)
@@ -326,11 +399,15 @@ class Plan:
     data_references: tuple[DataReference, ...]
     container: Container
     compute: Compute
-    steps: tuple[Step, ...]
+    steps: tuple[Step | ParallelStep, ...]
     variables: tuple[VariableMapping, ...]
     notes: tuple[Note, ...]
     mapping: tuple[MappingRow, ...]
     format: int = PLAN_FORMAT
+    parameters: tuple[PipelineParameter, ...] = ()
+    pipeline_data: tuple[PipelineData, ...] = ()
+    extra_computes: tuple[Compute, ...] = ()
+    trigger: Trigger | None = None
 
     def datastore(self, name: str) -> Datastore:
         """The datastore called ``name``."""
@@ -344,4 +421,25 @@ class Plan:
         for ref in self.data_references:
             if ref.name == name:
                 return ref
+        raise KeyError(name)
+
+    def step(self, name: str) -> Step | ParallelStep:
+        """The step called ``name``."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    @property
+    def job_steps(self) -> tuple[Step, ...]:
+        """The steps that run a Batch AI job through the launcher."""
+        return tuple(s for s in self.steps if isinstance(s, Step))
+
+    def compute_named(self, name: str | None) -> Compute:
+        """A compute by name (None: the plan's main compute)."""
+        if name is None or name == self.compute.name:
+            return self.compute
+        for compute in self.extra_computes:
+            if compute.name == name:
+                return compute
         raise KeyError(name)

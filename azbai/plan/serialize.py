@@ -64,7 +64,15 @@ def _build(hint: Any, data: Any, where: str) -> Any:
     origin = get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
-        return None if data is None else _build(options[0], data, where)
+        if data is None:
+            return None
+        if len(options) > 1:  # a union of step classes: the "kind" field says which
+            for option in options:
+                kind = next((f.default for f in dataclasses.fields(option) if f.name == "kind"), None)
+                if isinstance(data, dict) and data.get("kind") == kind:
+                    return _build(option, data, where)
+            raise TypeError(f"{where}: unknown kind {data.get('kind') if isinstance(data, dict) else data!r}")
+        return _build(options[0], data, where)
     if origin is tuple:
         if not isinstance(data, list):
             raise TypeError(f"{where}: expected a list")

@@ -9,7 +9,7 @@ from azbai.targets.azureml_v1.codegen import SDK_V1_END_OF_SUPPORT
 def render_report(plan: Plan) -> str:
     """The Markdown text of MIGRATION.md."""
     compute, container = plan.compute, plan.container
-    launch = plan.steps[0].job.launch
+    launch = plan.job_steps[0].job.launch
     out = [
         f"# Migration of the Batch AI job `{plan.name}`",
         "",

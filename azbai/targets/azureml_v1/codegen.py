@@ -50,7 +50,7 @@ JOB_FILE = "azbai_job.json"
 
 def render_pipeline(plan: Plan) -> str:
     """The source of ``pipeline.py`` for ``plan``."""
-    step = plan.steps[0]
+    step = plan.job_steps[0]
     job = step.job
     refs = [plan.data_reference(name) for name in step.data_references]
     parts = [
@@ -329,7 +329,7 @@ def _environment(plan: Plan) -> str:
 
 
 def _distribution(plan: Plan) -> str:
-    launch = plan.steps[0].job.launch
+    launch = plan.job_steps[0].job.launch
     nodes = launch.node_count
     per_node = -(-launch.process_count // nodes)
     if launch.distribution is Distribution.MPI:
@@ -378,7 +378,7 @@ def _distribution(plan: Plan) -> str:
 
 
 def _arguments(plan: Plan, refs: list[DataReference]) -> str:
-    external = plan.steps[0].job.launch.distribution is not Distribution.NONE
+    external = plan.job_steps[0].job.launch.distribution is not Distribution.NONE
     ranks = '"--ranks", "external", ' if external else ""
     return f'''
     def launcher_arguments(segment: str, data: dict) -> list:
@@ -438,7 +438,7 @@ def _estimator(plan: Plan, refs: list[DataReference]) -> str:
 
 
 def _pipeline(plan: Plan, refs: list[DataReference]) -> str:
-    step = plan.steps[0]
+    step = plan.job_steps[0]
     return f'''
     def pipeline(ws: Workspace, compute, stores: dict, segment: str, dry_run: bool = False) -> Pipeline:
         """The job as an ML pipeline of one step: the launcher, with the job's data as inputs and outputs."""
@@ -470,7 +470,7 @@ def _pipeline(plan: Plan, refs: list[DataReference]) -> str:
 
 
 def _secrets(plan: Plan) -> str:
-    secrets = plan.steps[0].job.secrets
+    secrets = plan.job_steps[0].job.secrets
     rows = [f"({s.name!r}, {s.source!r}, {s.secret_url!r})," for s in secrets]
     return f'''
     #: job secrets by name: (name, where the value comes from, Key Vault URL)
