@@ -1,0 +1,635 @@
+"""The Batch AI compatibility launcher, run for real: job.json → plan → launcher → files and processes.
+
+Most tests run a copy of the module as ``azbai_launcher.py`` with ``python -I -S`` (no site-packages: no azbai),
+as Azure ML runs it from a snapshot. Job processes are the small scripts in ``tests/data/launcher/``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from azbai import launcher
+from azbai.plan.build import PlanOptions, build_plan
+from azbai.plan.model import DataMode
+from azbai.plan.serialize import job_to_json
+from azbai.source.reader import load_job
+
+DATA = Path(__file__).parent / "data" / "launcher"
+PY = sys.executable
+REPORT = f"{PY} {DATA / 'report_env.py'}"
+SEGMENT = "sub/rg/workspaces/ws/experiments/exp/jobs/job/0123-uuid"
+LOGS_SHARE = {
+    "azureFileShares": [
+        {
+            "azureFileUrl": "https://<AZURE_BATCHAI_STORAGE_ACCOUNT>.file.core.windows.net/logs",
+            "relativeMountPath": "logs",
+        }
+    ]
+}
+FILE_SERVER = "/subscriptions/s/resourceGroups/r/providers/Microsoft.BatchAI/workspaces/w/fileservers/fs"
+STAMP = r"\d{8}t\d{6}z"
+
+
+def plan_job(tmp_path: Path, props: dict[str, Any], name: str = "job", **options: Any) -> dict[str, Any]:
+    """Write a Batch AI job.json, load and plan it; the plan's job section, as the launcher reads it."""
+    folder = tmp_path / "config" / name
+    folder.mkdir(parents=True)
+    props = {
+        "nodeCount": 1,
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "mountVolumes": LOGS_SHARE,
+        **props,
+    }
+    (folder / "job.json").write_text(json.dumps({"properties": props}))
+    plan = build_plan(load_job(folder / "job.json"), options=PlanOptions(**options))
+    return json.loads(job_to_json(plan.steps[0].job))
+
+
+def custom(command: str) -> dict[str, Any]:
+    return {"customToolkitSettings": {"commandLine": command}}
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+    work: Path
+    share: Path
+    seconds: float
+
+    @property
+    def stdouterr(self) -> Path:
+        return self.share / SEGMENT / "stdouterr"
+
+    @property
+    def shared(self) -> Path:
+        return self.work / "jobs" / "job" / "shared"
+
+    def report(self, name: str) -> dict[str, Any]:
+        return json.loads((self.shared / name).read_text())
+
+    def text(self, name: str) -> str:
+        return (self.stdouterr / name).read_text()
+
+    def execution_log(self, node: str = "node-0") -> str:
+        (path,) = self.stdouterr.glob(f"execution-{node}-*.log")
+        assert re.fullmatch(f"execution-{node}-{STAMP}.log", path.name)
+        return path.read_text()
+
+
+def launcher_command(tmp_path: Path, job: dict[str, Any], *args: str) -> list[str]:
+    """``python -I -S azbai_launcher.py --job … --ref logs=<share>``: the module alone, no site-packages."""
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir(exist_ok=True)
+    shutil.copy(launcher.__file__, snapshot / "azbai_launcher.py")
+    (snapshot / "job.json").write_text(json.dumps(job))
+    share = tmp_path / "share"
+    return [
+        PY, "-I", "-S", str(snapshot / "azbai_launcher.py"), "--job", str(snapshot / "job.json"),
+        "--segment", SEGMENT, "--work", str(tmp_path / "work"), "--ref", f"logs={share}", *args,
+    ]  # fmt: skip
+
+
+def environment(extra: dict[str, str] | None = None, path_prefix: Path | None = None) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AZUREML_", "OMPI_", "PMI_", "TF_CONFIG"))
+    }
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
+    env.update(extra or {})
+    return env
+
+
+def launch(
+    tmp_path: Path,
+    job: dict[str, Any],
+    *args: str,
+    env: dict[str, str] | None = None,
+    path_prefix: Path | None = None,
+) -> Result:
+    start = time.monotonic()
+    proc = subprocess.run(
+        launcher_command(tmp_path, job, *args),
+        cwd=tmp_path,
+        env=environment(env, path_prefix),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Result(
+        proc.returncode,
+        proc.stdout,
+        proc.stderr,
+        tmp_path / "work",
+        tmp_path / "share",
+        time.monotonic() - start,
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie nobody reaped yet is not running
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def pids_in(directory: Path) -> list[int]:
+    """The pids ``sleeper.sh`` recorded (a file still being written is skipped)."""
+    return [int(text) for p in directory.glob("*.pid") if (text := p.read_text().strip())]
+
+
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]
+
+
+def fake_mpirun(tmp_path: Path, version: str | None = None) -> Path:
+    """A bin directory whose ``mpirun`` is the Open MPI stand-in, or (``version``) another MPI's mpirun."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    mpirun = bin_dir / "mpirun"
+    if version is None:
+        shutil.copy(DATA / "fake-mpirun", mpirun)
+    else:
+        mpirun.write_text(f"#!/usr/bin/env bash\necho '{version}'\n")
+    mpirun.chmod(0o755)
+    return bin_dir
+
+
+# --- standalone ---------------------------------------------------------------------------------------------
+
+
+def test_the_module_is_stdlib_only_python38_and_runs_alone(tmp_path: Path) -> None:
+    source = Path(launcher.__file__).read_text()
+    tree = ast.parse(source, feature_version=(3, 8))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    # azureml is imported lazily, inside Azure ML only, for secrets
+    assert imported - sys.stdlib_module_names == {"azureml"}
+    top_level = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
+    assert "azureml.core" not in top_level
+    command = launcher_command(tmp_path, {"not": "a job"})
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == launcher.EXIT_LAUNCHER_ERROR
+    assert proc.stderr.startswith("Error: the job section lacks name")
+
+
+# --- environment, job preparation, secrets, directories -----------------------------------------------------
+
+
+def test_job_preparation_variables_secrets_and_output_composition(tmp_path: Path) -> None:
+    secret = f"S3cr3t-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    # job preparation sees the secret (compared by digest: the plan must not hold it), and runs first
+    prep = (
+        f'[ $(printf %s "$TOKEN" | sha256sum | cut -c1-64) = {digest} ] && echo prep on $AZ_BATCHAI_JOB_TEMP'
+    )
+    prep += "; echo prep-err >&2; touch $AZ_BATCHAI_JOB_TEMP/prepared"
+    command = f"test -f $AZ_BATCHAI_JOB_TEMP/prepared && {REPORT} $AZ_BATCHAI_SHARED_JOB_TEMP/master.json"
+    props = {
+        **custom(command),
+        "jobPreparation": {"commandLine": prep},
+        "inputDirectories": [{"id": "DATA", "path": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs/data"}],
+        "outputDirectories": [
+            {"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs", "pathSuffix": "Models"},
+            {"id": "SUMMARY", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"},
+        ],
+        "environmentVariables": [
+            {"name": "GREETING", "value": "hello ${AZ_BATCHAI_JOB_TEMP}/x $UNDEFINED_THING!"},
+            {"name": "MODEL_DIR", "value": "$AZ_BATCHAI_OUTPUT_MODEL"},
+            {"name": "REPORT_VARS", "value": "GREETING,MODEL_DIR"},
+            {"name": "REPORT_SECRET", "value": "TOKEN"},
+        ],
+        "secrets": [{"name": "TOKEN", "value": secret}],
+    }
+    job = plan_job(tmp_path, props, output_mode=DataMode.MOUNT)
+    assert job["secrets"] == [{"name": "TOKEN", "source": "environment", "secret_url": None}]
+    result = launch(tmp_path, job, env={"TOKEN": secret})
+    assert result.code == 0, result.stderr
+
+    work, job_dir = result.work, result.work / "jobs" / "job"
+    report = result.report("master.json")
+    mounts = job_dir / "mounts"
+    assert report["AZ_BATCHAI_MOUNT_ROOT"] == str(work / "mounts")
+    assert report["AZ_BATCHAI_JOB_MOUNT_ROOT"] == str(mounts)
+    assert report["AZ_BATCHAI_JOB_TEMP_DIR"] == str(work / "jobs")
+    assert report["AZ_BATCHAI_JOB_TEMP"] == str(job_dir / "temp" / "node-0")
+    assert report["AZ_BATCHAI_SHARED_JOB_TEMP"] == str(job_dir / "shared")
+    assert report["AZ_BATCHAI_MPI_HOST_FILE"] == str(job_dir / "hostfile")
+    assert report["AZ_BATCHAI_STDOUTERR_DIR"] == f"{mounts}/logs/{SEGMENT}/stdouterr"
+    assert report["AZ_BATCHAI_NUM_GPUS"].isdigit()
+    assert report["AZ_BATCHAI_INPUT_DATA"] == f"{mounts}/logs/data"
+    assert report["AZ_BATCHAI_OUTPUT_MODEL"] == f"{mounts}/logs/{SEGMENT}/outputs/Models"
+    assert report["AZ_BATCHAI_OUTPUT_SUMMARY"] == f"{mounts}/logs/{SEGMENT}/outputs"
+    # Batch AI set environmentVariables as written: no expansion
+    assert report["GREETING"] == "hello ${AZ_BATCHAI_JOB_TEMP}/x $UNDEFINED_THING!"
+    assert report["MODEL_DIR"] == "$AZ_BATCHAI_OUTPUT_MODEL"
+    assert report["secret_sha256"] == digest
+    assert report["cwd"] == str(work)
+    assert "AZ_BATCHAI_TASK_INDEX" not in report and "TF_CONFIG" not in report
+    # the volume is a link to the data reference: outputs land in the share itself
+    assert (mounts / "logs").resolve() == result.share.resolve()
+    assert (result.share / SEGMENT / "outputs" / "Models").is_dir()
+    assert (job_dir / "hostfile").read_text() == "localhost slots=1\n"
+
+    (prep_out,) = result.stdouterr.glob("stdout-job_prep-*")
+    assert re.fullmatch(f"stdout-job_prep-node-0-{STAMP}.txt", prep_out.name)
+    assert prep_out.read_text() == f"prep on {job_dir}/temp/node-0\n"
+    assert result.text(prep_out.name.replace("stdout", "stderr")) == "prep-err\n"
+    assert result.text("stdout.txt") == "reported master.json\n"
+    assert result.text("stderr.txt") == "stderr of master.json\n"
+    log = result.execution_log()
+    assert log.index("started job preparation") < log.index("started master")
+    assert "job finished with exit code 0" in log
+    assert props["customToolkitSettings"]["commandLine"] in log  # commands as the plan wrote them
+
+    assert files_containing(work, secret.encode()) == []
+    assert files_containing(result.share, secret.encode()) == []
+    assert secret not in result.stdout + result.stderr
+
+
+def test_data_references_give_inputs_outputs_and_volumes(tmp_path: Path) -> None:
+    props = {
+        **custom(f"{REPORT} $AZ_BATCHAI_SHARED_JOB_TEMP/master.json; ls $AZ_BATCHAI_MOUNT_ROOT/external/"),
+        "inputDirectories": [{"id": "DATA", "path": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs/data"}],
+        "outputDirectories": [
+            {"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs", "pathSuffix": "m"},
+        ],
+        "mountVolumes": {
+            **LOGS_SHARE,
+            "fileServers": [{"fileServer": {"id": FILE_SERVER}, "relativeMountPath": "nfs"}],
+        },
+        "jobPreparation": {"commandLine": "ls $AZ_BATCHAI_JOB_MOUNT_ROOT/nfs"},
+    }  # fmt: skip
+    job = plan_job(tmp_path, props, input_mode=DataMode.DOWNLOAD)
+    refs = {d["id"]: d["data_reference"] for d in job["input_directories"] + job["output_directories"]}
+    assert refs == {"DATA": "input_data", "MODEL": "output_model"}
+    assert {v["name"]: v["kind"] for v in job["volumes"]} == {
+        "logs": "azure_file_share", "nfs": "file_server", "cluster_external": "undescribed"
+    }  # fmt: skip
+    external = tmp_path / "cluster-share"
+    (external / "sample").mkdir(parents=True)
+    (tmp_path / "downloaded").mkdir()
+    result = launch(
+        tmp_path,
+        job,
+        "--ref", f"input_data={tmp_path / 'downloaded'}",
+        "--mount", f"external={external}",
+        env={"AZUREML_DATAREFERENCE_output_model": str(tmp_path / "upload" / "MODEL")},
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    report = result.report("master.json")
+    assert report["AZ_BATCHAI_INPUT_DATA"] == str(tmp_path / "downloaded")
+    assert report["AZ_BATCHAI_OUTPUT_MODEL"] == str(tmp_path / "upload" / "MODEL")
+    assert (tmp_path / "upload" / "MODEL").is_dir()
+    assert result.text("stdout.txt").endswith("sample\n")
+    assert (result.work / "mounts" / "external").resolve() == external.resolve()
+    # an NFS volume has no Azure ML equivalent: an empty directory stands in for it
+    nfs = result.work / "jobs" / "job" / "mounts" / "nfs"
+    assert nfs.is_symlink() and nfs.resolve() == (result.work / "volumes" / "nfs").resolve()
+
+
+def test_missing_references_and_secrets_are_named_and_nothing_runs(tmp_path: Path) -> None:
+    job = plan_job(tmp_path, {**custom("touch ran"), "secrets": [{"name": "TOKEN", "value": "hidden-value"}]})
+    command = launcher_command(tmp_path, job, "--ref", "nope=/x")
+    command.remove(f"logs={tmp_path / 'share'}")
+    command.remove("--ref")
+    proc = subprocess.run(
+        command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == launcher.EXIT_LAUNCHER_ERROR
+    assert "--ref nope=…: the job has no data reference 'nope'" in proc.stderr
+    assert "data reference 'logs': give --ref logs=PATH or set AZUREML_DATAREFERENCE_logs" in proc.stderr
+    assert "secret 'TOKEN': set the environment variable TOKEN" in proc.stderr
+    assert "hidden-value" not in proc.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_stale_links_are_replaced_and_real_data_is_never_removed(tmp_path: Path) -> None:
+    job = plan_job(tmp_path, custom("true"))
+    assert launch(tmp_path, job).code == 0
+    link = tmp_path / "work" / "jobs" / "job" / "mounts" / "logs"
+    other = tmp_path / "other-share"
+    command = launcher_command(tmp_path, job, "--mount", f"logs={other}")
+    assert subprocess.run(command, env=environment(), timeout=30).returncode == 0
+    assert link.resolve() == other.resolve()
+    assert (tmp_path / "share" / SEGMENT / "stdouterr" / "stdout.txt").exists()  # the first run's logs stay
+
+    link.unlink()
+    link.mkdir()
+    (link / "precious.txt").write_text("data")
+    result = launch(tmp_path, job)
+    assert result.code == launcher.EXIT_LAUNCHER_ERROR
+    assert "is not a link from an earlier run" in result.stderr
+    assert (link / "precious.txt").read_text() == "data"
+
+
+# --- toolkits -----------------------------------------------------------------------------------------------
+
+
+def test_pytorch_four_ranks_on_two_nodes(tmp_path: Path) -> None:
+    settings = {
+        "pythonInterpreterPath": PY,
+        "pythonScriptFilePath": str(DATA / "report_env.py"),
+        "commandLineArgs": "$AZ_BATCHAI_SHARED_JOB_TEMP/rank-$AZ_BATCHAI_TASK_INDEX.json",
+        "processCount": 4,
+    }
+    props = {
+        "nodeCount": 2,
+        "pyTorchSettings": settings,
+        "jobPreparation": {"commandLine": "echo $AZ_BATCHAI_JOB_TEMP"},
+    }
+    job = plan_job(tmp_path, props)
+    result = launch(tmp_path, job)
+    assert result.code == 0, result.stderr
+
+    reports = [result.report(f"rank-{rank}.json") for rank in range(4)]
+    temp = result.work / "jobs" / "job" / "temp"
+    assert [r["AZ_BATCHAI_JOB_TEMP"] for r in reports] == [str(temp / f"node-{n}") for n in (0, 0, 1, 1)]
+    assert [r["AZ_BATCHAI_TASK_INDEX"] for r in reports] == ["0", "1", "2", "3"]
+    assert [r["RANK"] for r in reports] == ["0", "1", "2", "3"]
+    assert [r["LOCAL_RANK"] for r in reports] == ["0", "1", "0", "1"]
+    assert {r["WORLD_SIZE"] for r in reports} == {"4"}
+    assert {r["MASTER_ADDR"] for r in reports} == {"127.0.0.1"}
+    assert len({r["MASTER_PORT"] for r in reports}) == 1
+    (init,) = {r["AZ_BATCHAI_PYTORCH_INIT_METHOD"] for r in reports}
+    assert re.fullmatch(f"file://{result.shared}/pytorch_init_[0-9a-f]{{32}}", init)
+    assert (result.work / "jobs" / "job" / "hostfile").read_text() == "localhost slots=2\nlocalhost slots=2\n"
+    for rank in range(4):
+        assert result.text(f"stdout-{rank}.txt") == f"reported rank-{rank}.json\n"
+        assert result.text(f"stderr-{rank}.txt") == f"stderr of rank-{rank}.json\n"
+    for node in (0, 1):
+        (prep,) = result.stdouterr.glob(f"stdout-job_prep-node-{node}-*.txt")
+        assert prep.read_text() == f"{temp / f'node-{node}'}\n"
+        assert "started rank" in result.execution_log(f"node-{node}")
+    assert "rank 3" in result.execution_log("node-1") and "rank 3" not in result.execution_log("node-0")
+    assert not (result.stdouterr / "stdout.txt").exists()
+
+
+def test_tensorflow_parameter_server_is_stopped_when_the_workers_finish(tmp_path: Path) -> None:
+    settings = {
+        "pythonInterpreterPath": PY,
+        "pythonScriptFilePath": str(DATA / "report_env.py"),
+        "parameterServerCommandLineArgs": "$AZ_BATCHAI_SHARED_JOB_TEMP/ps-$AZ_BATCHAI_TASK_INDEX.json 60",
+        "workerCommandLineArgs": "$AZ_BATCHAI_SHARED_JOB_TEMP/wk-$AZ_BATCHAI_TASK_INDEX.json 0.5",
+        "parameterServerCount": 1,
+        "workerCount": 2,
+    }
+    result = launch(tmp_path, plan_job(tmp_path, {"tensorFlowSettings": settings}))
+    assert result.code == 0, result.stderr
+    assert result.seconds < 15
+
+    ps, workers = result.report("ps-0.json"), [result.report(f"wk-{i}.json") for i in (0, 1)]
+    assert not alive(ps["pid"])
+    (ps_host,) = ps["AZ_BATCHAI_PS_HOSTS"].split(",")
+    worker_hosts = ps["AZ_BATCHAI_WORKER_HOSTS"].split(",")
+    assert len(set([ps_host, *worker_hosts])) == 3 and ps_host.startswith("127.0.0.1:")
+    for index, report in enumerate(workers):
+        assert report["AZ_BATCHAI_TASK_INDEX"] == str(index)
+        assert json.loads(report["TF_CONFIG"]) == {
+            "cluster": {"ps": [ps_host], "worker": worker_hosts},
+            "task": {"type": "worker", "index": index},
+            "environment": "cloud",
+        }
+    assert json.loads(ps["TF_CONFIG"])["task"] == {"type": "ps", "index": 0}
+    names = {p.name for p in result.stdouterr.glob("std*")}
+    assert names == {
+        f"{stream}-{task}.txt" for stream in ("stdout", "stderr") for task in ("ps-0", "wk-0", "wk-1")
+    }
+    assert "terminating the parameter servers" in result.execution_log()
+
+
+def mpi_job(tmp_path: Path, command: str, processes: int, nodes: int = 1, **props: Any) -> dict[str, Any]:
+    settings = {"commandLine": command, "processCount": processes}
+    return plan_job(tmp_path, {"nodeCount": nodes, "customMpiSettings": settings, **props})
+
+
+def test_mpi_ranks_without_open_mpi_share_one_log(tmp_path: Path) -> None:
+    job = mpi_job(
+        tmp_path, f"{REPORT} $AZ_BATCHAI_SHARED_JOB_TEMP/rank-$OMPI_COMM_WORLD_RANK.json", 3, nodes=2
+    )
+    result = launch(tmp_path, job, path_prefix=fake_mpirun(tmp_path, version="HYDRA build details: 3.3"))
+    assert result.code == 0, result.stderr
+    reports = [result.report(f"rank-{rank}.json") for rank in range(3)]
+    for rank, report in enumerate(reports):
+        assert (report["OMPI_COMM_WORLD_RANK"], report["PMI_RANK"]) == (str(rank), str(rank))
+        assert (report["OMPI_COMM_WORLD_SIZE"], report["PMI_SIZE"]) == ("3", "3")
+    assert [r["OMPI_COMM_WORLD_LOCAL_RANK"] for r in reports] == ["0", "1", "0"]
+    assert [r["AZ_BATCHAI_JOB_TEMP"][-6:] for r in reports] == ["node-0", "node-0", "node-1"]
+    assert sorted(result.text("stdout.txt").splitlines()) == [f"reported rank-{r}.json" for r in range(3)]
+    assert (result.work / "jobs" / "job" / "hostfile").read_text() == "localhost slots=2\nlocalhost slots=2\n"
+
+
+def test_mpi_ranks_under_open_mpi_mpirun(tmp_path: Path) -> None:
+    job = mpi_job(
+        tmp_path, f"{REPORT} $AZ_BATCHAI_SHARED_JOB_TEMP/rank-$OMPI_COMM_WORLD_RANK.json", 2, nodes=2
+    )
+    result = launch(tmp_path, job, path_prefix=fake_mpirun(tmp_path))
+    assert result.code == 0, result.stderr
+    reports = [result.report(f"rank-{rank}.json") for rank in range(2)]
+    assert [r["PMI_RANK"] for r in reports] == ["0", "1"]
+    assert [r["AZ_BATCHAI_JOB_TEMP"][-6:] for r in reports] == ["node-0", "node-1"]
+    assert sorted(result.text("stdout.txt").splitlines()) == ["reported rank-0.json", "reported rank-1.json"]
+    assert "started mpirun -np 2" in result.execution_log()
+
+
+def test_a_failing_rank_stops_the_others_and_sets_the_exit_code(tmp_path: Path) -> None:
+    # rank 1 fails once rank 0's sleeper has recorded its pids
+    shared = "$AZ_BATCHAI_SHARED_JOB_TEMP"
+    wait = f"until [ $(cat {shared}/*.pid 2>/dev/null | wc -l) -ge 2 ]; do sleep 0.05; done"
+    command = f'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then {wait}; exit 5; fi; {DATA / "sleeper.sh"} {shared}'
+    result = launch(tmp_path, mpi_job(tmp_path, command, 2))
+    assert result.code == 5
+    assert result.seconds < 15
+    assert "rank 1 failed: terminating the other processes" in result.execution_log()
+    pids = pids_in(result.shared)
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
+
+
+# --- failures, limits, signals ------------------------------------------------------------------------------
+
+
+def test_a_failing_job_keeps_its_logs_and_partial_outputs(tmp_path: Path) -> None:
+    props = {
+        **custom(f"{DATA / 'fail.sh'} 3"),
+        "outputDirectories": [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}],
+    }
+    result = launch(tmp_path, plan_job(tmp_path, props, output_mode=DataMode.MOUNT))
+    assert result.code == 3
+    assert result.text("stdout.txt") == "working on it\n"
+    assert result.text("stderr.txt") == "something went wrong\n"
+    assert (result.share / SEGMENT / "outputs" / "partial.txt").read_text() == "partial result\n"
+    log = result.execution_log()
+    assert "exited with code 3" in log and "job finished with exit code 3" in log
+
+
+def test_a_failing_job_preparation_fails_the_job_before_the_toolkit(tmp_path: Path) -> None:
+    props = {
+        **custom("touch $AZ_BATCHAI_SHARED_JOB_TEMP/ran"),
+        "jobPreparation": {"commandLine": "echo no; exit 7"},
+    }
+    result = launch(tmp_path, plan_job(tmp_path, props))
+    assert result.code == 7
+    assert not (result.shared / "ran").exists()
+    assert "job preparation failed with exit code 7; the toolkit is not started" in result.execution_log()
+    (prep,) = result.stdouterr.glob("stdout-job_prep-node-0-*.txt")
+    assert prep.read_text() == "no\n"
+
+
+def test_max_wall_clock_time_terminates_every_process(tmp_path: Path) -> None:
+    props = {
+        **custom(f"{DATA / 'sleeper.sh'} $AZ_BATCHAI_SHARED_JOB_TEMP"),
+        "constraints": {"maxWallClockTime": "00:00:02"},
+    }
+    job = plan_job(tmp_path, props)
+    assert job["max_wall_clock_seconds"] == 2
+    result = launch(tmp_path, job)
+    assert result.code == launcher.EXIT_TIMEOUT == 124
+    assert 2 <= result.seconds < 8
+    assert "maxWallClockTime (2 s) exceeded" in result.stderr
+    assert "maxWallClockTime (2 s) exceeded" in result.execution_log()
+    assert result.text("stdout.txt") == "sleeping\n"
+    pids = pids_in(result.shared)
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
+
+
+def test_processes_that_ignore_sigterm_are_killed_after_the_grace_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    props = {
+        **custom(f"{DATA / 'sleeper.sh'} $AZ_BATCHAI_SHARED_JOB_TEMP ignore-term"),
+        "constraints": {"maxWallClockTime": "00:00:01"},
+    }
+    job = plan_job(tmp_path, props)
+    monkeypatch.setattr(launcher, "GRACE_SECONDS", 0.5)
+    work, share = tmp_path / "work", tmp_path / "share"
+    start = time.monotonic()
+    code = launcher.run(job, SEGMENT, work, {"logs": str(share)}, {}, env=environment())
+    assert code == launcher.EXIT_TIMEOUT
+    assert time.monotonic() - start < 6
+    pids = pids_in(work / "jobs" / "job" / "shared")
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
+    (log,) = (share / SEGMENT / "stdouterr").glob("execution-*.log")
+    assert "master still runs after 0.5 s: SIGKILL" in log.read_text()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signals_to_the_launcher_are_forwarded(tmp_path: Path, signum: signal.Signals, code: int) -> None:
+    job = plan_job(tmp_path, custom(f"{DATA / 'sleeper.sh'} $AZ_BATCHAI_SHARED_JOB_TEMP"))
+    shared = tmp_path / "work" / "jobs" / "job" / "shared"
+    proc = subprocess.Popen(
+        launcher_command(tmp_path, job), env=environment(), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while len(pids_in(shared)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = pids_in(shared)
+        assert len(pids) == 2
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == code
+    assert stderr == ""
+    assert not any(alive(pid) for pid in pids)
+    (log,) = (tmp_path / "share" / SEGMENT / "stdouterr").glob("execution-*.log")
+    assert f"the launcher received {signum.name}" in log.read_text()
+
+
+# --- external ranks, echo -----------------------------------------------------------------------------------
+
+
+def test_external_mode_runs_only_this_rank(tmp_path: Path) -> None:
+    command = f"{REPORT} $AZ_BATCHAI_SHARED_JOB_TEMP/rank-$OMPI_COMM_WORLD_RANK.json"
+    job = mpi_job(tmp_path, command, 3, jobPreparation={"commandLine": "echo prep"})
+    env = {
+        "OMPI_COMM_WORLD_RANK": "1",
+        "OMPI_COMM_WORLD_SIZE": "3",
+        "AZ_BATCH_HOST_LIST": "10.0.0.4,10.0.0.5",
+    }
+    result = launch(tmp_path, job, "--ranks", "external", env=env)
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in result.shared.glob("rank-*.json")) == ["rank-1.json"]
+    report = result.report("rank-1.json")
+    ranks = {name: report[name] for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "OMPI_COMM_WORLD_SIZE")}
+    assert ranks == {"OMPI_COMM_WORLD_RANK": "1", "PMI_RANK": "1", "OMPI_COMM_WORLD_SIZE": "3"}
+    assert result.text("stdout.txt") == "reported rank-1.json\n"
+    assert (result.work / "jobs" / "job" / "hostfile").read_text() == "10.0.0.4 slots=3\n10.0.0.5 slots=3\n"
+    (prep,) = result.stdouterr.glob("stdout-job_prep-node-0-*.txt")  # local rank 0 of its node
+    assert prep.read_text() == "prep\n"
+    assert "rank 1" in result.execution_log()
+
+
+def test_external_local_ranks_wait_for_the_nodes_job_preparation(tmp_path: Path) -> None:
+    command = f"test -f $AZ_BATCHAI_JOB_TEMP/prepared && {REPORT} $AZ_BATCHAI_SHARED_JOB_TEMP/rank-$RANK.json"
+    settings = {"pythonScriptFilePath": "x.py", "processCount": 2}
+    prep = {"commandLine": "sleep 1; touch $AZ_BATCHAI_JOB_TEMP/prepared"}
+    job = plan_job(tmp_path, {"pyTorchSettings": settings, "jobPreparation": prep})
+    job["launch"]["groups"][0]["command"] = command
+    command_line = launcher_command(tmp_path, job, "--ranks", "external")
+    ranks = []
+    try:
+        for rank in (1, 0):  # the waiting rank first
+            env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "AZUREML_RUN_ID": "run-1"}
+            env.update(MASTER_ADDR="10.0.0.4", MASTER_PORT="6105")
+            ranks.append(
+                subprocess.Popen(command_line, env=environment(env), stderr=subprocess.PIPE, text=True)
+            )
+        for proc in ranks:
+            _, stderr = proc.communicate(timeout=30)
+            assert proc.returncode == 0, stderr
+    finally:
+        for proc in ranks:
+            proc.kill()
+            proc.communicate()
+    reports = [json.loads((tmp_path / "work/jobs/job/shared" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["AZ_BATCHAI_TASK_INDEX"] for r in reports] == ["0", "1"]
+    assert {r["AZ_BATCHAI_PYTORCH_INIT_METHOD"] for r in reports} == {"tcp://10.0.0.4:6105"}
+    assert len(list((tmp_path / "share" / SEGMENT / "stdouterr").glob("stdout-job_prep-*"))) == 1
+
+
+def test_external_mode_needs_a_rank(tmp_path: Path) -> None:
+    result = launch(tmp_path, mpi_job(tmp_path, "true", 2), "--ranks", "external")
+    assert result.code == launcher.EXIT_LAUNCHER_ERROR
+    assert "none of OMPI_COMM_WORLD_RANK, PMI_RANK, RANK or TF_CONFIG is set" in result.stderr
+
+
+def test_echo_copies_process_output_to_the_launcher(tmp_path: Path) -> None:
+    job = plan_job(tmp_path, custom("echo to-out; echo to-err >&2"))
+    quiet = launch(tmp_path, job)
+    assert (quiet.code, quiet.stdout, quiet.stderr) == (0, "", "")
+    echoed = launch(tmp_path, job, "--echo")
+    assert (echoed.code, echoed.stdout, echoed.stderr) == (0, "to-out\n", "to-err\n")
+    assert echoed.text("stdout.txt") == "to-out\nto-out\n"  # both runs, appended
+    assert echoed.text("stderr.txt") == "to-err\nto-err\n"
+
+
+def test_pipeline_arguments_data_param_and_run_id(tmp_path: Path) -> None:
+    """The form a pipeline step passes: --data NAME PATH, --param NAME VALUE, and {run-id} in the segment."""
+    from azbai import launcher
+
+    assert launcher.resolve_segment("a/{run-id}", {"AZUREML_RUN_ID": "run-42"}) == "a/run-42"
+    assert launcher.resolve_segment("a/b", {}) == "a/b"
+    assert launcher.fill_parameters("style {parameters.style}!", {"style": "19"}) == "style 19!"
+    with pytest.raises(launcher.LauncherError, match="--param missing VALUE"):
+        launcher.fill_parameters("{parameters.missing}", {})
