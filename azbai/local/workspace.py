@@ -5,7 +5,10 @@ Layout::
     .azbai/
       azurite/                 Azurite's blob data (``--location``)
       azurite.json             the running emulator: pid, port, accounts (no keys)
+      azurite.log              Azurite's stdout and stderr
+      azurite.lock             serialises starting and stopping the emulator
       shares/<account>/<share>/  Azure File shares (Azurite has none): plain directories
+      shares/<account>/.<share>.md5.json  the shares' MD5 index (outside the share, so jobs never see it)
       cluster-mounts/<name>/   undescribed cluster mounts and NFS/unmanaged volumes: plain directories
       jobs/<experiment>/<job>/ job records, work directories, launcher state
       pipelines/               local pipeline runs and the step-reuse cache
@@ -48,9 +51,23 @@ class Workspace:
         """The file describing the running emulator."""
         return self.root / "azurite.json"
 
+    @property
+    def azurite_log(self) -> Path:
+        """Where the emulator's output goes."""
+        return self.root / "azurite.log"
+
+    @property
+    def azurite_lock(self) -> Path:
+        """The lock file that serialises starting and stopping the emulator."""
+        return self.root / "azurite.lock"
+
     def share_dir(self, account: str, share: str) -> Path:
         """The directory that stands for an Azure File share."""
         return self.root / "shares" / account / share
+
+    def share_index(self, account: str, share: str) -> Path:
+        """The MD5 index of a share's files (a sibling of the share directory, never inside it)."""
+        return self.root / "shares" / account / f".{share}.md5.json"
 
     def cluster_mount_dir(self, name: str) -> Path:
         """The directory that stands for a mount Azure storage cannot provide locally."""

@@ -1,0 +1,82 @@
+"""Behaviour particular to one store: what the conformance suite cannot say for both."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from azbai.errors import StorageError
+from azbai.local.stores import BlobStore, ShareStore
+
+pytestmark = pytest.mark.azurite
+
+
+def test_share_index_lives_beside_the_share_and_follows_direct_writes(share_store: ShareStore) -> None:
+    share_store.write_bytes("model/weights.bin", b"v1")
+    share_store.flush()
+    index = share_store.root.parent / f".{share_store.name}.md5.json"
+    assert index.is_file()
+    assert sorted(p.name for p in share_store.root.rglob("*")) == ["model", "weights.bin"]
+
+    # A job writes into the share directly, as it would through its mount.
+    (share_store.root / "model" / "weights.bin").write_bytes(b"version two")
+    (share_store.root / "logs").mkdir()
+    (share_store.root / "logs" / "out.txt").write_bytes(b"log")
+    entries = {e.path: e for e in share_store.list()}
+    assert entries["model/weights.bin"].md5 == hashlib.md5(b"version two").hexdigest()
+    assert entries["logs/out.txt"].size == 3
+
+
+def test_share_links_that_leave_the_share_are_refused(share_store: ShareStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("no")
+    share_store.write_bytes("inside.txt", b"yes")
+    os.symlink(outside, share_store.root / "escape")
+    os.symlink(outside / "secret.txt", share_store.root / "secret-link.txt")
+    with pytest.raises(StorageError, match="outside share"):
+        share_store.read_bytes("escape/secret.txt")
+    with pytest.raises(StorageError, match="outside share"):
+        share_store.write_bytes("escape/new.txt", b"x")
+    assert not (outside / "new.txt").exists()
+    assert [e.path for e in share_store.list()] == ["inside.txt"]
+
+
+def test_share_delete_removes_emptied_folders(share_store: ShareStore) -> None:
+    share_store.write_bytes("a/b/c.txt", b"c")
+    share_store.write_bytes("a/keep.txt", b"k")
+    share_store.delete("a/b/c.txt")
+    assert not (share_store.root / "a" / "b").exists()
+    assert (share_store.root / "a" / "keep.txt").exists()
+
+
+def test_blob_container_is_created_on_demand_and_missing_ones_are_named(blob_store: BlobStore) -> None:
+    assert not blob_store.root_exists()
+    with pytest.raises(StorageError, match=f"container '{blob_store.name}' does not exist"):
+        blob_store.list()
+    blob_store.write_bytes("x.txt", b"x")
+    assert blob_store.root_exists()
+
+
+def test_blob_upload_sends_the_md5_and_the_emulator_checks_it(blob_store: BlobStore, tmp_path: Path) -> None:
+    from azure.core.exceptions import HttpResponseError
+    from azure.storage.blob import ContentSettings
+
+    blob_store.write_bytes("seed.txt", b"creates the container")
+    blob = blob_store._client.get_blob_client("wrong.txt")
+    with pytest.raises(HttpResponseError) as info:
+        blob.upload_blob(b"payload", content_settings=ContentSettings(content_md5=bytearray(16)))
+    assert info.value.error_code == "Md5Mismatch"
+    (tmp_path / "f").write_bytes(b"payload")
+    entry = blob_store.upload_file(tmp_path / "f", "right.txt")
+    props = blob_store._client.get_blob_client("right.txt").get_blob_properties()
+    assert bytes(props.content_settings.content_md5).hex() == entry.md5 == hashlib.md5(b"payload").hexdigest()
+
+
+def test_blob_store_stays_usable_after_close(blob_store: BlobStore) -> None:
+    blob_store.write_bytes("before.txt", b"1")
+    blob_store.close()
+    assert blob_store.read_bytes("before.txt") == b"1"

@@ -1,0 +1,268 @@
+"""Parallel, verified, incremental transfers between a local tree and each kind of store."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from azbai.errors import StorageError, TransferError
+from azbai.local import transfer
+from azbai.local.stores import BlobStore, ShareStore, Store
+from azbai.local.transfer import MD5_CACHE_NAME, download, upload
+
+pytestmark = pytest.mark.azurite
+
+
+def make_tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "readme.txt": b"hello\n",
+        "empty.dat": b"",
+        "data/train/0001.bin": os.urandom(1 << 20),
+        "data/train/0002.bin": os.urandom(12_345),
+        "data/test/0001.bin": os.urandom(70_000),
+        "deep/a/b/c/d/e.txt": b"deep",
+        "with space/file name.txt": b"spaces",
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".azbai-")
+    }
+
+
+def stray_parts(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.part")]
+
+
+def test_directory_round_trip(store: Store, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src")
+    up = upload(tmp_path / "src", store, "inputs", workers=4)
+    assert (up.files_transferred, up.files_skipped) == (len(files), 0)
+    assert up.bytes_transferred == sum(len(d) for d in files.values())
+    assert sorted(e.path for e in store.list()) == sorted(f"inputs/{rel}" for rel in files)
+
+    down = download(store, "inputs", tmp_path / "dst", workers=4)
+    assert down.files_transferred == len(files)
+    assert read_tree(tmp_path / "dst") == files
+    assert not (tmp_path / "dst" / MD5_CACHE_NAME).exists()  # only incremental mode keeps a cache
+
+
+def test_single_file_upload_and_prefix_download(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"weights")
+    upload(tmp_path / "model.onnx", store, "models/v1/")
+    assert [e.path for e in store.list()] == ["models/v1/model.onnx"]
+    download(store, "models/v1/model.onnx", tmp_path / "out")
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == b"weights"
+    store.write_bytes("models/v10/other.onnx", b"not under models/v1")
+    report = download(store, "models/v1", tmp_path / "out2")
+    assert read_tree(tmp_path / "out2") == {"model.onnx": b"weights"}
+    assert report.files_transferred == 1
+
+
+def test_incremental_second_run_transfers_nothing(store: Store, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src")
+    upload(tmp_path / "src", store, "", incremental=True)
+    again = upload(tmp_path / "src", store, "", incremental=True)
+    assert (again.files_transferred, again.files_skipped, again.bytes_transferred) == (0, len(files), 0)
+
+    first = download(store, "", tmp_path / "dst", incremental=True)
+    assert first.files_transferred == len(files)
+    second = download(store, "", tmp_path / "dst", incremental=True)
+    assert (second.files_transferred, second.files_skipped) == (0, len(files))
+    cache = json.loads((tmp_path / "dst" / MD5_CACHE_NAME).read_text())
+    assert sorted(cache["files"]) == sorted(files)
+
+
+def test_incremental_without_the_cache_hashes_and_still_skips(store: Store, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src")
+    upload(tmp_path / "src", store, "")
+    download(store, "", tmp_path / "dst", incremental=True)
+    (tmp_path / "dst" / MD5_CACHE_NAME).unlink()
+    again = download(store, "", tmp_path / "dst", incremental=True)
+    assert (again.files_transferred, again.files_skipped) == (0, len(files))
+
+
+def test_a_changed_file_is_the_only_one_transferred(store: Store, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    upload(tmp_path / "src", store, "", incremental=True)
+    download(store, "", tmp_path / "dst", incremental=True)
+
+    changed = tmp_path / "src" / "data" / "train" / "0002.bin"
+    changed.write_bytes(os.urandom(12_345))  # same size, new content
+    up = upload(tmp_path / "src", store, "", incremental=True)
+    assert up.files_transferred == 1
+    assert store.read_bytes("data/train/0002.bin") == changed.read_bytes()
+
+    down = download(store, "", tmp_path / "dst", incremental=True)
+    assert (down.files_transferred, down.bytes_transferred) == (1, 12_345)
+    assert read_tree(tmp_path / "dst") == read_tree(tmp_path / "src")
+
+    # A local edit is noticed too (size changed, or mtime changed and the MD5 differs).
+    edited = tmp_path / "dst" / "readme.txt"
+    edited.write_bytes(b"edited locally\n")
+    down = download(store, "", tmp_path / "dst", incremental=True)
+    assert down.files_transferred == 1
+    assert edited.read_bytes() == b"hello\n"
+
+
+def test_progress_reports_every_file(store: Store, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src")
+    calls: list[tuple[int, int, int, int]] = []
+    upload(tmp_path / "src", store, "", progress=lambda *a: calls.append(a))
+    total = sum(len(d) for d in files.values())
+    assert calls[0] == (0, total, 0, len(files))
+    assert calls[-1] == (total, total, len(files), len(files))
+    assert [c[2] for c in calls] == list(range(len(files) + 1))
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
+
+
+def test_uploads_skip_azbai_files(store: Store, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    upload(tmp_path / "src", store, "")
+    download(store, "", tmp_path / "dst", incremental=True)
+    (tmp_path / "dst" / ".azbai-leftover.part").write_bytes(b"junk")
+    report = upload(tmp_path / "dst", store, "copy", incremental=True)
+    assert report.files == len(read_tree(tmp_path / "src"))
+    assert not [e for e in store.list("copy/") if ".azbai-" in e.path]
+
+
+def test_missing_source_is_an_error(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="no such file"):
+        upload(tmp_path / "nope", store, "")
+
+
+def test_a_file_and_a_folder_of_the_same_name_cannot_be_downloaded(
+    blob_store: BlobStore, tmp_path: Path
+) -> None:
+    blob_store.write_bytes("a", b"file")
+    blob_store.write_bytes("a/b", b"file in folder")
+    with pytest.raises(TransferError, match="both a file and a folder"):
+        download(blob_store, "", tmp_path / "dst")
+
+
+def test_corrupted_blob_download_fails_and_leaves_no_partial_file(
+    blob_store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.storage.blob import ContentSettings
+
+    make_tree(tmp_path / "src")
+    upload(tmp_path / "src", blob_store, "")
+    download(blob_store, "", tmp_path / "dst", incremental=True)
+    before = read_tree(tmp_path / "dst")
+
+    # The blob changes under a wrong Content-MD5: what arrives cannot verify.
+    new = os.urandom(1 << 20)
+    blob = blob_store._client.get_blob_client("data/train/0001.bin")
+    blob.upload_blob(new, overwrite=True)
+    blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"something else").digest())))
+
+    attempts: list[str] = []
+    real = blob_store.download_file
+
+    def counting(path: str, local: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+        attempts.append(path)
+        return real(path, local)
+
+    monkeypatch.setattr(blob_store, "download_file", counting)
+    with pytest.raises(TransferError, match=r"data/train/0001\.bin.*Content-MD5") as info:
+        download(blob_store, "", tmp_path / "dst", incremental=True, workers=2)
+    assert attempts == ["data/train/0001.bin"] * 2  # one retry, then the error
+    assert "left as it was" in str(info.value)
+    assert read_tree(tmp_path / "dst") == before  # the old file is untouched, nothing half-written
+    assert stray_parts(tmp_path / "dst") == []
+
+    # Into an empty folder: the file simply does not appear.
+    with pytest.raises(TransferError):
+        download(blob_store, "data/train", tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "0001.bin").exists()
+    assert stray_parts(tmp_path / "fresh") == []
+
+
+def test_corruption_in_the_stream_is_caught(
+    blob_store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azbai.local import stores
+
+    blob_store.write_bytes("x.bin", os.urandom(50_000))
+    real_write = stores._HashingWriter.write
+
+    def flip_a_bit(self: stores._HashingWriter, data: bytes) -> int:
+        data = bytes(data)
+        return real_write(self, bytes([data[0] ^ 1]) + data[1:])
+
+    monkeypatch.setattr(stores._HashingWriter, "write", flip_a_bit)
+    with pytest.raises(TransferError, match=r"x\.bin"):
+        download(blob_store, "", tmp_path / "dst")
+    assert not (tmp_path / "dst" / "x.bin").exists()
+    assert stray_parts(tmp_path) == []
+
+
+def test_stale_share_index_is_caught_and_the_retry_copies_the_current_bytes(
+    share_store: ShareStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    share_store.write_bytes("w.bin", b"A" * 1000)
+    share_store.flush()
+    # Same size and mtime as indexed, different bytes: only the MD5 can tell. The share itself is the truth,
+    # so the stale index entry is dropped and the retry copies what the file holds now.
+    target = share_store.root / "w.bin"
+    st = target.stat()
+    target.write_bytes(b"B" * 1000)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    download(share_store, "", tmp_path / "dst")
+    assert "recorded MD5" in caplog.text
+    assert (tmp_path / "dst" / "w.bin").read_bytes() == b"B" * 1000
+    assert share_store.info("w.bin").md5 == hashlib.md5(b"B" * 1000).hexdigest()
+
+
+def test_a_share_file_changing_during_the_copy_fails(
+    share_store: ShareStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azbai.local import stores
+
+    share_store.write_bytes("busy.log", b"line\n" * 100)
+    monkeypatch.setattr(stores, "_unchanged", lambda *args: False)
+    with pytest.raises(TransferError, match=r"busy\.log changed while it was being copied"):
+        download(share_store, "", tmp_path / "dst")
+    assert not (tmp_path / "dst" / "busy.log").exists()
+    assert stray_parts(tmp_path / "dst") == []
+
+
+def test_large_blob_round_trip_uses_blocks_and_ranges(blob_store: BlobStore, tmp_path: Path) -> None:
+    # Over the 8 MB single-request upload and the SDK's 32 MB first GET: blocks up, parallel ranges down.
+    data = os.urandom(40 << 20)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.bin").write_bytes(data)
+    upload(tmp_path / "src", blob_store, "")
+    assert blob_store.info("big.bin").md5 == hashlib.md5(data).hexdigest()
+    download(blob_store, "", tmp_path / "dst")
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == data
+
+
+def test_retry_then_success_counts_once(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.write_bytes("flaky.txt", b"ok")
+    real = store.download_file
+    failures = iter([True])
+
+    def flaky(path: str, local: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+        if next(failures, False):
+            raise TransferError("simulated")
+        return real(path, local)
+
+    monkeypatch.setattr(store, "download_file", flaky)
+    report = transfer.download(store, "", tmp_path / "dst")
+    assert report.files_transferred == 1
+    assert (tmp_path / "dst" / "flaky.txt").read_bytes() == b"ok"
