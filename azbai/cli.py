@@ -121,3 +121,16 @@ def migrate(job_file: str, output_dir: str | None, **kwargs: Any) -> None:
     for path in result.files:
         click.echo(f"wrote {path}")
     click.echo(f"next: python {Path(result.output_dir) / 'pipeline.py'} --dry-run")
+
+
+from azbai.cli_storage import storage  # noqa: E402
+
+main.add_command(storage)
+
+from azbai.cli_job import job  # noqa: E402
+
+main.add_command(job)
+
+from azbai.cli_pipeline import pipeline  # noqa: E402
+
+main.add_command(pipeline)

@@ -142,6 +142,21 @@ def plan_files(
     return build_plan(loaded.job, loaded.cluster, options), loaded
 
 
+def plan_pipeline_file(
+    pipeline_file: str | Path,
+    *,
+    experiment: str | None = None,
+    storage_account_name: str | None = None,
+    storage_account_key: str | None = None,
+) -> tuple[Plan, tuple[tuple[str, Diagnostic], ...]]:
+    """Read a pipeline file (and the job files it names) into a plan."""
+    from azbai.plan.pipeline import build_pipeline_plan
+    from azbai.source.pipeline_spec import load_pipeline_spec
+
+    storage = StorageAccount.resolve(storage_account_name, storage_account_key)
+    return build_pipeline_plan(load_pipeline_spec(pipeline_file), storage=storage, experiment=experiment)
+
+
 def render_files(plan: Plan) -> dict[str, str]:
     """Every output file of a migration, by relative path, as text."""
     try:

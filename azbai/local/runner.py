@@ -90,13 +90,34 @@ class _Staged:
 class JobRunner:
     """Stages a job's data, runs the launcher, stages the results out and keeps the record up to date."""
 
-    def __init__(self, workspace: Workspace, record: JobRecord) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        record: JobRecord,
+        *,
+        extra_refs: dict[str, Path] | None = None,
+        params: dict[str, str] | None = None,
+        extra_mounts: dict[str, Path] | None = None,
+    ) -> None:
+        """``extra_refs`` gives paths for names that are not data references (a pipeline's data and data-path
+        parameters), ``params`` the pipeline's string parameters, ``extra_mounts`` directories for volumes."""
         self.workspace = workspace
         self.record = record
         self.plan = plan_from_dict(_read_json(record.path / "plan.json"))
         self.job: Job = job_from_json((record.path / "azbai_job.json").read_text(encoding="utf-8"))
+        self.extra_refs = dict(extra_refs or {})
+        self.params = dict(params or {})
+        self.extra_mounts = dict(extra_mounts or {})
         self._process: subprocess.Popen[bytes] | None = None
         self._terminated = threading.Event()
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The names of the data the job reads and writes (volumes, input and output directories)."""
+        names = [v.data_reference for v in self.job.volumes]
+        names += [d.data_reference for d in self.job.input_directories]
+        names += [d.data_reference for d in self.job.output_directories]
+        return tuple(dict.fromkeys(n for n in names if n))
 
     # -- the whole run ---------------------------------------------------------------------------------------------
 
@@ -108,7 +129,8 @@ class JobRunner:
         staged: list[_Staged] = []
         code = 1
         try:
-            Emulator(self.workspace).ensure(accounts=accounts_of(self.plan))
+            if any(name not in self.extra_refs for name in self.references):
+                Emulator(self.workspace).ensure(accounts=accounts_of(self.plan))
             staged = self._stage_in()
             self._record_locations(staged)
             code = self._launch(staged, env)
@@ -141,7 +163,9 @@ class JobRunner:
     def _stage_in(self) -> list[_Staged]:
         staged = []
         data_dir = self.record.work_dir / "azbai"
-        for name in self.plan.job_steps[0].data_references:
+        for name in self.references:
+            if name in self.extra_refs:
+                continue
             ref = self.plan.data_reference(name)
             store = open_datastore(self.workspace, self.plan.datastore(ref.datastore))
             prefix = ref.path_on_datastore.replace("{segment}", self.record.segment).strip("/")
@@ -201,7 +225,9 @@ class JobRunner:
         self.record.stdouterr_dir = str(Path(prefix) / self.record.segment / "stdouterr")
         for output in self.job.output_directories:
             item = by_ref.get(output.data_reference or "")
-            if item is not None:
+            if output.data_reference in self.extra_refs:
+                self.record.outputs[output.id] = OutputLocation(str(self.extra_refs[output.data_reference]))
+            elif item is not None:
                 self.record.outputs[output.id] = OutputLocation(
                     str(item.path), item.store.kind, item.store.account, item.store.name, item.prefix
                 )
@@ -222,7 +248,16 @@ class JobRunner:
         ]  # fmt: skip
         for item in staged:
             argv += ["--ref", f"{item.reference.name}={item.path}"]
+        for name in self.references:
+            if name in self.extra_refs:
+                argv += ["--ref", f"{name}={self.extra_refs[name]}"]
+        for name, value in self.params.items():
+            argv += ["--param", name, value]
+        for volume_name, path in self.extra_mounts.items():
+            argv += ["--mount", f"{volume_name}={path}"]
         for volume in self.job.volumes:
+            if volume.name in self.extra_mounts:
+                continue
             if volume.data_reference is None and (
                 volume.root is MountRoot.CLUSTER or volume.kind is not VolumeKind.UNDESCRIBED
             ):

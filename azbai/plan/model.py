@@ -358,6 +358,8 @@ class Trigger:
     data_path_parameter: str
     polling_interval_minutes: int = 5
     pattern: str = "*"
+    #: ``path``: the new blob's path is the parameter; ``content``: the blob's text is (a Batch AI trigger file)
+    use: str = "path"
 
 
 @dataclass(frozen=True)

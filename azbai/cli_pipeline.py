@@ -1,0 +1,128 @@
+"""``azbai pipeline``: run an azbai pipeline file locally, once or whenever its storage trigger fires.
+
+    azbai pipeline run   -f pipeline.json [-p NAME=VALUE]... [--run-id ID] [--no-reuse]
+    azbai pipeline watch -f pipeline.json [--once] [--interval SECONDS] [--skip-existing]
+    azbai pipeline runs  -f pipeline.json
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from azbai.errors import AzbaiError
+from azbai.local.workspace import WORKSPACE_ENV, Workspace
+
+_file = click.option(
+    "-f", "--pipeline-file", "pipeline_file", required=True, type=click.Path(dir_okay=False), help="The pipeline file."
+)
+_account = click.option(
+    "--storage-account-name", help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT)."
+)
+
+
+@click.group("pipeline")
+@click.option("--workspace", type=click.Path(file_okay=False), help=f"The local workspace (default: ${WORKSPACE_ENV}, else ./.azbai).")
+@click.pass_context
+def pipeline(ctx: click.Context, workspace: str | None) -> None:
+    """Run pipelines of Batch AI jobs and parallel steps locally."""
+    ctx.obj = Workspace.resolve(workspace)
+
+
+def _runner(workspace: Workspace, pipeline_file: str, storage_account_name: str | None, reuse: bool = True) -> Any:
+    from pathlib import Path
+
+    from azbai.local.pipelines import PipelineRunner
+    from azbai.migrate import plan_pipeline_file
+
+    plan, diagnostics = plan_pipeline_file(pipeline_file, storage_account_name=storage_account_name)
+    for source, d in diagnostics:
+        if d.code != "unresolved-placeholder":
+            click.echo(f"{source}: {d}", err=True)
+    return PipelineRunner(workspace, plan, Path(pipeline_file).resolve().parent, reuse=reuse)
+
+
+def _progress(step: str, state: str) -> None:
+    click.echo(f"step {step}: {state}", err=True)
+
+
+@pipeline.command()
+@_file
+@click.option("-p", "--parameter", "parameters", multiple=True, help="NAME=VALUE (repeatable).")
+@click.option("--run-id", help="A name for the run (default: run-<time>-<random>).")
+@click.option("--no-reuse", is_flag=True, help="Run every step even when nothing changed.")
+@_account
+@click.pass_obj
+def run(
+    workspace: Workspace,
+    pipeline_file: str,
+    parameters: tuple[str, ...],
+    run_id: str | None,
+    no_reuse: bool,
+    storage_account_name: str | None,
+) -> None:
+    """Run the pipeline once, step after step."""
+    values = {}
+    for item in parameters:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--parameter")
+        values[name] = value
+    runner = _runner(workspace, pipeline_file, storage_account_name, reuse=not no_reuse)
+    result = runner.run(values, run_id=run_id, progress=_progress)
+    click.echo(f"pipeline {result.pipeline!r} run {result.run_id} {result.state}: {result.directory}")
+
+
+@pipeline.command()
+@_file
+@click.option("--once", is_flag=True, help="Poll once and stop.")
+@click.option("--interval", type=float, help="Seconds between polls (default: the trigger's pollingIntervalMinutes).")
+@click.option("--skip-existing", is_flag=True, help="Only blobs added after the first poll start runs (as Azure ML).")
+@_account
+@click.pass_obj
+def watch(
+    workspace: Workspace,
+    pipeline_file: str,
+    once: bool,
+    interval: float | None,
+    skip_existing: bool,
+    storage_account_name: str | None,
+) -> None:
+    """Start a run for each new blob under the pipeline's trigger path."""
+    from pathlib import Path
+
+    from azbai.local.trigger import Fired, TriggerWatcher
+    from azbai.migrate import plan_pipeline_file
+
+    plan, _ = plan_pipeline_file(pipeline_file, storage_account_name=storage_account_name)
+    watcher = TriggerWatcher(workspace, plan, Path(pipeline_file).resolve().parent)
+    failures = []
+
+    def report(fired: Fired) -> None:
+        if fired.run is not None:
+            click.echo(f"{fired.blob}: run {fired.run.run_id} {fired.run.state}")
+        else:
+            failures.append(fired)
+            click.echo(f"{fired.blob}: {fired.error}", err=True)
+
+    interval_text = f"{interval:g} s" if interval is not None else f"{plan.trigger.polling_interval_minutes} min"
+    click.echo(f"watching {plan.trigger.datastore}:{plan.trigger.path_on_datastore}/{plan.trigger.pattern} every {interval_text}", err=True)
+    watcher.watch(interval=interval, max_polls=1 if once else None, skip_existing=skip_existing, on_fired=report)
+    if once and failures:
+        raise AzbaiError(f"{len(failures)} trigger(s) did not run")
+
+
+@pipeline.command()
+@_file
+@_account
+@click.pass_obj
+def runs(workspace: Workspace, pipeline_file: str, storage_account_name: str | None) -> None:
+    """List the local runs of a pipeline."""
+    from azbai.local.pipelines import list_runs
+    from azbai.migrate import plan_pipeline_file
+
+    plan, _ = plan_pipeline_file(pipeline_file, storage_account_name=storage_account_name)
+    for r in list_runs(workspace, plan.name):
+        steps = ", ".join(f"{name}:{s.state}" for name, s in r.steps.items())
+        click.echo(f"{r.run_id:<36} {r.state:<10} {r.started}  {steps}")

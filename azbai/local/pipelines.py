@@ -1,0 +1,410 @@
+"""Run a plan's pipeline locally: steps in dependency order, each through the launcher, reused when unchanged.
+
+A run lives in ``<workspace>/pipelines/<pipeline>/runs/<run>/``::
+
+    run.json                 parameters, state of the run and of each step
+    data/<name>/             pipeline data: what a step produced for later steps
+    params/<name>/<file>     data-path parameters, downloaded from their datastore
+    steps/<step>/logs/       stdout/stderr of parallel steps (job steps log where their job.json says)
+
+Each job step is a local job (``azbai job show -n <run>-<step>``). A parallel step is a job too: the launcher starts
+``process_count_per_node × node_count`` processes of :mod:`azbai.local.parallel`, which share the mini-batches and
+call the entry script's ``init()`` once per worker and ``run()`` per mini-batch. Its progress is kept per input
+content, so a rerun after a crash only does the mini-batches that are missing.
+
+Reuse, as Azure ML does it: a step whose definition, parameters, code and input data are unchanged is not run
+again; its outputs are copied from the cache (``<workspace>/pipelines/<pipeline>/cache/``). Data references count by
+datastore path (like Azure ML), pipeline data and data-path parameters by content, code by the content of the
+scripts the step's commands name and of a parallel step's source directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import uuid
+from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azbai.errors import JobFailed, PipelineError, StorageError
+from azbai.local import transfer
+from azbai.local.jobs import JobBook, JobRecord, now
+from azbai.local.runner import JobRunner, LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION, LOCAL_WORKSPACE, open_datastore
+from azbai.local.stores import iter_local_files
+from azbai.local.workspace import Workspace
+from azbai.plan.model import (
+    SEGMENT_TEMPLATE,
+    Distribution,
+    InputDirectory,
+    Job,
+    Launch,
+    LaunchMode,
+    MountRoot,
+    OutputDirectory,
+    ParallelStep,
+    ParameterKind,
+    Plan,
+    ProcessGroup,
+    Step,
+    Volume,
+    VolumeKind,
+)
+from azbai.plan.serialize import job_to_json, plan_to_json, to_dict
+
+log = logging.getLogger(__name__)
+
+#: called with (step name, state) as a run progresses: "running", "succeeded", "reused", "failed"
+Progress = Callable[[str, str], None]
+
+
+@dataclass
+class StepState:
+    """What happened to one step in a run."""
+
+    state: str = "waiting"
+    job: str | None = None
+    reused: bool = False
+    fingerprint: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass
+class PipelineRun:
+    """A local pipeline run (``run.json``)."""
+
+    pipeline: str
+    run_id: str
+    directory: str
+    parameters: dict[str, str]
+    state: str = "running"
+    started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="microseconds"))
+    ended: str | None = None
+    steps: dict[str, StepState] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """The run's directory."""
+        return Path(self.directory)
+
+    def data_dir(self, name: str) -> Path:
+        """Where the pipeline data ``name`` of this run is."""
+        return self.path / "data" / name
+
+    def save(self) -> None:
+        """Write ``run.json`` (atomically)."""
+        temporary = self.path / ".run.json.tmp"
+        temporary.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        os.replace(temporary, self.path / "run.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> PipelineRun:
+        """Read ``run.json``."""
+        data = json.loads((directory / "run.json").read_text(encoding="utf-8"))
+        data["steps"] = {k: StepState(**v) for k, v in data["steps"].items()}
+        return cls(**data)
+
+
+class PipelineRunner:
+    """Runs the steps of a pipeline plan locally."""
+
+    def __init__(self, workspace: Workspace, plan: Plan, base_dir: Path, *, reuse: bool = True) -> None:
+        """``base_dir`` is where the pipeline file is: parallel steps' source directories are relative to it."""
+        self.workspace = workspace.ensure()
+        self.plan = plan
+        self.base_dir = base_dir
+        self.reuse = reuse
+        self.home = workspace.pipelines_dir / plan.name
+
+    def run(
+        self, parameters: dict[str, str] | None = None, *, run_id: str | None = None, progress: Progress | None = None
+    ) -> PipelineRun:
+        """Run every step; :class:`PipelineError` (with the run kept) when a step fails."""
+        values = self._parameters(parameters or {})
+        run_id = run_id or f"run-{now().replace(':', '').replace('-', '').replace('+0000', '')}-{uuid.uuid4().hex[:6]}"
+        directory = self.home / "runs" / run_id
+        if directory.exists():
+            raise PipelineError(f"pipeline {self.plan.name!r} already has a run named {run_id!r}")
+        directory.mkdir(parents=True)
+        run = PipelineRun(self.plan.name, run_id, str(directory), values)
+        run.steps = {step.name: StepState() for step in self.plan.steps}
+        run.save()
+        report = progress or (lambda step, state: None)
+        try:
+            refs = self._parameter_data(run)
+            for step in self.plan.steps:
+                state = run.steps[step.name]
+                state.started, state.state = now(), "running"
+                run.save()
+                report(step.name, "running")
+                self._run_step(run, step, refs, state)
+                state.ended = now()
+                run.save()
+                report(step.name, state.state)
+            run.state = "succeeded"
+        except BaseException:
+            run.state = "failed"
+            raise
+        finally:
+            run.ended = now()
+            run.save()
+        return run
+
+    # -- parameters ------------------------------------------------------------------------------------------------
+
+    def _parameters(self, given: dict[str, str]) -> dict[str, str]:
+        known = {p.name: p for p in self.plan.parameters}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise PipelineError(f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(known) or 'none'})")
+        values = {name: given.get(name, p.default) for name, p in known.items()}
+        for name, parameter in known.items():
+            if parameter.kind is ParameterKind.DATA_PATH:
+                values[name] = check_datastore_path(values[name], what=f"parameter {name!r}")
+        return values
+
+    def _parameter_data(self, run: PipelineRun) -> dict[str, Path]:
+        """Download each data-path parameter's file (or folder) into the run."""
+        refs: dict[str, Path] = {}
+        for parameter in self.plan.parameters:
+            if parameter.kind is not ParameterKind.DATA_PATH or parameter.datastore is None:
+                continue
+            store = open_datastore(self.workspace, self.plan.datastore(parameter.datastore))
+            path = run.parameters[parameter.name]
+            target = run.path / "params" / parameter.name
+            target.mkdir(parents=True, exist_ok=True)
+            try:
+                if store.root_exists() and store.exists(path):
+                    local = target / Path(path).name
+                    store.download_file(path, local)
+                    refs[parameter.name] = local
+                    continue
+                report = transfer.download(store, path.rstrip("/") + "/", target) if store.root_exists() else None
+            except StorageError as exc:
+                raise PipelineError(f"parameter {parameter.name!r}: cannot read {store.url_for(path)}: {exc}") from exc
+            if report is None or report.files == 0:
+                raise PipelineError(f"parameter {parameter.name!r}: nothing at {store.url_for(path)}")
+            refs[parameter.name] = target
+        return refs
+
+    # -- steps -----------------------------------------------------------------------------------------------------
+
+    def _run_step(self, run: PipelineRun, step: Step | ParallelStep, refs: dict[str, Path], state: StepState) -> None:
+        produced = [d.name for d in self.plan.pipeline_data if d.producer == step.name]
+        fingerprint = self._fingerprint(step, run, refs)
+        state.fingerprint = fingerprint
+        cache = self.home / "cache" / fingerprint
+        if self.reuse and step.allow_reuse and (cache / "done.json").exists():
+            for name in produced:
+                _copy_tree(cache / name, run.data_dir(name))
+            state.state, state.reused, state.exit_code = "reused", True, 0
+            return
+        for name in produced:
+            run.data_dir(name).mkdir(parents=True, exist_ok=True)
+        job, plan, extra_mounts = self._job_for(step, run)
+        extra_refs = {**refs, **{d.name: run.data_dir(d.name) for d in self.plan.pipeline_data}}
+        if isinstance(step, ParallelStep):
+            state_dir = self.home / "parallel" / fingerprint
+            state_dir.mkdir(parents=True, exist_ok=True)
+            extra_refs["parallel_state"] = state_dir
+        record = self._record(run, step, plan, job)
+        state.job = record.name
+        runner = JobRunner(
+            self.workspace,
+            record,
+            extra_refs=extra_refs,
+            params={p.name: run.parameters[p.name] for p in self.plan.parameters if p.kind is ParameterKind.STRING},
+            extra_mounts=extra_mounts,
+        )
+        code = runner.run(env={**os.environ, "AZBAI_WORKSPACE": str(self.workspace.root)})
+        state.exit_code = code
+        if code != 0:
+            state.state = "failed"
+            record = record.refresh()
+            raise JobFailed(
+                f"step {step.name!r} of pipeline {self.plan.name!r} failed with exit code {code}"
+                + (f": {record.message}" if record.message else "")
+                + f"; logs: azbai job file list -n {record.name} -e {record.experiment}",
+                code,
+            )
+        state.state = "succeeded"
+        if step.allow_reuse:
+            cache.mkdir(parents=True, exist_ok=True)
+            for name in produced:
+                _copy_tree(run.data_dir(name), cache / name)
+            (cache / "done.json").write_text(json.dumps({"run": run.run_id, "step": step.name}), encoding="utf-8")
+
+    def _job_for(self, step: Step | ParallelStep, run: PipelineRun) -> tuple[Job, Plan, dict[str, Path]]:
+        """The job a step runs, and a one-step plan for its record."""
+        if isinstance(step, Step):
+            return step.job, self.plan, {}
+        logs = run.path / "steps" / step.name / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        source = (self.base_dir / step.source_directory).resolve()
+        entry = source / step.entry_script
+        if not entry.is_file():
+            raise PipelineError(f"step {step.name!r}: no entry script {entry}")
+        arguments = " ".join(_quote(a) for a in step.arguments)
+        command = (
+            f"{_quote(sys.executable)} -m azbai.local.parallel --entry-script {_quote(str(entry))} "
+            "--input $AZ_BATCHAI_INPUT_INPUT --output $AZ_BATCHAI_OUTPUT_OUTPUT --state $AZ_BATCHAI_INPUT_STATE "
+            f"--mini-batch-size {step.mini_batch_size} --error-threshold {step.error_threshold} "
+            f"--max-retries {step.max_retries} --timeout {step.run_invocation_timeout}"
+            + (f" -- {arguments}" if arguments else "")
+        )
+        count = step.process_count_per_node * step.node_count
+        job = Job(
+            name=step.name,
+            node_count=step.node_count,
+            std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            volumes=(Volume("logs", VolumeKind.UNDESCRIBED, MountRoot.JOB, "logs", None, "parallel step"),),
+            input_directories=(
+                InputDirectory("INPUT", step.input, step.input),
+                InputDirectory("STATE", "parallel_state", "parallel_state"),
+            ),
+            output_directories=(OutputDirectory("OUTPUT", step.output, None, step.output),),
+            environment_variables=(),
+            secrets=(),
+            job_preparation=None,
+            launch=Launch(
+                "parallel",
+                LaunchMode.PER_PROCESS,
+                step.node_count,
+                count,
+                (ProcessGroup("rank", count, command, "stdout-{index}.txt", "stderr-{index}.txt"),),
+                Distribution.NONE,
+            ),
+        )
+        return job, self.plan, {"logs": logs}
+
+    def _record(self, run: PipelineRun, step: Step | ParallelStep, plan: Plan, job: Job) -> JobRecord:
+        book = JobBook(self.workspace)
+        name = f"{run.run_id}-{step.name}"[:64]
+        record = book.create(plan.experiment, name)
+        record.segment = SEGMENT_TEMPLATE.format(
+            subscription=LOCAL_SUBSCRIPTION,
+            resource_group=LOCAL_RESOURCE_GROUP,
+            workspace=LOCAL_WORKSPACE,
+            experiment=plan.experiment,
+            job=name,
+            job_uuid=str(uuid.uuid4()),
+        )
+        record.tool_type = job.launch.toolkit
+        record.node_count = job.node_count
+        record.source = f"pipeline {plan.name}, run {run.run_id}, step {step.name}"
+        (record.path / "plan.json").write_text(plan_to_json(plan), encoding="utf-8")
+        (record.path / "azbai_job.json").write_text(job_to_json(job), encoding="utf-8")
+        record.save()
+        return record
+
+    # -- reuse -----------------------------------------------------------------------------------------------------
+
+    def _fingerprint(self, step: Step | ParallelStep, run: PipelineRun, refs: dict[str, Path]) -> str:
+        digest = hashlib.sha256()
+        digest.update(json.dumps(to_dict(step), sort_keys=True).encode())
+        digest.update(json.dumps(run.parameters, sort_keys=True).encode())
+        names = step.data_references if isinstance(step, Step) else (step.input,)
+        produced = {d.name for d in self.plan.pipeline_data if d.producer == step.name}
+        for name in names:
+            if name in produced:
+                continue
+            if name in refs:
+                digest.update(_content_digest(refs[name]).encode())
+            elif any(d.name == name for d in self.plan.pipeline_data):
+                digest.update(_content_digest(run.data_dir(name)).encode())
+            else:
+                ref = self.plan.data_reference(name)
+                digest.update(json.dumps(to_dict(ref), sort_keys=True).encode())
+        for path in self._code(step):
+            digest.update(_content_digest(path).encode())
+        return digest.hexdigest()[:32]
+
+    def _code(self, step: Step | ParallelStep) -> list[Path]:
+        """The files that are the step's code: a parallel step's source directory, the scripts a job names."""
+        if isinstance(step, ParallelStep):
+            return [(self.base_dir / step.source_directory).resolve()]
+        texts = [g.command for g in step.job.launch.groups] + [step.job.job_preparation or ""]
+        paths = []
+        for volume in step.job.volumes:
+            if volume.data_reference is None:
+                continue
+            ref = self.plan.data_reference(volume.data_reference)
+            store = open_datastore(self.workspace, self.plan.datastore(ref.datastore))
+            pattern = rf"\$\{{?{volume.root.value}\}}?/{re.escape(volume.relative_mount_path)}/([\w./-]+\.(?:py|sh))"
+            for text in texts:
+                for rel in re.findall(pattern, text):
+                    path = "/".join(p for p in (ref.path_on_datastore, rel) if p)
+                    if store.kind == "share":
+                        paths.append(self.workspace.share_dir(store.account, store.name) / path)
+                    elif store.root_exists() and store.exists(path):
+                        paths.append(Path(f"blob:{store.info(path).md5}"))
+        return paths
+
+
+def check_datastore_path(path: str, *, what: str) -> str:
+    """A relative datastore path from outside (a trigger, the command line): no escape, no shell syntax."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._/ -]{0,1023}", path) or path.startswith("/"):
+        raise PipelineError(
+            f"{what}: {path!r} is not a datastore path (letters, digits, '.', '_', '-', ' ' and '/', relative)"
+        )
+    if any(part in ("..", ".", "") for part in path.rstrip("/").split("/")):
+        raise PipelineError(f"{what}: {path!r} must not contain '.', '..' or empty segments")
+    return path
+
+
+def _content_digest(path: Path) -> str:
+    if str(path).startswith("blob:"):
+        return str(path)
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(path.read_bytes())
+    elif path.is_dir():
+        for file, rel in iter_local_files(path):
+            if Path(rel).name.startswith(".azbai-"):
+                continue
+            digest.update(rel.encode() + b"\0")
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def find_run(workspace: Workspace, pipeline: str, run_id: str) -> PipelineRun:
+    """A recorded run."""
+    directory = workspace.pipelines_dir / pipeline / "runs" / run_id
+    if not (directory / "run.json").exists():
+        raise PipelineError(f"pipeline {pipeline!r} has no run {run_id!r}")
+    return PipelineRun.load(directory)
+
+
+def list_runs(workspace: Workspace, pipeline: str) -> list[PipelineRun]:
+    """Every recorded run of a pipeline, oldest first."""
+    runs = [PipelineRun.load(p.parent) for p in (workspace.pipelines_dir / pipeline / "runs").glob("*/run.json")]
+    return sorted(runs, key=lambda r: r.started)
+
+
+def data_path_parameter_names(plan: Plan) -> list[str]:
+    """The plan's data-path parameters."""
+    return [p.name for p in plan.parameters if p.kind is ParameterKind.DATA_PATH]
+
+
+__all__: list[Any] = ["PipelineRun", "PipelineRunner", "check_datastore_path", "find_run", "list_runs"]

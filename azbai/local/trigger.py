@@ -1,0 +1,142 @@
+"""Watch a blob container path and start a pipeline run for each new blob: the local twin of a datastore-triggered
+Azure ML ``Schedule`` (and of the Batch AI architecture's Logic App polling for ``trigger*.txt``).
+
+Each poll lists the blobs under the trigger's path; a blob whose name matches the pattern and that is new or changed
+since it was last seen (its MD5 differs) starts one run, with the blob's path as the data-path parameter
+(``use: path``) or with the path written inside it (``use: content``, a Batch AI trigger file). What a trigger names is
+untrusted input: it must be a plain relative datastore path (no ``..``, no shell syntax) or it is rejected and
+reported, and it only ever travels as a parameter value, never through a shell.
+
+What was seen is kept in ``<workspace>/pipelines/<pipeline>/trigger.json``, so a restarted watcher does not run a
+blob twice. The first watch also runs what is already there unless ``skip_existing`` (Azure ML fires only for blobs
+added after the schedule was created).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from azbai.errors import AzbaiError, PipelineError, StorageError
+from azbai.local.pipelines import PipelineRun, PipelineRunner, check_datastore_path
+from azbai.local.runner import open_datastore
+from azbai.local.workspace import Workspace
+from azbai.plan.model import Plan
+
+log = logging.getLogger(__name__)
+MAX_TRIGGER_FILE = 4096
+
+
+@dataclass(frozen=True)
+class Fired:
+    """One blob the watcher acted on: the run it started, or why it was rejected or failed."""
+
+    blob: str
+    parameter: str | None
+    run: PipelineRun | None = None
+    error: str | None = None
+
+
+class TriggerWatcher:
+    """Polls the trigger's path and runs the pipeline for each new blob."""
+
+    def __init__(self, workspace: Workspace, plan: Plan, base_dir: Path, *, reuse: bool = True) -> None:
+        if plan.trigger is None:
+            raise PipelineError(f"pipeline {plan.name!r} has no trigger")
+        self.workspace = workspace
+        self.plan = plan
+        self.trigger = plan.trigger
+        self.runner = PipelineRunner(workspace, plan, base_dir, reuse=reuse)
+        self.state_file = workspace.pipelines_dir / plan.name / "trigger.json"
+
+    def poll(self, *, skip_existing: bool = False, on_fired: Callable[[Fired], None] | None = None) -> list[Fired]:
+        """One poll: act on every new or changed blob; returns what happened."""
+        store = open_datastore(self.workspace, self.plan.datastore(self.trigger.datastore))
+        prefix = self.trigger.path_on_datastore.strip("/")
+        try:
+            entries = store.list(prefix + "/" if prefix else "") if store.root_exists() else []
+        except StorageError as exc:
+            raise PipelineError(f"cannot list the trigger path {store.url_for(prefix)}: {exc}") from exc
+        seen = self._load()
+        first = not self.state_file.exists()
+        fired: list[Fired] = []
+        for entry in entries:
+            name = posixpath.basename(entry.path)
+            if not fnmatch.fnmatchcase(name, self.trigger.pattern) or seen.get(entry.path) == entry.md5:
+                continue
+            seen[entry.path] = entry.md5
+            self._save(seen)
+            if first and skip_existing:
+                continue
+            result = self._fire(store, entry.path)
+            fired.append(result)
+            if on_fired is not None:
+                on_fired(result)
+        if first:
+            self._save(seen)
+        return fired
+
+    def watch(
+        self,
+        *,
+        interval: float | None = None,
+        max_polls: int | None = None,
+        skip_existing: bool = False,
+        on_fired: Callable[[Fired], None] | None = None,
+    ) -> None:
+        """Poll every ``interval`` seconds (default: the trigger's polling interval) until interrupted."""
+        period = interval if interval is not None else self.trigger.polling_interval_minutes * 60
+        polls = 0
+        while max_polls is None or polls < max_polls:
+            self.poll(skip_existing=skip_existing and polls == 0, on_fired=on_fired)
+            polls += 1
+            if max_polls is None or polls < max_polls:
+                time.sleep(period)
+
+    def _fire(self, store: object, blob: str) -> Fired:
+        try:
+            value = self._parameter_value(store, blob)
+        except AzbaiError as exc:
+            log.warning("trigger %s rejected: %s", blob, exc)
+            return Fired(blob, None, error=str(exc))
+        try:
+            run = self.runner.run({self.trigger.data_path_parameter: value})
+        except AzbaiError as exc:
+            return Fired(blob, value, error=str(exc))
+        return Fired(blob, value, run)
+
+    def _parameter_value(self, store: object, blob: str) -> str:
+        if self.trigger.use == "path":
+            return check_datastore_path(blob, what=f"trigger blob {blob!r}")
+        data = store.read_bytes(blob)  # type: ignore[attr-defined]
+        if len(data) > MAX_TRIGGER_FILE:
+            raise PipelineError(f"trigger file {blob!r} is larger than {MAX_TRIGGER_FILE} bytes")
+        try:
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise PipelineError(f"trigger file {blob!r} is not UTF-8 text") from exc
+        if "\n" in text or "\r" in text:
+            raise PipelineError(f"trigger file {blob!r} must hold one path on one line")
+        return check_datastore_path(text, what=f"trigger file {blob!r}")
+
+    def _load(self) -> dict[str, str | None]:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise PipelineError(f"cannot read {self.state_file}: {exc}") from exc
+        return dict(data.get("seen", {}))
+
+    def _save(self, seen: dict[str, str | None]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"seen": seen}, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, self.state_file)

