@@ -157,32 +157,88 @@ def plan_pipeline_file(
     return build_pipeline_plan(load_pipeline_spec(pipeline_file), storage=storage, experiment=experiment)
 
 
-def render_files(plan: Plan) -> dict[str, str]:
-    """Every output file of a migration, by relative path, as text."""
+def render_files(plan: Plan, base_dir: Path | None = None) -> dict[str, str | bytes]:
+    """Every output file of a migration, by relative path (text, or bytes for copied source files).
+
+    A multi-step plan gets one snapshot per step: the launcher and its job for a job step, a copy of the source
+    directory (relative to ``base_dir``, where the pipeline file is) for a parallel step.
+    """
+    from azbai.plan.model import ParallelStep
+    from azbai.targets.azureml_v1.codegen import is_multi_step
+    from azbai.targets.azureml_v1.codegen_pipeline import snapshot_dir
+
     try:
         launcher = LAUNCHER_SOURCE.read_text(encoding="utf-8")
     except OSError as exc:
         raise AzbaiError(f"the compatibility launcher is missing from the azbai package: {exc}") from exc
-    return {
+    files: dict[str, str | bytes] = {
         "plan.json": plan_to_json(plan),
         "pipeline.py": render_pipeline(plan),
         "migrate.ipynb": render_notebook(plan),
         "MIGRATION.md": render_report(plan),
-        f"snapshot/{LAUNCHER_FILE}": launcher,
-        f"snapshot/{JOB_FILE}": job_to_json(plan.job_steps[0].job),
     }
+    if not is_multi_step(plan):
+        files[f"snapshot/{LAUNCHER_FILE}"] = launcher
+        files[f"snapshot/{JOB_FILE}"] = job_to_json(plan.job_steps[0].job)
+        return files
+    for step in plan.steps:
+        folder = snapshot_dir(step)
+        if isinstance(step, ParallelStep):
+            files.update(_copy_source(Path(base_dir or ".") / step.source_directory, folder))
+        else:
+            files[f"{folder}/{LAUNCHER_FILE}"] = launcher
+            files[f"{folder}/{JOB_FILE}"] = job_to_json(step.job)
+    return files
+
+
+#: what a parallel step's snapshot leaves out of its source directory
+_SKIPPED = ("__pycache__", ".ipynb_checkpoints", ".azbai", ".git")
+_MAX_SNAPSHOT = 50 * 1024 * 1024
+
+
+def _copy_source(source: Path, folder: str) -> dict[str, str | bytes]:
+    if not source.is_dir():
+        raise AzbaiError(f"the parallel step's source directory {source} does not exist")
+    files: dict[str, str | bytes] = {}
+    total = 0
+    for path in sorted(source.rglob("*")):
+        if not path.is_file() or any(part in _SKIPPED for part in path.relative_to(source).parts):
+            continue
+        total += path.stat().st_size
+        if total > _MAX_SNAPSHOT:
+            raise AzbaiError(f"{source} holds more than {_MAX_SNAPSHOT // 2**20} MB: keep data out of a step's code")
+        files[f"{folder}/{path.relative_to(source).as_posix()}"] = path.read_bytes()
+    return files
 
 
 def migrate_file(job_file: str | Path, output_dir: str | Path | None = None, **kwargs: object) -> MigrationResult:
-    """Read, plan and write a migration; returns what was written."""
-    plan, loaded = plan_files(job_file, **kwargs)  # type: ignore[arg-type]
-    files = render_files(plan)
+    """Read, plan and write a migration (of a job file or an azbai pipeline file); returns what was written."""
+    from azbai.source.pipeline_spec import is_pipeline_file
+
+    if is_pipeline_file(job_file):
+        unsupported = {k for k, v in kwargs.items() if v not in (None, (), False, "mount", "upload")} - {
+            "experiment", "storage_account_name", "storage_account_key",
+        }  # fmt: skip
+        if unsupported:
+            raise AzbaiError(f"{', '.join(sorted(unsupported))}: not for pipeline files (set them in each step's job)")
+        experiment = kwargs.get("experiment")
+        plan, diagnostics = plan_pipeline_file(
+            job_file,
+            experiment=None if experiment == DEFAULT_EXPERIMENT else experiment,  # type: ignore[arg-type]
+            storage_account_name=kwargs.get("storage_account_name"),  # type: ignore[arg-type]
+            storage_account_key=kwargs.get("storage_account_key"),  # type: ignore[arg-type]
+        )
+        files = render_files(plan, Path(job_file).parent)
+    else:
+        plan, loaded = plan_files(job_file, **kwargs)  # type: ignore[arg-type]
+        diagnostics = loaded.diagnostics
+        files = render_files(plan)
     target = Path(output_dir) if output_dir else Path("migrated") / plan.name
     written = write_tree(target, files)
-    return MigrationResult(plan, target, written, loaded.diagnostics)
+    return MigrationResult(plan, target, written, diagnostics)
 
 
-def write_tree(root: Path, files: dict[str, str]) -> tuple[Path, ...]:
+def write_tree(root: Path, files: dict[str, str] | dict[str, str | bytes]) -> tuple[Path, ...]:
     """Write ``files`` under ``root``, each atomically (temporary file, then rename)."""
     written = []
     try:
@@ -191,8 +247,8 @@ def write_tree(root: Path, files: dict[str, str]) -> tuple[Path, ...]:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             try:
-                with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-                    stream.write(text)
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(text.encode("utf-8") if isinstance(text, str) else text)
                 os.replace(temporary, path)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)

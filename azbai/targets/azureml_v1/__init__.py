@@ -18,11 +18,15 @@ from typing import Any
 from azbai.plan.model import Plan
 
 
-def write_pipeline(plan: Plan, directory: str | Path) -> Path:
-    """Write ``pipeline.py`` and its ``snapshot/`` for ``plan`` into ``directory``; returns the pipeline.py path."""
+def write_pipeline(plan: Plan, directory: str | Path, base_dir: str | Path | None = None) -> Path:
+    """Write ``pipeline.py`` and its ``snapshot/`` for ``plan`` into ``directory``; returns the pipeline.py path.
+
+    ``base_dir`` is where a pipeline file's relative paths (parallel steps' source directories) start.
+    """
     from azbai.migrate import render_files, write_tree
 
-    files = {k: v for k, v in render_files(plan).items() if k == "pipeline.py" or k.startswith("snapshot/")}
+    rendered = render_files(plan, Path(base_dir) if base_dir else None)
+    files = {k: v for k, v in rendered.items() if k == "pipeline.py" or k.startswith("snapshot/")}
     write_tree(Path(directory), files)
     return Path(directory) / "pipeline.py"
 
@@ -46,6 +50,7 @@ def build_objects(
     account_key: str | None = None,
     with_estimator: bool = False,
     directory: str | Path | None = None,
+    base_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The plan's Azure ML objects: datastores, data references, compute, environment, ScriptRunConfig, pipeline.
 
@@ -53,7 +58,7 @@ def build_objects(
     so its steps can be inspected. ``directory`` keeps the generated code (default: a temporary directory).
     """
     target = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="azbai-pipeline-"))
-    module = load_pipeline_module(write_pipeline(plan, target))
+    module = load_pipeline_module(write_pipeline(plan, target, base_dir))
     dry_run = workspace is None
     if dry_run:
         from azbai.targets.azureml_v1 import offline

@@ -48,8 +48,17 @@ LAUNCHER_FILE = "azbai_launcher.py"
 JOB_FILE = "azbai_job.json"
 
 
+def is_multi_step(plan: Plan) -> bool:
+    """Whether the plan is a pipeline of several steps (or has parameters) rather than one migrated job."""
+    return len(plan.steps) > 1 or bool(plan.parameters) or len(plan.job_steps) != len(plan.steps)
+
+
 def render_pipeline(plan: Plan) -> str:
     """The source of ``pipeline.py`` for ``plan``."""
+    if is_multi_step(plan):
+        from azbai.targets.azureml_v1.codegen_pipeline import render_pipeline_plan
+
+        return render_pipeline_plan(plan)
     step = plan.job_steps[0]
     job = step.job
     refs = [plan.data_reference(name) for name in step.data_references]
@@ -470,7 +479,7 @@ def _pipeline(plan: Plan, refs: list[DataReference]) -> str:
 
 
 def _secrets(plan: Plan) -> str:
-    secrets = plan.job_steps[0].job.secrets
+    secrets = {s.name: s for step in plan.job_steps for s in step.job.secrets}.values()
     rows = [f"({s.name!r}, {s.source!r}, {s.secret_url!r})," for s in secrets]
     return f'''
     #: job secrets by name: (name, where the value comes from, Key Vault URL)

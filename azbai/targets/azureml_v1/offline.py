@@ -83,6 +83,7 @@ def compute_target(ws: Any, name: str, provisioning_config: Any) -> Any:
         provisioningErrors=None,
         resourceId=None,
         isAttachedCompute=False,
+        computeLocation=LOCATION,  # the workspace's region: no "different location" warning
     )
     payload["properties"]["properties"].setdefault("subnet", None)
     return AmlCompute.deserialize(ws, payload)
@@ -134,12 +135,42 @@ def pipeline_options(ws: Any) -> dict[str, Any]:
     }
 
 
-def schedule_provider(ws: Any) -> Any:
-    """A workflow provider for ``Schedule.create(..., _workflow_provider=…)`` that records the call."""
-    from azureml.pipeline.core._aeva_provider import _AevaWorkflowProvider
+class _ScheduleRecorder:
+    """Stands for the schedule service: records ``create_schedule`` and answers with a real ``Schedule`` object."""
 
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.calls: list[dict[str, Any]] = []
+
+    def create_schedule(self, name: str, experiment_name: str, published_pipeline_id: str, **kwargs: Any) -> Any:
+        from azureml.pipeline.core import Schedule
+
+        self.calls.append({"name": name, "experiment_name": experiment_name, "pipeline_id": published_pipeline_id, **kwargs})
+        return Schedule(
+            self.ws,
+            id=f"offline-schedule-{len(self.calls)}",
+            name=name,
+            description=kwargs.get("description"),
+            pipeline_id=published_pipeline_id,
+            status="Active",
+            recurrence=kwargs.get("recurrence"),
+            datastore_name=kwargs.get("datastore_name"),
+            polling_interval=kwargs.get("polling_interval"),
+            data_path_parameter_name=kwargs.get("data_path_parameter_name"),
+            continue_on_step_failure=kwargs.get("continue_on_step_failure"),
+            path_on_datastore=kwargs.get("path_on_datastore"),
+            _schedule_provider=self,
+        )
+
+
+def schedule_options(ws: Any) -> dict[str, Any]:
+    """Keyword arguments that let ``Schedule.create(ws, …, **schedule_options(ws))`` build offline."""
     activate()
-    return _AevaWorkflowProvider(_ServiceCaller(), None, ws)
+    return {"_workflow_provider": SimpleNamespace(schedule_provider=_ScheduleRecorder(ws))}
+
+
+#: what a pipeline published offline is called
+OFFLINE_PIPELINE_ID = "offline-published-pipeline"
 
 
 def finalize(pipeline: Any) -> str:
@@ -191,10 +222,7 @@ def _argument_text(argument: Any) -> str:
 
 def summarize(objects: dict[str, Any]) -> dict[str, Any]:
     """A JSON-ready description of the objects ``pipeline.py``'s ``build`` returns (the pipeline must be finalised)."""
-    compute = objects["compute"]
-    env = objects["environment"]
-    src = objects["script_run_config"]
-    rc = src.run_config
+    computes = objects.get("computes") or {objects["compute"].name: objects["compute"]}
     summary: dict[str, Any] = {
         "datastores": [
             {
@@ -205,22 +233,27 @@ def summarize(objects: dict[str, Any]) -> dict[str, Any]:
             }
             for store in objects["datastores"].values()
         ],
-        "run_references": {name: _reference(ref) for name, ref in objects["run_references"].items()},
-        "compute": {
-            "name": compute.name,
-            "type": type(compute).__name__,
-            "vm_size": compute.vm_size,
-            "vm_priority": compute.vm_priority,
-            "min_nodes": compute.scale_settings.minimum_node_count,
-            "max_nodes": compute.scale_settings.maximum_node_count,
-        },
-        "environment": {
+        "computes": [_compute(c) for c in computes.values()],
+        "pipeline": step_summaries(objects["pipeline"]),
+        "step_segment": objects["step_segment"],
+    }
+    if "compute" in objects:
+        summary["compute"] = _compute(objects["compute"])
+    if "environment" in objects:
+        env = objects["environment"]
+        summary["environment"] = {
             "name": env.name,
             "image": env.docker.base_image,
             "pip_packages": sorted(env.python.conda_dependencies.pip_packages),
             "registry": env.docker.base_image_registry.address,
-        },
-        "script_run_config": {
+        }
+    if "run_references" in objects:
+        summary["run_references"] = {name: _reference(ref) for name, ref in objects["run_references"].items()}
+        summary["run_segment"] = objects["run_segment"]
+    if "script_run_config" in objects:
+        src = objects["script_run_config"]
+        rc = src.run_config
+        summary["script_run_config"] = {
             "script": src.script,
             "arguments": [str(a) for a in src.arguments],
             "node_count": rc.node_count,
@@ -228,11 +261,7 @@ def summarize(objects: dict[str, Any]) -> dict[str, Any]:
             "process_count_per_node": rc.mpi.process_count_per_node,
             "shm_size": rc.docker.shm_size if rc.docker else None,
             "data_references": {name: _reference_config(cfg) for name, cfg in rc.data_references.items()},
-        },
-        "pipeline": step_summaries(objects["pipeline"]),
-        "run_segment": objects["run_segment"],
-        "step_segment": objects["step_segment"],
-    }
+        }
     estimator = objects.get("estimator")
     if estimator is not None:
         erc = estimator.run_config
@@ -244,6 +273,16 @@ def summarize(objects: dict[str, Any]) -> dict[str, Any]:
             "image": erc.environment.docker.base_image,
             "data_references": {name: _reference_config(cfg) for name, cfg in erc.data_references.items()},
         }
+    schedule = objects.get("schedule")
+    if schedule is not None:
+        summary["schedule"] = {
+            "name": schedule.name,
+            "pipeline_id": schedule.pipeline_id,
+            "datastore": schedule.datastore_name,
+            "path_on_datastore": schedule.path_on_datastore,
+            "polling_interval": schedule.polling_interval,
+            "data_path_parameter_name": schedule.data_path_parameter_name,
+        }
     return summary
 
 
@@ -252,20 +291,24 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines = ["Built offline with the Azure ML SDK v1 (nothing was sent anywhere):", "", "Datastores:"]
     for store in summary["datastores"]:
         lines.append(f"  {store['name']:<24} {store['type']:<20} {store['account_name']}/{store['container_name']}")
-    lines += ["", "Data references (single run):"]
-    for name, ref in summary["run_references"].items():
-        where = f"{ref['datastore']}:{ref['path_on_datastore'] or '/'}"
-        extra = f" -> {ref['path_on_compute']}" if ref["path_on_compute"] else ""
-        lines.append(f"  {name:<24} {ref['mode']:<9} {where}{extra}")
-    c = summary["compute"]
-    lines += ["", f"Compute: {c['type']} {c['name']!r}: {c['vm_size']}, {c['min_nodes']}-{c['max_nodes']} nodes, {c['vm_priority']}"]
-    e = summary["environment"]
-    lines.append(f"Environment: {e['image']} + pip {', '.join(e['pip_packages'])}")
-    s = summary["script_run_config"]
-    lines.append(
-        f"ScriptRunConfig: {s['script']} on {s['node_count']} node(s), communicator {s['communicator']}, "
-        f"shm {s['shm_size']}"
-    )
+    if "run_references" in summary:
+        lines += ["", "Data references (single run):"]
+        for name, ref in summary["run_references"].items():
+            where = f"{ref['datastore']}:{ref['path_on_datastore'] or '/'}"
+            extra = f" -> {ref['path_on_compute']}" if ref["path_on_compute"] else ""
+            lines.append(f"  {name:<24} {ref['mode']:<9} {where}{extra}")
+    lines.append("")
+    for c in summary["computes"]:
+        lines.append(f"Compute: {c['type']} {c['name']!r}: {c['vm_size']}, {c['min_nodes']}-{c['max_nodes']} nodes, {c['vm_priority']}")
+    if "environment" in summary:
+        e = summary["environment"]
+        lines.append(f"Environment: {e['image']} + pip {', '.join(e['pip_packages'])}")
+    if "script_run_config" in summary:
+        s = summary["script_run_config"]
+        lines.append(
+            f"ScriptRunConfig: {s['script']} on {s['node_count']} node(s), communicator {s['communicator']}, "
+            f"shm {s['shm_size']}"
+        )
     if "estimator" in summary:
         est = summary["estimator"]
         lines.append(f"Estimator: {est['entry_script']} on {est['node_count']} node(s), communicator {est['communicator']}")
@@ -275,9 +318,28 @@ def summary_text(summary: dict[str, Any]) -> str:
         for name, port in step["inputs"].items():
             lines.append(f"  input  {name:<22} {port['mode']}")
         for name in step["outputs"]:
-            lines.append(f"  output {name:<22} upload")
-    lines += ["", f"Output segment of a single run: {summary['run_segment']}"]
+            lines.append(f"  output {name:<22}")
+    if "schedule" in summary:
+        sc = summary["schedule"]
+        lines += [
+            "",
+            f"Schedule {sc['name']!r}: every {sc['polling_interval']} min, new blobs under "
+            f"{sc['datastore']}:{sc['path_on_datastore']} → parameter {sc['data_path_parameter_name']}",
+        ]
+    if "run_segment" in summary:
+        lines += ["", f"Output segment of a single run: {summary['run_segment']}"]
     return "\n".join(lines)
+
+
+def _compute(compute: Any) -> dict[str, Any]:
+    return {
+        "name": compute.name,
+        "type": type(compute).__name__,
+        "vm_size": compute.vm_size,
+        "vm_priority": compute.vm_priority,
+        "min_nodes": compute.scale_settings.minimum_node_count,
+        "max_nodes": compute.scale_settings.maximum_node_count,
+    }
 
 
 def _reference(ref: Any) -> dict[str, Any]:
