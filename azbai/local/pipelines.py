@@ -253,7 +253,9 @@ class PipelineRunner:
         entry = source / step.entry_script
         if not entry.is_file():
             raise PipelineError(f"step {step.name!r}: no entry script {entry}")
-        arguments = " ".join(_quote(a) for a in step.arguments)
+        values = run.parameters
+        filled = [re.sub(r"\{parameters\.(\w+)\}", lambda m: values[m.group(1)], a) for a in step.arguments]
+        arguments = " ".join(_quote(a) for a in filled)  # quoted: a parameter value never becomes shell syntax
         command = (
             f"{_quote(sys.executable)} -m azbai.local.parallel --entry-script {_quote(str(entry))} "
             "--input $AZ_BATCHAI_INPUT_INPUT --output $AZ_BATCHAI_OUTPUT_OUTPUT --state $AZ_BATCHAI_INPUT_STATE "

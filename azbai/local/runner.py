@@ -267,8 +267,12 @@ class JobRunner:
                 argv += ["--mount", f"{volume.name}={directory}"]
         if self._terminated.is_set():
             return 128 + signal.SIGTERM
+        # `python` in a Batch AI command line meant the container's Python; locally it is the one running azbai
+        environment = dict(os.environ if env is None else env)
+        interpreter = str(Path(sys.executable).parent)
+        environment["PATH"] = os.pathsep.join([interpreter, environment.get("PATH", "")])
         with open(self.record.path / "launcher.log", "ab") as output:
-            self._process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(argv, env=environment, stdout=output, stderr=subprocess.STDOUT)
             return self._process.wait()
 
 

@@ -136,7 +136,18 @@ def build_pipeline_plan(
         sub = build_plan(job, options=PlanOptions(name=step_spec.name, experiment=experiment or spec.experiment or spec.name))
         main = main or sub
         step, produced = _wire(step_spec, sub, merger, loaded)
-        steps.append(dataclasses.replace(step, compute=step_spec.compute, allow_reuse=step_spec.allow_reuse))
+        container = sub.container
+        if step_spec.pip_packages:
+            extra = tuple(p for p in step_spec.pip_packages if p not in container.pip_packages)
+            container = dataclasses.replace(container, pip_packages=container.pip_packages + extra)
+        steps.append(
+            dataclasses.replace(
+                step,
+                compute=step_spec.compute,
+                allow_reuse=step_spec.allow_reuse,
+                container=None if main is sub and container == sub.container else container,
+            )
+        )
         pipeline_data += [PipelineData(name, step_spec.name, WORKSPACE_DEFAULT_DATASTORE) for name in produced]
         notes += [dataclasses.replace(n, field=f"{step_spec.job}: {n.field}") for n in sub.notes]
         rows += [dataclasses.replace(r, field=f"{step_spec.job}: {r.field}") for r in sub.mapping]

@@ -117,6 +117,8 @@ class StepSpec:
     outputs: tuple[OutputBinding, ...] = spec("outputs", factory=tuple)
     environment: tuple[StepEnvironment, ...] = spec("environment", factory=tuple)
     allow_reuse: bool = spec("allowReuse", default=True)
+    #: packages the step's job needs on top of its image (Azure ML installs them; locally they must be installed)
+    pip_packages: tuple[str, ...] = spec("pipPackages", factory=tuple)
 
 
 @dataclass(frozen=True)

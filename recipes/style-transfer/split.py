@@ -1,0 +1,51 @@
+"""Pipeline step 1: split a video into numbered frames and its audio (no re-encode), at its true frame rate.
+
+    python split.py --video IN.mp4 --frames FRAMES_DIR --meta META_DIR
+
+``FRAMES_DIR`` receives only ``00001.png``... (so the parallel step's input is exactly the frames); ``META_DIR``
+receives ``video.json`` (frame rate, count, size) and ``audio.m4a``, which the stitch step needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from video import DEFAULT_AUDIO_NAME, MANIFEST_NAME, VideoError, split  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", required=True, type=Path, help="the video file (or a folder holding one)")
+    parser.add_argument("--frames", required=True, type=Path, help="where the frames go")
+    parser.add_argument("--meta", required=True, type=Path, help="where video.json and the audio go")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    video = args.video
+    if video.is_dir():
+        candidates = sorted(p for p in video.iterdir() if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi"))
+        if len(candidates) != 1:
+            print(f"error: expected one video in {video}, found {len(candidates)}", file=sys.stderr)
+            return 2
+        video = candidates[0]
+    args.meta.mkdir(parents=True, exist_ok=True)
+    try:
+        info = split(video, args.frames, audio_path=args.meta / DEFAULT_AUDIO_NAME)
+    except VideoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    manifest = json.loads((args.frames / MANIFEST_NAME).read_text())
+    manifest["audio"] = DEFAULT_AUDIO_NAME if manifest.get("audio") else None
+    (args.meta / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    (args.frames / MANIFEST_NAME).unlink()
+    print(f"split {video.name}: {info.frames} frames at {info.fps} fps, {info.width}x{info.height}, audio {info.audio_codec}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
