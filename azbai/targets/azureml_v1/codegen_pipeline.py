@@ -264,7 +264,7 @@ def _parallel_step(plan: Plan, step: ParallelStep) -> str:
             node_count={step.node_count!r},
             process_count_per_node={step.process_count_per_node!r},
             run_invocation_timeout={step.run_invocation_timeout!r},
-            run_max_try={step.max_retries!r},
+            run_max_try={step.max_retries + 1!r},  # Azure ML counts tries, azbai retries
         )
         return ParallelRunStep(
             name={step.name!r},

@@ -1,0 +1,1011 @@
+"""Run an Azure ML ``ParallelRunStep`` entry script locally, unchanged, over every file of a folder.
+
+This module is standalone on purpose: standard library only, Python >= 3.8 on POSIX, no ``azbai`` import, so
+it can run in any Python process (the launcher starts it once per rank)::
+
+    python -m azbai.local.parallel --entry-script PATH --input DIR --output DIR --state DIR
+        [--mini-batch-size N] [--error-threshold N] [--max-retries N] [--timeout SECONDS] [--workers K]
+        [-- ENTRY ARGS...]
+
+The entry script is what Azure ML runs: ``init()`` (optional here) is called once per worker process and
+``run(mini_batch)`` with a list of absolute file paths, returning one result per item (a list, a tuple, or a
+pandas ``DataFrame``: anything but a string with ``len()``). It runs with ``sys.argv = [script, *ENTRY ARGS]``,
+the working directory unchanged, its own directory first on ``sys.path`` and ``$AZUREML_BI_OUTPUT_PATH`` set to
+``--output``. Each process supervises ``--workers`` worker processes; it imports nothing of the entry script.
+
+Any number of such processes may share one ``--state`` directory; they are symmetric and coordinate through it
+alone, with atomic file operations (``O_CREAT|O_EXCL``, hard links and ``os.replace`` of temporary files)::
+
+    <state>/tasks.json                 the work list: the input's files, recursively, sorted by relative
+                                       path, cut into mini-batches in that order; every process lists the
+                                       input, the first links its list into place, the others (and reruns)
+                                       must find the same files
+    <state>/claims/<batch>.<attempt>   who runs it (worker pid, host, boot id, supervisor pid, start time)
+    <state>/done/<batch>.json          after run() succeeded: the attempt, items, results, worker
+    <state>/failed/<batch>.<attempt>.json  why the attempt failed (exception, wrong length, crash, timeout)
+    <state>/procs/<host>.<pid>         a supervisor's heartbeat (liveness of claims made on another host)
+    <state>/summary.json               counts; every process rewrites it when it exits, the last one wins
+
+A worker claims (``O_EXCL`` on ``<batch>.0``) the next never-claimed mini-batch, in order; when none is left,
+the first mini-batch with no done marker, not given up, whose latest claim has failed or is stale (its process
+is gone: ``os.kill(pid, 0)`` on the same host and boot, else a heartbeat older than
+:data:`HEARTBEAT_STALE_SECONDS`), as its next attempt; else it waits for the others. run() raising, returning
+the wrong number of results, exceeding ``--timeout`` (the supervisor kills the worker) or the worker dying (the
+supervisor notices) is a failed attempt; after ``1 + --max-retries`` failed attempts the mini-batch is given up
+and its items count as failed. A claim left by a worker killed together with its supervisor is not a failed
+attempt: the mini-batch is simply run again. Every item ends in exactly one done marker: a late duplicate is
+discarded. A rerun on the same state runs only what has no done marker; failed attempts recorded in an earlier
+run's ``summary.json`` are forgotten, so given-up mini-batches get a fresh set of attempts.
+
+Exit status: 0 when every mini-batch is done, or the items of those given up are within ``--error-threshold``
+(-1: any number); otherwise non-zero with a one-line reason on stderr:
+
+=====  =======================================================================================================
+1      more failed items than ``--error-threshold``: names the first mini-batch given up and its last error
+       (workers stop taking mini-batches as soon as the threshold is exceeded, as Azure ML aborts the job)
+2      bad arguments, a missing entry script or input folder, a state made for another input or size, or an
+       unusable state folder (an OS error)
+3      the entry script cannot run: import error, no ``run()``, ``init()`` failing, or workers dying outside a
+       mini-batch more than ``max(1, max_retries) * workers`` times
+130    SIGINT (143: SIGTERM): the workers are terminated; their mini-batches run again on a rerun
+=====  =======================================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ENTRY = 3
+
+#: a heartbeat older than this marks another host's claims stale
+HEARTBEAT_STALE_SECONDS = 120.0
+#: an empty claim file (its writer died between create and write) older than this is stale
+EMPTY_CLAIM_STALE_SECONDS = 10.0
+OUTPUT_ENV = "AZUREML_BI_OUTPUT_PATH"
+
+# worker exit codes, seen only by the supervisor
+_W_LOAD = 3
+_W_INIT = 4
+_W_ABORT = 5
+_W_ORPHAN = 6
+_HEARTBEAT_EVERY = 5.0
+_PROGRESS_EVERY = 0.5
+_POLL = 0.05
+_GRACE = 5.0
+_HOST = socket.gethostname()
+# Loads this file under a private name in a fresh interpreter: works as azbai.local.parallel or as a copied
+# file, and keeps this module's folder off sys.path (its siblings must not shadow the entry script's imports).
+_BOOT = (
+    "import importlib.util as u,sys;s=u.spec_from_file_location('_azbai_parallel_worker',sys.argv[1]);"
+    "m=u.module_from_spec(s);sys.modules[s.name]=m;s.loader.exec_module(m);"
+    "sys.exit(m._worker_main(sys.argv[2:]))"
+)
+
+
+class ParallelError(Exception):
+    """The run cannot start as asked; ``code`` is the exit status, the message says what to fix."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- entry points -------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: parse, :func:`drive`, return its status. ``--`` starts the entry script's arguments."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    entry_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, entry_args = argv[:cut], argv[cut + 1 :]
+    parser = argparse.ArgumentParser(
+        prog="python -m azbai.local.parallel",
+        description="Run a ParallelRunStep entry script's init()/run(mini_batch) over every file of a folder.",
+        epilog="Arguments after '--' are the entry script's own (its sys.argv[1:]).",
+    )
+    parser.add_argument(
+        "--entry-script", required=True, help="the script defining init() and run(mini_batch)"
+    )
+    parser.add_argument("--input", required=True, help="folder whose files (recursively) are the items")
+    parser.add_argument("--output", required=True, help="the entry script's $AZUREML_BI_OUTPUT_PATH")
+    parser.add_argument("--state", required=True, help="progress folder shared by every process of the run")
+    parser.add_argument("--mini-batch-size", type=int, default=1, help="files per run() call (default 1)")
+    parser.add_argument(
+        "--error-threshold", type=int, default=0, help="failed items tolerated, -1: any (default 0)"
+    )
+    parser.add_argument(
+        "--max-retries", type=int, default=3, help="retries of a failed mini-batch (default 3)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds one run() call may take (default 600)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of this process (default 1)")
+    args = parser.parse_args(argv)
+    return drive(
+        args.entry_script,
+        args.input,
+        args.output,
+        args.state,
+        arguments=entry_args,
+        mini_batch_size=args.mini_batch_size,
+        error_threshold=args.error_threshold,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+        workers=args.workers,
+    )
+
+
+def drive(
+    entry_script: str | os.PathLike[str],
+    input_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    state_dir: str | os.PathLike[str],
+    *,
+    arguments: Sequence[str] = (),
+    mini_batch_size: int = 1,
+    error_threshold: int = 0,
+    max_retries: int = 3,
+    timeout: float = 600.0,
+    workers: int = 1,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Take part in the run on ``state_dir`` with ``workers`` worker processes until nothing is left to do.
+
+    Progress lines go to ``stdout``; a failure's one-line reason to ``stderr``. Returns the exit status (module
+    docstring). Call it from as many processes as you like, on one host or several sharing the folder.
+    """
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    try:
+        settings = _settings(
+            entry_script,
+            input_dir,
+            output_dir,
+            state_dir,
+            arguments,
+            mini_batch_size,
+            error_threshold,
+            max_retries,
+            timeout,
+            workers,
+        )
+        code, reason = _Supervisor(settings, out).run()
+    except ParallelError as exc:
+        code, reason = exc.code, str(exc)
+    except OSError as exc:
+        code, reason = EXIT_USAGE, f"{type(exc).__name__}: {exc}"
+    if code != EXIT_OK:
+        print(f"parallel: error: {reason}", file=err, flush=True)
+    return code
+
+
+# --- shared state -------------------------------------------------------------------------------------------
+
+
+def _settings(
+    entry_script: str | os.PathLike[str],
+    input_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    state_dir: str | os.PathLike[str],
+    arguments: Sequence[str],
+    mini_batch_size: int,
+    error_threshold: int,
+    max_retries: int,
+    timeout: float,
+    workers: int,
+) -> dict[str, Any]:
+    problems = []
+    if mini_batch_size < 1:
+        problems.append(f"--mini-batch-size must be at least 1, not {mini_batch_size}")
+    if error_threshold < -1:
+        problems.append(f"--error-threshold must be -1 (any) or more, not {error_threshold}")
+    if max_retries < 0:
+        problems.append(f"--max-retries must be 0 or more, not {max_retries}")
+    if not timeout > 0:
+        problems.append(f"--timeout must be positive, not {timeout}")
+    if workers < 1:
+        problems.append(f"--workers must be at least 1, not {workers}")
+    entry = os.path.abspath(os.fspath(entry_script))
+    if not os.path.isfile(entry):
+        problems.append(f"entry script not found: {entry}")
+    source = os.path.abspath(os.fspath(input_dir))
+    if not os.path.isdir(source):
+        problems.append(f"input folder not found: {source}")
+    if problems:
+        raise ParallelError("; ".join(problems))
+    output = os.path.abspath(os.fspath(output_dir))
+    state = os.path.abspath(os.fspath(state_dir))
+    for folder in (
+        output,
+        state,
+        *(os.path.join(state, sub) for sub in ("claims", "done", "failed", "procs")),
+    ):
+        os.makedirs(folder, exist_ok=True)
+    return {
+        "entry": entry,
+        "input": source,
+        "output": output,
+        "state": state,
+        "arguments": [str(a) for a in arguments],
+        "mini_batch_size": mini_batch_size,
+        "error_threshold": error_threshold,
+        "max_tries": max_retries + 1,
+        "timeout": float(timeout),
+        "workers": workers,
+    }
+
+
+def _bid(batch: int) -> str:
+    return f"{batch:06d}"
+
+
+def _write_json(path: str, data: Any, exclusive: bool = False) -> bool:
+    """Publish ``data`` at ``path`` whole; ``exclusive``: only if nothing is there yet (else return False)."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, default=str)
+    try:
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:
+            # no hard links on this file system: create-exclusive, then write (readers retry a partial file)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, default=str)
+            return True
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_json(path: str, wait: float = 0.0) -> Any:
+    """The JSON at ``path``; None if missing. A file that stays unparseable for ``wait`` seconds raises."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(_POLL)
+
+
+def _list_input(source: str, skip: Sequence[str]) -> list[str]:
+    """Every file under ``source`` (following links, once each), as sorted '/'-separated relative paths."""
+    skip_real = {os.path.realpath(p) for p in skip}
+    seen: set[tuple[int, int]] = set()
+    items = []
+    for top, dirs, files in os.walk(source, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen or os.path.realpath(top) in skip_real:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        rel = os.path.relpath(top, source)
+        for name in files:
+            if os.path.isfile(os.path.join(top, name)):
+                items.append(name if rel == "." else os.path.join(rel, name).replace(os.sep, "/"))
+    return sorted(items)
+
+
+class _Tasks:
+    """The work list: items cut into mini-batches by order."""
+
+    def __init__(self, items: list[str], size: int) -> None:
+        self.items = items
+        self.size = size
+        self.count = (len(items) + size - 1) // size
+
+    def batch(self, index: int) -> list[str]:
+        return self.items[index * self.size : (index + 1) * self.size]
+
+    @classmethod
+    def load(cls, state: str) -> _Tasks:
+        data = _read_json(os.path.join(state, "tasks.json"), wait=10.0)
+        return cls(data["items"], data["mini_batch_size"])
+
+    @classmethod
+    def ensure(cls, settings: dict[str, Any]) -> _Tasks:
+        """Write tasks.json unless another process did; check that an existing one lists the same files."""
+        size = settings["mini_batch_size"]
+        items = _list_input(settings["input"], (settings["output"], settings["state"]))
+        path = os.path.join(settings["state"], "tasks.json")
+        data = {"format": 1, "mini_batch_size": size, "batches": cls(items, size).count, "items": items}
+        if not os.path.exists(path):
+            _write_json(path, data, exclusive=True)
+        try:
+            found = _read_json(path, wait=10.0)
+        except ValueError as exc:
+            raise ParallelError(f"{path} is not valid JSON ({exc}); use a new --state folder") from exc
+        if found.get("mini_batch_size") != size:
+            raise ParallelError(
+                f"{settings['state']} was made with --mini-batch-size {found.get('mini_batch_size')}, "
+                f"not {size}; use a new --state folder"
+            )
+        if found.get("items") != items:
+            old = set(found.get("items") or ())
+            added, removed = sorted(set(items) - old), sorted(old - set(items))
+            example = (added or removed or ["(order)"])[0]
+            raise ParallelError(
+                f"the input's files changed since {path} was made ({len(added)} added, {len(removed)} "
+                f"removed, e.g. {example}); use a new --state folder"
+            )
+        return cls(items, size)
+
+
+class _View:
+    """One look at the state folder: what is done, failed and claimed."""
+
+    def __init__(self, state: str, tasks: _Tasks, forgiven: frozenset[str], max_tries: int) -> None:
+        self.state = state
+        self.tasks = tasks
+        done_names = _names(os.path.join(state, "done"))
+        self._failed_files = set(_names(os.path.join(state, "failed")))
+        claim_names = _names(os.path.join(state, "claims"))
+        self.signature = (frozenset(done_names), frozenset(self._failed_files), frozenset(claim_names))
+        self.done = {int(n[:-5]) for n in done_names if n.endswith(".json") and n[:-5].isdigit()}
+        self.failed = _parse_failed(self._failed_files, forgiven)
+        self.failed_total = sum(len(a) for a in _parse_failed(self._failed_files, frozenset()).values())
+        self.latest: dict[int, int] = {}
+        self.retries = 0
+        for name in claim_names:
+            parts = name.split(".")
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                batch, attempt = int(parts[0]), int(parts[1])
+                self.latest[batch] = max(attempt, self.latest.get(batch, -1))
+                self.retries += attempt > 0
+        self.given_up = {
+            b for b, attempts in self.failed.items() if b not in self.done and len(attempts) >= max_tries
+        }
+
+    @property
+    def settled(self) -> bool:
+        return len(self.done) + len(self.given_up) >= self.tasks.count
+
+    def failed_items(self) -> int:
+        return sum(len(self.tasks.batch(b)) for b in self.given_up)
+
+    def candidates(self) -> Iterator[tuple[int, int]]:
+        """(batch, attempt) pairs a worker may claim now, in batch order."""
+        for batch in range(self.tasks.count):
+            if batch in self.done or batch in self.given_up:
+                continue
+            latest = self.latest.get(batch)
+            if latest is None:
+                yield batch, 0
+            elif f"{_bid(batch)}.{latest}.json" in self._failed_files or not _claim_live(
+                self.state, batch, latest
+            ):
+                yield batch, latest + 1
+
+
+def _parse_failed(names: Iterable[str], forgiven: frozenset[str]) -> dict[int, list[int]]:
+    """The failed attempts of each mini-batch, from failure marker names, leaving out the forgiven ones."""
+    failed: dict[int, list[int]] = {}
+    for name in names:
+        parts = name.split(".")
+        well_formed = len(parts) == 3 and parts[2] == "json" and parts[0].isdigit() and parts[1].isdigit()
+        if well_formed and f"{parts[0]}.{parts[1]}" not in forgiven:
+            failed.setdefault(int(parts[0]), []).append(int(parts[1]))
+    return failed
+
+
+def _is_done(state: str, batch: int) -> bool:
+    return os.path.exists(os.path.join(state, "done", f"{_bid(batch)}.json"))
+
+
+def _names(folder: str) -> list[str]:
+    try:
+        return [n for n in os.listdir(folder) if not n.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+_BOOT_ID = _boot_id()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (died, not yet reaped) is dead for us
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _claim_live(state: str, batch: int, attempt: int) -> bool:
+    path = os.path.join(state, "claims", f"{_bid(batch)}.{attempt}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        age = time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return False
+    try:
+        claim = json.loads(text)
+    except ValueError:
+        return age < EMPTY_CLAIM_STALE_SECONDS
+    if claim.get("host") == _HOST:
+        return claim.get("boot") == _BOOT_ID and _pid_alive(int(claim["pid"]))
+    beat = os.path.join(state, "procs", f"{claim.get('host')}.{claim.get('supervisor')}")
+    try:
+        return time.time() - os.stat(beat).st_mtime < HEARTBEAT_STALE_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _record_failure(
+    state: str, batch: int, attempt: int, items: list[str], kind: str, error: str, detail: str = ""
+) -> bool:
+    """Write the failure marker of an attempt unless it failed already or succeeded (the worker died after)."""
+    done = _read_json(os.path.join(state, "done", f"{_bid(batch)}.json"), wait=2.0)
+    if done is not None and done.get("attempt") == attempt:
+        return False
+    data = {
+        "batch": _bid(batch),
+        "attempt": attempt,
+        "items": items,
+        "kind": kind,
+        "error": error,
+        "detail": detail,
+        "host": _HOST,
+        "time": time.time(),
+    }
+    return _write_json(os.path.join(state, "failed", f"{_bid(batch)}.{attempt}.json"), data, exclusive=True)
+
+
+# --- the supervisor -----------------------------------------------------------------------------------------
+
+
+class _Child:
+    """A worker process and what it reported: the (batch, attempt, started) it is running."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], fd: int) -> None:
+        self.proc = proc
+        self.fd: int | None = fd
+        self.buffer = b""
+        self.current: tuple[int, int, float] | None = None
+        self.reason = ""
+        self.timed_out = False
+
+
+class _Supervisor:
+    def __init__(self, settings: dict[str, Any], out: IO[str]) -> None:
+        self.s = settings
+        self.out = out
+        self.state = settings["state"]
+        self.started = time.time()
+        self.children: list[_Child] = []
+        self.restarts = max(1, settings["max_tries"] - 1) * settings["workers"]
+        self.budget = self.restarts
+        self.fatal: tuple[int, str] | None = None
+        self.aborted = False
+        self.stop_signal = 0
+        self.last_reason = ""
+
+    def log(self, line: str) -> None:
+        print(f"parallel: {line}", file=self.out, flush=True)
+
+    def run(self) -> tuple[int, str]:
+        tasks = _Tasks.ensure(self.s)
+        summary = _read_json(os.path.join(self.state, "summary.json"), wait=2.0) or {}
+        self.forgiven = frozenset(f"{f['batch']}.{f['attempt']}" for f in summary.get("failures", ()))
+        self.tasks = tasks
+        self.beat = os.path.join(self.state, "procs", f"{_HOST}.{os.getpid()}")
+        with open(self.beat, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"pid": os.getpid(), "host": _HOST, "started": self.started}))
+        previous = self._handle_signals()
+        try:
+            view = self.view()
+            self.log(
+                f"{tasks.count} mini-batches of up to {tasks.size} ({len(tasks.items)} items), "
+                f"{len(view.done)} already done; {self.s['workers']} workers in process {os.getpid()}"
+            )
+            if not view.settled:
+                self.children = [self.spawn() for _ in range(self.s["workers"])]
+                self.loop()
+            return self.finish()
+        finally:
+            self._restore_signals(previous)
+            for child in self.children:
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            if os.path.exists(self.beat):
+                os.unlink(self.beat)
+
+    def view(self) -> _View:
+        return _View(self.state, self.tasks, self.forgiven, self.s["max_tries"])
+
+    def spawn(self) -> _Child:
+        read_fd, write_fd = os.pipe()
+        config = dict(self.s, supervisor=os.getpid(), report_fd=write_fd, forgiven=sorted(self.forgiven))
+        env = dict(os.environ, **{OUTPUT_ENV: self.s["output"]})
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, os.path.abspath(__file__), json.dumps(config)],
+                env=env,
+                pass_fds=(write_fd,),
+            )
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        return _Child(proc, read_fd)
+
+    def loop(self) -> None:
+        last_progress = 0.0
+        last_beat = time.monotonic()
+        shown: tuple[int, int, int] | None = None
+        while True:
+            fds = [c.fd for c in self.children if c.fd is not None]
+            if fds:
+                readable, _, _ = select.select(fds, [], [], _POLL)
+                for child in self.children:
+                    if child.fd in readable:
+                        self.read(child)
+            else:
+                time.sleep(_POLL)
+            if self.stop_signal:
+                self.terminate()
+                return
+            for index, child in enumerate(self.children):
+                if child.proc.poll() is not None and child.fd is not None:
+                    self.read(child, final=True)
+                    replacement = self.reap(child)
+                    if replacement is not None:
+                        self.children[index] = replacement
+                elif child.current is not None and time.monotonic() - child.current[2] > self.s["timeout"]:
+                    child.timed_out = True
+                    child.proc.kill()
+            if self.fatal is not None:
+                self.terminate()
+                return
+            now = time.monotonic()
+            if now - last_beat > _HEARTBEAT_EVERY:
+                with open(self.beat, "a", encoding="utf-8"):
+                    os.utime(self.beat)
+                last_beat = now
+            if now - last_progress > _PROGRESS_EVERY:
+                last_progress = now
+                view = self.view()
+                counts = (len(view.done), view.retries, len(view.given_up))
+                if counts != shown:
+                    shown = counts
+                    self.log(
+                        f"{counts[0]}/{self.tasks.count} mini-batches done, {counts[1]} retried, "
+                        f"{counts[2]} given up"
+                    )
+            if all(c.fd is None for c in self.children):
+                return
+
+    def read(self, child: _Child, final: bool = False) -> None:
+        """Take the JSON lines the worker wrote to its report pipe."""
+        assert child.fd is not None
+        while True:
+            try:
+                chunk = os.read(child.fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            child.buffer += chunk
+        *lines, child.buffer = child.buffer.split(b"\n")
+        for line in lines:
+            event = json.loads(line)
+            kind = event["event"]
+            if kind == "start":
+                child.current = (event["batch"], event["attempt"], time.monotonic())
+            elif kind == "end":
+                child.current = None
+                if event.get("error"):
+                    self.log(
+                        f"mini-batch {_bid(event['batch'])} attempt {event['attempt'] + 1} failed: "
+                        f"{event['error']}"
+                    )
+            elif kind == "fatal":
+                child.reason = event["reason"]
+        if final:
+            os.close(child.fd)
+            child.fd = None
+
+    def reap(self, child: _Child) -> _Child | None:
+        """Handle a worker's exit; return its replacement when one should run."""
+        code = child.proc.returncode
+        if code == 0 or self.stop_signal:
+            return None
+        if code == _W_LOAD:
+            self.fatal = (EXIT_ENTRY, child.reason or f"the entry script {self.s['entry']} cannot be loaded")
+            return None
+        if code == _W_ABORT:
+            self.aborted = True
+            return None
+        if child.current is not None:
+            batch, attempt, _ = child.current
+            how = _exit_text(code)
+            if child.timed_out:
+                error = f"run() exceeded the timeout of {self.s['timeout']:g}s; worker killed"
+            else:
+                error = f"the worker process {how} during run()"
+            kind = "timeout" if child.timed_out else "crash"
+            if _record_failure(self.state, batch, attempt, self.tasks.batch(batch), kind, error):
+                self.log(f"mini-batch {_bid(batch)} attempt {attempt + 1} failed: {error}")
+        elif not child.timed_out:  # timed out but finished just before the kill: nothing failed
+            self.last_reason = child.reason or f"a worker process {_exit_text(code)} outside run()"
+            self.budget -= 1
+            if self.budget < 0:
+                return None
+            self.log(f"worker {child.proc.pid}: {self.last_reason}; restarting it")
+        if self.aborted or self.view().settled:
+            return None
+        return self.spawn()
+
+    def terminate(self) -> None:
+        """Stop every worker: SIGTERM, SIGKILL after a grace period. Their claims go stale; nothing failed."""
+        for child in self.children:
+            if child.proc.poll() is None:
+                child.proc.terminate()
+        deadline = time.monotonic() + _GRACE
+        for child in self.children:
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+            if child.fd is not None:
+                os.close(child.fd)
+                child.fd = None
+
+    def finish(self) -> tuple[int, str]:
+        """Decide the exit status, write summary.json; rewrite it while peers' markers keep appearing."""
+        while True:
+            view = self.view()
+            code, reason = self.outcome(view)
+            _write_json(os.path.join(self.state, "summary.json"), self.summary(view, code, reason))
+            # the last writer wins, so the last process to finish must not write a view older than its peers'
+            if self.view().signature == view.signature:
+                break
+        self.log(
+            f"{len(view.done)}/{self.tasks.count} mini-batches done, {view.retries} retried, "
+            f"{len(view.given_up)} given up ({view.failed_items()} items) "
+            f"in {time.time() - self.started:.1f}s"
+        )
+        return code, reason
+
+    def outcome(self, view: _View) -> tuple[int, str]:
+        code, reason = EXIT_OK, ""
+        threshold = self.s["error_threshold"]
+        failed = view.failed_items()
+        if self.stop_signal:
+            code, reason = 128 + self.stop_signal, f"stopped by {signal.Signals(self.stop_signal).name}"
+        elif self.fatal is not None:
+            code, reason = self.fatal
+        elif threshold != -1 and failed > threshold:
+            first = min(view.given_up)
+            last = _read_json(
+                os.path.join(self.state, "failed", f"{_bid(first)}.{max(view.failed[first])}.json")
+            )
+            items = self.tasks.batch(first)
+            shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+            reason = (
+                f"{failed} failed items exceed the error threshold {threshold}: mini-batch {_bid(first)} "
+                f"({shown}) failed {len(view.failed[first])} times, last: {(last or {}).get('error', '?')}"
+            )
+            code = EXIT_FAILED
+        elif not view.settled:
+            code = EXIT_ENTRY
+            reason = f"workers keep failing outside run(), gave up after {self.restarts} restarts: " + (
+                self.last_reason or "unknown"
+            )
+        return code, reason
+
+    def summary(self, view: _View, code: int, reason: str) -> dict[str, Any]:
+        workers: dict[str, dict[str, int]] = {}
+        done_items = 0
+        for batch in sorted(view.done):
+            marker = _read_json(os.path.join(self.state, "done", f"{_bid(batch)}.json"), wait=2.0) or {}
+            key = f"{marker.get('host')}:{marker.get('pid')}"
+            entry = workers.setdefault(key, {"batches": 0, "items": 0})
+            entry["batches"] += 1
+            entry["items"] += len(self.tasks.batch(batch))
+            done_items += len(self.tasks.batch(batch))
+        failures = []
+        for name in sorted(_names(os.path.join(self.state, "failed"))):
+            marker = _read_json(os.path.join(self.state, "failed", name), wait=2.0) or {}
+            batch_id, attempt = name.split(".")[:2]
+            failures.append(
+                {
+                    "batch": batch_id,
+                    "attempt": int(attempt),
+                    "kind": marker.get("kind"),
+                    "error": marker.get("error"),
+                }
+            )
+        failed_batches: list[dict[str, Any]] = []
+        for batch in sorted(view.given_up):
+            errors = [f["error"] for f in failures if f["batch"] == _bid(batch)]
+            failed_batches.append(
+                {
+                    "batch": _bid(batch),
+                    "items": self.tasks.batch(batch),
+                    "attempts": len(view.failed[batch]),
+                    "error": errors[-1] if errors else None,
+                }
+            )
+        return {
+            "complete": view.settled,
+            "exit_code": code,
+            "reason": reason,
+            "batches": self.tasks.count,
+            "items": len(self.tasks.items),
+            "mini_batch_size": self.tasks.size,
+            "done_batches": len(view.done),
+            "done_items": done_items,
+            "failed_batches": failed_batches,
+            "failed_items": [item for fb in failed_batches for item in fb["items"]],
+            "pending_batches": self.tasks.count - len(view.done) - len(view.given_up),
+            "retries": view.retries,
+            "failed_attempts": view.failed_total,
+            "failures": failures,
+            "workers": workers,
+            "written_by": f"{_HOST}:{os.getpid()}",
+            "started": self.started,
+            "finished": time.time(),
+            "seconds": round(time.time() - self.started, 3),
+        }
+
+    def _handle_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            self.stop_signal = signum
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+# --- the worker ---------------------------------------------------------------------------------------------
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    """A worker process: load the entry script, init() once, then claim and run mini-batches while any is left."""
+    config = json.loads(argv[0])
+    fd = config["report_fd"]
+    os.set_inheritable(fd, False)  # the entry script's own subprocesses must not hold the report pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+
+    def report(**event: Any) -> None:
+        try:
+            os.write(fd, (json.dumps(event) + "\n").encode())
+        except BrokenPipeError:
+            os._exit(_W_ORPHAN)
+
+    def watchdog() -> None:
+        # a worker whose supervisor died (SIGKILL) must not keep working on its own
+        while os.getppid() == config["supervisor"]:
+            time.sleep(0.5)
+        os._exit(_W_ORPHAN)
+
+    threading.Thread(target=watchdog, name="azbai-parallel-watchdog", daemon=True).start()
+    entry = config["entry"]
+    try:
+        module = _load_entry(entry, config["arguments"])
+    except BaseException as exc:
+        report(event="fatal", reason=f"cannot load the entry script {entry}: {_one_line(exc)}")
+        traceback.print_exc()
+        return _W_LOAD
+    run = getattr(module, "run", None)
+    if not callable(run):
+        report(event="fatal", reason=f"the entry script {entry} defines no run(mini_batch) function")
+        return _W_LOAD
+    init = getattr(module, "init", None)
+    if callable(init):
+        try:
+            init()
+        except BaseException as exc:
+            report(event="fatal", reason=f"init() failed: {_one_line(exc)}")
+            traceback.print_exc()
+            return _W_INIT
+    state = config["state"]
+    tasks = _Tasks.load(state)
+    forgiven = frozenset(config["forgiven"])
+    threshold = config["error_threshold"]
+    max_tries = config["max_tries"]
+    # First every never-claimed mini-batch, in order, by O_EXCL on attempt 0 alone: O(1) per claim. Only then
+    # whole-folder scans for retries (failed or stale claims), which cost O(mini-batches) each.
+    fresh = iter(range(tasks.count))
+    claimed = {
+        int(n[:-2]) for n in _names(os.path.join(state, "claims")) if n.endswith(".0") and n[:-2].isdigit()
+    }
+    pause = _POLL
+    while True:
+        if threshold != -1:
+            failed = _parse_failed(_names(os.path.join(state, "failed")), forgiven)
+            given_up = [
+                b for b, tries in failed.items() if len(tries) >= max_tries and not _is_done(state, b)
+            ]
+            if sum(len(tasks.batch(b)) for b in given_up) > threshold:
+                return _W_ABORT
+        picked = next(
+            (b for b in fresh if b not in claimed and _claim(state, b, 0, config["supervisor"])), None
+        )
+        attempt = 0
+        if picked is None:
+            view = _View(state, tasks, forgiven, max_tries)
+            for batch, attempt in view.candidates():
+                if _claim(state, batch, attempt, config["supervisor"]):
+                    picked = batch
+                    break
+            else:
+                if view.settled:
+                    return 0
+                time.sleep(pause)  # the rest is claimed by live workers: wait for them to finish or fail
+                pause = min(pause * 2, 0.5)
+                continue
+        if _is_done(state, picked):  # done between our look and our claim
+            os.unlink(os.path.join(state, "claims", f"{_bid(picked)}.{attempt}"))
+            continue
+        report(event="start", batch=picked, attempt=attempt)
+        error = _run_batch(run, config, tasks, picked, attempt)
+        report(event="end", batch=picked, attempt=attempt, error=error)
+        pause = _POLL
+
+
+def _load_entry(path: str, arguments: Sequence[str]) -> Any:
+    """Import the entry script as Azure ML does: its folder first on sys.path, sys.argv = [script, *args]."""
+    folder = os.path.dirname(path)
+    if sys.path and sys.path[0] == "":
+        sys.path[0] = folder  # `python -c` put the working directory there; `python script.py` would not
+    else:
+        sys.path.insert(0, folder)
+    sys.argv = [path, *arguments]
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name in sys.modules:
+        name = f"_azbai_entry_{name}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"not a Python file: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _claim(state: str, batch: int, attempt: int, supervisor: int) -> bool:
+    path = os.path.join(state, "claims", f"{_bid(batch)}.{attempt}")
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    data = {
+        "pid": os.getpid(),
+        "host": _HOST,
+        "boot": _BOOT_ID,
+        "supervisor": supervisor,
+        "started": time.time(),
+    }
+    try:
+        os.write(fd, json.dumps(data).encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def _run_batch(run: Any, config: dict[str, Any], tasks: _Tasks, batch: int, attempt: int) -> str | None:
+    """Call run() on one mini-batch and write its done or failure marker; return the error, if any."""
+    state = config["state"]
+    items = tasks.batch(batch)
+    paths = [os.path.join(config["input"], *item.split("/")) for item in items]
+    started = time.time()
+    try:
+        result = run(paths)
+        if result is None or isinstance(result, (str, bytes)) or not hasattr(result, "__len__"):
+            raise TypeError(
+                "run() must return one result per item (a list, tuple or DataFrame), "
+                f"not {type(result).__name__}"
+            )
+        if len(result) != len(items):
+            raise ValueError(f"run() returned {len(result)} results for {len(items)} items")
+    except Exception as exc:
+        error = _one_line(exc)
+        _record_failure(state, batch, attempt, items, "exception", error, traceback.format_exc())
+        return error
+    done = {
+        "batch": _bid(batch),
+        "attempt": attempt,
+        "items": items,
+        "results": _jsonable(result),
+        "host": _HOST,
+        "pid": os.getpid(),
+        "seconds": round(time.time() - started, 3),
+    }
+    if not _write_json(os.path.join(state, "done", f"{_bid(batch)}.json"), done, exclusive=True):
+        print(
+            f"parallel: mini-batch {_bid(batch)} was already done elsewhere; result discarded",
+            file=sys.stderr,
+        )
+    return None
+
+
+def _jsonable(result: Any) -> Any:
+    """Results as JSON can hold them; a DataFrame (no pandas import here) as its records."""
+    if isinstance(result, (list, tuple)):
+        return list(result)
+    to_dict = getattr(result, "to_dict", None)
+    if callable(to_dict):
+        try:
+            return to_dict(orient="records")
+        except Exception:
+            pass
+    return [str(r) for r in result]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Imported by record.py from its own folder."""
+
+VALUE = "helper-ok"

@@ -1,0 +1,420 @@
+"""The local ParallelRunStep driver, run for real: several driver processes, worker processes, crashes, kills.
+
+Entry scripts are in ``tests/data/parallel/``; ``record.py`` writes ``output/items/<item>`` (``<item> <pid>``)
+and ``output/init/<pid>`` (one line per init() call), and misbehaves on request (``--crash-on``, ``--raise-on``,
+``--short-on``, ``--hang-on``). The items are tiny text files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from azbai.local import parallel
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "parallel"
+RECORD = DATA / "record.py"
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    """Driver processes started by a test, each in its own session; any still running is killed by group."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class Run:
+    """The folders of one parallel run under ``tmp_path``."""
+
+    def __init__(self, tmp_path: Path, count: int, name: str = "run") -> None:
+        base = tmp_path / name
+        self.input = base / "in"
+        self.output = base / "out"
+        self.state = base / "state"
+        self.marks = base / "marks"
+        self.marks.mkdir(parents=True)
+        self.input.mkdir()
+        # every fifth item in a subfolder: the work list is recursive and sorted by relative path
+        self.items = sorted(
+            f"sub/f{i:02d}.txt" if i % 5 == 0 else f"f{i:02d}.txt" for i in range(1, count + 1)
+        )
+        for item in self.items:
+            (self.input / item).parent.mkdir(exist_ok=True)
+            (self.input / item).write_text(f"frame {item}\n")
+
+    def argv(self, *options: str, entry: Path = RECORD, entry_args: Sequence[str] = ()) -> list[str]:
+        return [
+            sys.executable, "-m", "azbai.local.parallel", "--entry-script", str(entry), "--input", str(self.input),
+            "--output", str(self.output), "--state", str(self.state), *options,
+            "--", "--marks", str(self.marks), *entry_args,
+        ]  # fmt: skip
+
+    def start(
+        self, procs: list[subprocess.Popen[str]], *options: str, **kwargs: Any
+    ) -> subprocess.Popen[str]:
+        entry = kwargs.pop("entry", RECORD)
+        entry_args = kwargs.pop("entry_args", ())
+        proc = subprocess.Popen(
+            self.argv(*options, entry=entry, entry_args=entry_args),
+            cwd=kwargs.pop("cwd", ROOT),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            **kwargs,
+        )
+        procs.append(proc)
+        return proc
+
+    def drive(
+        self, procs: list[subprocess.Popen[str]], *options: str, processes: int = 1, **kwargs: Any
+    ) -> list[tuple[int, str, str]]:
+        """Start ``processes`` drivers on the same state at once; (exit status, stdout, stderr) of each."""
+        started = [self.start(procs, *options, **kwargs) for _ in range(processes)]
+        results = []
+        for proc in started:
+            out, err = proc.communicate(timeout=60)
+            results.append((proc.returncode, out, err))
+        return results
+
+    def done_markers(self) -> dict[str, dict[str, Any]]:
+        return {p.stem: json.loads(p.read_text()) for p in sorted((self.state / "done").glob("*.json"))}
+
+    def done_items(self) -> Counter[str]:
+        return Counter(item for marker in self.done_markers().values() for item in marker["items"])
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.state / "summary.json").read_text())
+
+    def calls(self, first_item: str) -> int:
+        """How many times run() was called on the mini-batch that starts with ``first_item``."""
+        path = self.marks / f"calls-{Path(first_item).name}"
+        return len(path.read_text().split()) if path.exists() else 0
+
+    def init_counts(self) -> dict[int, int]:
+        return {int(p.name): len(p.read_text().splitlines()) for p in (self.output / "init").iterdir()}
+
+    def assert_every_item_once(self) -> None:
+        """Each item in exactly one done marker, and its output written by that marker's worker."""
+        assert self.done_items() == Counter(self.items)
+        for marker in self.done_markers().values():
+            for item in marker["items"]:
+                name = Path(item).name
+                assert (self.output / "items" / name).read_text() == f"{name} {marker['pid']}\n"
+            assert marker["results"] == [f"{Path(i).name}:ok" for i in marker["items"]]
+
+
+def test_two_processes_two_workers_each_item_once(tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    run = Run(tmp_path, 37)
+    results = run.drive(
+        procs, "--mini-batch-size", "4", "--workers", "2", processes=2, entry_args=["--sleep", "0.1"]
+    )
+
+    assert [code for code, _, _ in results] == [0, 0], results
+    run.assert_every_item_once()
+    assert len(list((run.output / "items").iterdir())) == 37
+    assert sorted((run.state / "done").iterdir()) == [run.state / "done" / f"{b:06d}.json" for b in range(10)]
+    tasks = json.loads((run.state / "tasks.json").read_text())
+    assert tasks["items"] == run.items
+    assert tasks["items"][-1] == "sub/f35.txt"
+    assert run.done_markers()["000000"]["items"] == ["f01.txt", "f02.txt", "f03.txt", "f04.txt"]
+    # init() once per worker process, none in the supervisors; every item done by one of those workers
+    inits = run.init_counts()
+    assert len(inits) == 4
+    assert set(inits.values()) == {1}
+    worker_pids = {marker["pid"] for marker in run.done_markers().values()}
+    assert worker_pids <= set(inits)
+    assert len(worker_pids) >= 2
+    summary = run.summary()
+    assert summary["complete"] is True
+    assert (summary["batches"], summary["items"], summary["done_batches"], summary["done_items"]) == (
+        10,
+        37,
+        10,
+        37,
+    )
+    assert (summary["failed_items"], summary["retries"], summary["failed_attempts"]) == ([], 0, 0)
+    assert sum(w["items"] for w in summary["workers"].values()) == 37
+    assert sum(w["batches"] for w in summary["workers"].values()) == 10
+    for _, out, _ in results:
+        assert "parallel: 10/10 mini-batches done, 0 retried" in out
+
+
+def test_worker_crash_is_retried(tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    run = Run(tmp_path, 37)
+    results = run.drive(
+        procs, "--mini-batch-size", "4", "--workers", "2", processes=2, entry_args=["--crash-on", "f14.txt"]
+    )
+
+    assert [code for code, _, _ in results] == [0, 0], results
+    # f11-f13's outputs, written before the crash at f14 (mini-batch 000002), were overwritten by the retry
+    run.assert_every_item_once()
+    assert (run.marks / "crashed-f14.txt").exists()
+    assert run.calls("f11.txt") == 2
+    assert run.done_markers()["000002"]["attempt"] == 1
+    summary = run.summary()
+    assert summary["complete"] is True
+    assert (summary["done_items"], summary["retries"], summary["failed_attempts"], summary["failed_items"]) == (
+        37, 1, 1, [],
+    )  # fmt: skip
+    assert summary["failures"] == [
+        {
+            "batch": "000002",
+            "attempt": 0,
+            "kind": "crash",
+            "error": "the worker process exited with code 9 during run()",
+        }
+    ]
+    inits = run.init_counts()
+    assert len(inits) in (
+        4,
+        5,
+    )  # the crashed worker is replaced unless the others already finished everything
+    assert set(inits.values()) == {1}
+    assert any(
+        "mini-batch 000002 attempt 1 failed: the worker process exited with code 9" in out
+        for _, out, _ in results
+    )
+
+
+def test_error_threshold(tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    options = ("--mini-batch-size", "4", "--workers", "2", "--max-retries", "1")
+    strict = Run(tmp_path, 20, "strict")
+    [(code, _, err)] = strict.drive(
+        procs, *options, "--error-threshold", "0", entry_args=["--raise-on", "f06.txt"]
+    )
+
+    assert code == parallel.EXIT_FAILED
+    assert err.count("\n") == 1
+    assert "mini-batch 000001 (f06.txt, f07.txt, f08.txt, ...) failed 2 times" in err
+    assert "ValueError: cannot process f06.txt" in err
+    assert strict.summary()["exit_code"] == parallel.EXIT_FAILED
+    assert [b["batch"] for b in strict.summary()["failed_batches"]] == ["000001"]
+    assert strict.calls("f06.txt") == 2
+
+    # a rerun with the bug fixed: the given-up mini-batch gets new attempts, done ones do not run again
+    done_before = set(strict.done_markers())
+    [(code, _, err)] = strict.drive(procs, *options, "--error-threshold", "0")
+    assert code == 0, err
+    assert strict.done_items() == Counter(strict.items)
+    assert strict.calls("f06.txt") == 3
+    for batch in done_before:
+        assert strict.calls(strict.done_markers()[batch]["items"][0]) == 1
+
+    tolerant = Run(tmp_path, 20, "tolerant")
+    [(code, _, err)] = tolerant.drive(
+        procs,
+        *options,
+        "--error-threshold",
+        "4",
+        entry_args=["--raise-on", "f06.txt", "--short-on", "f15.txt"],
+    )
+    assert code == parallel.EXIT_FAILED  # 8 failed items > 4
+    assert "8 failed items exceed the error threshold 4" in err
+
+    tolerant = Run(tmp_path, 20, "tolerant-2")
+    [(code, _, err)] = tolerant.drive(
+        procs, *options, "--error-threshold", "4", entry_args=["--raise-on", "f06.txt"]
+    )
+    assert code == 0, err
+    summary = tolerant.summary()
+    assert summary["failed_items"] == ["f06.txt", "f07.txt", "f08.txt", "f09.txt"]
+    assert summary["failed_batches"] == [
+        {
+            "batch": "000001",
+            "items": ["f06.txt", "f07.txt", "f08.txt", "f09.txt"],
+            "attempts": 2,
+            "error": "ValueError: cannot process f06.txt",
+        }
+    ]
+    assert (summary["done_items"], summary["complete"], summary["failed_attempts"]) == (16, True, 2)
+    failure = json.loads((tolerant.state / "failed" / "000001.1.json").read_text())
+    assert "raise ValueError" in failure["detail"]
+
+    # a wrong number of results fails the mini-batch; -1 tolerates any number of failed items
+    short = Run(tmp_path, 20, "short")
+    [(code, _, err)] = short.drive(
+        procs, *options, "--error-threshold", "-1", entry_args=["--short-on", "f15.txt"]
+    )
+    assert code == 0, err
+    [failed] = short.summary()["failed_batches"]
+    assert failed["batch"] == "000004"  # sub/f05.txt, sub/f10.txt, sub/f15.txt, sub/f20.txt
+    assert failed["error"] == "ValueError: run() returned 3 results for 4 items"
+
+
+def test_rerun_after_sigkill_runs_only_missing_batches(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 40)
+    options = ("--mini-batch-size", "2", "--workers", "2")
+    first = run.start(procs, *options, entry_args=["--sleep", "0.2"])
+    deadline = time.monotonic() + 30
+    while len(list((run.state / "done").glob("*.json"))) < 4:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # the supervisor and its workers at once
+    first.wait()
+    time.sleep(0.2)
+    done_before = run.done_markers()
+    assert 4 <= len(done_before) < 20
+    assert not (run.state / "summary.json").exists()
+
+    results = run.drive(procs, *options, processes=2)
+
+    assert [code for code, _, _ in results] == [0, 0], results
+    assert any(f"{len(done_before)} already done" in out for _, out, _ in results)
+    run.assert_every_item_once()
+    for batch, marker in run.done_markers().items():
+        if batch in done_before:
+            assert marker == done_before[batch]
+            assert run.calls(marker["items"][0]) == 1
+        else:
+            assert run.calls(marker["items"][0]) in (1, 2)  # 2: it was running when the first run was killed
+    summary = run.summary()
+    assert (summary["done_items"], summary["failed_attempts"], summary["complete"]) == (40, 0, True)
+
+
+def test_timeout_kills_the_worker(tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    run = Run(tmp_path, 8)
+    options = ("--mini-batch-size", "2", "--workers", "2", "--timeout", "1", "--max-retries", "1")
+    entry_args = ["--hang-on", "f02.txt:once", "--hang-on", "f06.txt"]  # in mini-batches 000000 and 000002
+    started = time.monotonic()
+    [(code, out, err)] = run.drive(procs, *options, "--error-threshold", "-1", entry_args=entry_args)
+
+    assert code == 0, err
+    assert time.monotonic() - started < 30  # nothing waited for the 60 s sleeps
+    summary = run.summary()
+    assert summary["failed_items"] == ["f06.txt", "f07.txt"]
+    assert {f["kind"] for f in summary["failures"]} == {"timeout"}
+    assert [(f["batch"], f["attempt"]) for f in summary["failures"]] == [
+        ("000000", 0),
+        ("000002", 0),
+        ("000002", 1),
+    ]
+    assert summary["failures"][0]["error"] == "run() exceeded the timeout of 1s; worker killed"
+    assert run.done_markers()["000000"]["attempt"] == 1
+    assert summary["done_items"] == 6
+    assert "mini-batch 000002 attempt 2 failed: run() exceeded the timeout of 1s" in out
+
+
+def test_arguments_environment_and_standalone_copy(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 3)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    # a copy of the module outside the package, under `python -I -S`: it needs nothing but the standard library
+    shutil.copy(Path(parallel.__file__), tmp_path / "azbai_parallel.py")
+    argv = run.argv("--mini-batch-size", "2", entry_args=["--tag", "hello world"])
+    argv[1:3] = ["-I", "-S", str(tmp_path / "azbai_parallel.py")]
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+    assert proc.returncode == 0, proc.stderr
+    [line] = {p.read_text() for p in (run.output / "init").iterdir()}
+    assert line == f"init hello world argv0={RECORD} cwd={cwd} helper=helper-ok\n"
+    assert run.done_items() == Counter(run.items)
+
+
+def test_dataframe_results(tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    pytest.importorskip("pandas")
+    run = Run(tmp_path, 5)
+    [(code, _, err)] = run.drive(procs, "--mini-batch-size", "3", entry=DATA / "frame.py")
+
+    assert code == 0, err
+    assert run.done_markers()["000001"]["results"] == [
+        {"name": "f04.txt", "size": len("frame f04.txt\n")},
+        {"name": "f05.txt", "size": len("frame sub/f05.txt\n")},
+    ]
+
+
+def test_empty_input(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    out, err = io.StringIO(), io.StringIO()
+    code = parallel.drive(
+        RECORD, tmp_path / "in", tmp_path / "out", tmp_path / "state", stdout=out, stderr=err
+    )
+
+    assert code == 0, err.getvalue()
+    assert "0 mini-batches of up to 1 (0 items)" in out.getvalue()
+    summary = json.loads((tmp_path / "state" / "summary.json").read_text())
+    assert (summary["batches"], summary["items"], summary["complete"]) == (0, 0, True)
+
+
+@pytest.mark.parametrize(
+    ("entry", "entry_args", "code", "message"),
+    [
+        ("missing.py", [], parallel.EXIT_USAGE, "entry script not found: {data}/missing.py"),
+        (
+            "no_run.py",
+            [],
+            parallel.EXIT_ENTRY,
+            "the entry script {data}/no_run.py defines no run(mini_batch) function",
+        ),
+        ("record.py", ["--bogus"], parallel.EXIT_ENTRY, "init() failed: SystemExit: 2"),
+    ],
+)
+def test_unusable_entry_script(
+    tmp_path: Path,
+    procs: list[subprocess.Popen[str]],
+    entry: str,
+    entry_args: list[str],
+    code: int,
+    message: str,
+) -> None:
+    run = Run(tmp_path, 3)
+    [(status, _, err)] = run.drive(procs, "--workers", "2", entry=DATA / entry, entry_args=entry_args)
+
+    assert status == code
+    assert message.format(data=DATA) in err.splitlines()[-1]
+    assert not (run.output / "items").exists()
+
+
+def test_bad_arguments_and_changed_input(tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    run = Run(tmp_path, 3)
+    [(code, _, err)] = run.drive(procs, "--mini-batch-size", "0", "--workers", "0")
+    assert code == parallel.EXIT_USAGE
+    assert "--mini-batch-size must be at least 1, not 0; --workers must be at least 1, not 0" in err
+
+    [(code, _, err)] = run.drive(procs, "--mini-batch-size", "2")
+    assert code == 0, err
+    (run.input / "late.txt").write_text("frame late\n")
+    [(code, _, err)] = run.drive(procs, "--mini-batch-size", "2")
+    assert code == parallel.EXIT_USAGE
+    assert "the input's files changed since" in err and "1 added, 0 removed, e.g. late.txt" in err
+    [(code, _, err)] = run.drive(procs, "--mini-batch-size", "3")
+    assert "was made with --mini-batch-size 2, not 3" in err
+
+
+def test_sigterm_stops_workers_without_failing_the_batch(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 4)
+    proc = run.start(procs, "--mini-batch-size", "2", "--workers", "2", entry_args=["--hang-on", "f01.txt"])
+    deadline = time.monotonic() + 30
+    while not (run.marks / "calls-f01.txt").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in err
+    assert not list((run.state / "failed").iterdir())
+    assert run.summary()["pending_batches"] >= 1

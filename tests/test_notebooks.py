@@ -1,0 +1,58 @@
+"""The notebooks run, top to bottom, with small parameters, against the embedded default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from azbai.local.azurite import Emulator
+from azbai.local.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.azurite, pytest.mark.slow]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    workspace = Workspace(tmp_path / "ws")
+    monkeypatch.setenv("AZBAI_WORKSPACE", str(workspace.root))
+    monkeypatch.chdir(tmp_path)
+    try:
+        yield workspace
+    finally:
+        Emulator(workspace).stop()
+
+
+def execute(name: str, parameters: str, cwd: Path) -> nbformat.NotebookNode:
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    cell.source = parameters
+    client = NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client.execute()
+    return notebook
+
+
+def outputs(notebook: nbformat.NotebookNode) -> str:
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", "") or str(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(texts)
+
+
+def test_the_mnist_notebook(workspace: Workspace, tmp_path: Path) -> None:
+    notebook = execute(
+        "01-cntk-mnist.ipynb", 'EPOCHS = 2\nEPOCH_SIZE = 2000\nJOB_NAME = "mnist-notebook-test"\n', tmp_path
+    )
+    text = outputs(notebook)
+    assert "succeeded 0" in text
+    assert "Finished Epoch[2 of 2]" in text
+    assert "test error" in text and "checkpoints" in text
+    assert (tmp_path / "out" / "mnist_training_curve.png").stat().st_size > 1000
+    assert "Pipeline step 'cntk-mnist'" in text
+    assert os.environ.get("AZBAI_WORKSPACE") == str(workspace.root)
