@@ -27,10 +27,14 @@ $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## demo: migrate the CNTK quickstart and show the plan (the local run arrives with the MNIST recipe)
+## demo: the Batch AI CNTK MNIST quickstart (ported to PyTorch), run locally with its unchanged job.json
 demo: setup
-	$(PY) -m azbai migrate recipes/cntk-mnist/job.json -o out/cntk-mnist
-	$(PY) out/cntk-mnist/pipeline.py --dry-run
+	mkdir -p out
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash recipes/cntk-mnist/demo.sh
+
+## demo-style: the style-transfer video pipeline, fired by a new video in (local) blob storage
+demo-style: setup
+	$(PY) recipes/style-transfer/demo.py
 
 ## test: the whole test suite
 test: setup

@@ -118,6 +118,7 @@ def run() -> dict[str, float]:
             "staging_azbai_download_mb_s": azbai_rate,
             "staging_plain_download_mb_s": plain_medians[best_threads],
             "staging_plain_best_threads": float(best_threads),
+            **{f"staging_plain_{c}_threads_mb_s": plain_medians[c] for c in PLAIN_THREADS},
             "staging_first_download_s": first,
             "staging_resync_s": statistics.median(resync_times),
             "staging_upload_mb_s": upload_report.throughput_mb_s,

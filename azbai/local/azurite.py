@@ -13,7 +13,13 @@ secret, so it may appear in connection strings. A user's own ``AZURITE_ACCOUNTS`
 
 Azurite reads its accounts once, at start, so :meth:`Emulator.ensure` restarts the emulator (same data directory,
 same port when it is still free) when an account it does not serve yet is asked for. :meth:`Emulator.stop` signals
-only the process recorded in the state file, and only after checking that it still is that emulator.
+only the process recorded in the state file, and only after checking that it still is that emulator (its command
+line names Azurite, this data directory and the recorded port). Before starting, an Azurite of this user that serves
+the same data directory but lost its state file (the workspace was deleted under it) is stopped too: two emulators
+on one directory overwrite each other's metadata.
+
+Azurite saves its metadata every 5 s and on SIGTERM; a SIGKILLed emulator loses the last seconds of writes, which is
+why :meth:`Emulator.stop` waits for a graceful exit before it escalates.
 """
 
 from __future__ import annotations
@@ -274,6 +280,11 @@ class Emulator:
         _check_node(binary)
         location = self.workspace.azurite_dir
         location.mkdir(parents=True, exist_ok=True)
+        # Two emulators must never share a data directory (each autosaves its metadata over the other's). One left
+        # running without a state file (say, the workspace was deleted under it) is stopped first.
+        for pid in _orphans(str(location)):
+            log.warning("stopping Azurite pid %d: it serves %s but no state file records it", pid, location)
+            _terminate(pid, self.stop_timeout)
         names = sorted(accounts | {DEV_ACCOUNT})
         env = dict(os.environ)
         env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{DEV_KEY}" for name in names)
@@ -440,14 +451,13 @@ def _answers(port: int, timeout: float = 2.0) -> bool:
 
 
 def _reap(pid: int) -> None:
-    """Collect the exit status of ``pid`` if it is our child, so that it does not linger as a zombie."""
+    """Collect the exit status of ``pid`` if this interpreter started it, so that it does not linger as a zombie.
+
+    Only emulators started here are reaped: waiting on any other child would steal its exit status from its owner.
+    """
     child = _children.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            _children.pop(pid, None)
-        return
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    if child is not None and child.poll() is not None:
+        _children.pop(pid, None)
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -473,6 +483,26 @@ def _cmdline(pid: int) -> list[str] | None:
     if out.returncode != 0 or not stat or stat.startswith("Z"):
         return None
     return command.split()
+
+
+def _orphans(location: str) -> list[int]:
+    """Azurite processes of this user serving ``location`` (Linux only): emulators whose state file was lost."""
+    proc = Path("/proc")
+    if not (proc / "self").exists():
+        return []
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        argv = _cmdline(int(entry.name))
+        if argv and "azurite" in " ".join(argv).lower() and _option(argv, "--location") == location:
+            found.append(int(entry.name))
+    return found
 
 
 def _is_ours(state: EmulatorState) -> bool:

@@ -213,9 +213,12 @@ class PipelineRunner:
         job, plan, extra_mounts = self._job_for(step, run)
         extra_refs = {**refs, **{d.name: run.data_dir(d.name) for d in self.plan.pipeline_data}}
         if isinstance(step, ParallelStep):
-            state_dir = self.home / "parallel" / fingerprint
-            state_dir.mkdir(parents=True, exist_ok=True)
-            extra_refs["parallel_state"] = state_dir
+            # progress and output are kept per input content: a rerun after a crash resumes where it stopped
+            work = self.home / "parallel" / fingerprint
+            (work / "state").mkdir(parents=True, exist_ok=True)
+            (work / "output").mkdir(parents=True, exist_ok=True)
+            extra_refs["parallel_state"] = work / "state"
+            extra_refs[step.output] = work / "output"
         record = self._record(run, step, plan, job)
         state.job = record.name
         runner = JobRunner(
@@ -237,6 +240,8 @@ class PipelineRunner:
                 code,
             )
         state.state = "succeeded"
+        if isinstance(step, ParallelStep):
+            _copy_tree(extra_refs[step.output], run.data_dir(step.output))
         if step.allow_reuse:
             cache.mkdir(parents=True, exist_ok=True)
             for name in produced:

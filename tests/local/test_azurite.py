@@ -137,6 +137,14 @@ def test_a_stale_state_naming_someone_elses_process_leaves_it_alone(fresh_emulat
         bystander.wait()
 
 
+def test_an_emulator_whose_state_file_was_lost_is_replaced_not_doubled(fresh_emulator: Emulator) -> None:
+    lost = fresh_emulator.ensure()
+    fresh_emulator.workspace.azurite_state.unlink()
+    state = fresh_emulator.ensure()
+    assert state.pid != lost.pid and not alive(lost.pid)
+    assert azurite._orphans(state.location) == [state.pid]
+
+
 @pytest.mark.parametrize(
     "content", ["{not json", "[]", '{"pid": 1, "port": 2, "location": "x", "accounts": ["a:key;evil"]}']
 )

@@ -330,7 +330,7 @@ def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_one_epoch_run_logs_like_cntk_on_stderr(data_dir: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "outputs" / "model"  # created by the script
-    run = _run_script(str(data_dir), str(model_dir), "--epochs", "1")
+    run = _run_script(str(data_dir), str(model_dir), "--epochs", "1", "--epoch-size", "4000")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == ""
     lines = run.stderr.splitlines()
@@ -385,3 +385,12 @@ def test_job_json_is_the_quickstarts_with_the_mnist_cntk_data_folder() -> None:
             "commandLineArgs"
         ]
         assert job == original
+
+
+def test_an_epoch_is_60000_samples_as_in_cntk(data_dir: Path, tmp_path: Path) -> None:
+    """CNTK's epoch_size: the reader repeats its sweeps, so an epoch is 60000 samples whatever the file holds."""
+    args = convnet.parse_args([str(data_dir), str(tmp_path)])
+    assert (args.epoch_size, args.epochs) == (60000, 40)
+    run = _run_script(str(data_dir), str(tmp_path / "m"), "--epochs", "1", "--epoch-size", "6000")
+    assert run.returncode == 0, run.stderr
+    assert "* 6000, metric" in run.stderr  # one and a half sweeps over the 4000 training digits
