@@ -56,3 +56,11 @@ def test_the_mnist_notebook(workspace: Workspace, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "mnist_training_curve.png").stat().st_size > 1000
     assert "Pipeline step 'cntk-mnist'" in text
     assert os.environ.get("AZBAI_WORKSPACE") == str(workspace.root)
+
+
+def test_the_style_transfer_notebook(workspace: Workspace, tmp_path: Path) -> None:
+    notebook = execute("02-style-transfer.ipynb", 'SECONDS = 0.5\nSIZE = 64\nSTYLE = "7:0.5,19:0.5"\n', tmp_path)
+    text = outputs(notebook)
+    assert "succeeded" in text and "Pipeline step 'style'" in text and "Schedule 'style-transfer-trigger'" in text
+    assert (tmp_path / "out" / "before_after.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "notebook-clip_styled.mp4").is_file()
