@@ -47,7 +47,10 @@ def main() -> None:
 
 
 storage_options = [
-    click.option("--storage-account-name", help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT)."),
+    click.option(
+        "--storage-account-name",
+        help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT).",
+    ),
     click.option(
         "--storage-account-key",
         help="Replaces <AZURE_BATCHAI_STORAGE_KEY> (else $AZURE_BATCHAI_STORAGE_KEY). Never written anywhere.",
@@ -64,8 +67,12 @@ def with_storage_options(func: Any) -> Any:
 
 @main.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
-@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on.")
-@click.option("--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in.")
+@click.option(
+    "--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on."
+)
+@click.option(
+    "--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
 @with_storage_options
 def validate(
@@ -80,7 +87,11 @@ def validate(
     from azbai.migrate import validate_files
 
     report = validate_files(
-        job_file, cluster_file, merge_files, storage_account_name=storage_account_name, storage_account_key=storage_account_key
+        job_file,
+        cluster_file,
+        merge_files,
+        storage_account_name=storage_account_name,
+        storage_account_key=storage_account_key,
     )
     if as_json:
         click.echo(json.dumps([{"file": f, **d.to_dict()} for f, d in report.diagnostics], indent=2))
@@ -90,24 +101,59 @@ def validate(
     errors = sum(1 for _, d in report.diagnostics if d.is_error)
     warnings = len(report.diagnostics) - errors
     if not as_json:
-        click.echo(f"{job_file}: {'invalid' if errors else 'valid'} ({errors} error(s), {warnings} warning(s))")
+        click.echo(
+            f"{job_file}: {'invalid' if errors else 'valid'} ({errors} error(s), {warnings} warning(s))"
+        )
     sys.exit(1 if errors else 0)
 
 
 @main.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Where to write (default: migrated/<name>).")
+@click.option(
+    "-o", "--output-dir", type=click.Path(file_okay=False), help="Where to write (default: migrated/<name>)."
+)
 @click.option("-n", "--name", help="The job name (default: from the file's folder).")
-@click.option("-e", "--experiment", default="batchai-migration", show_default=True, help="The Azure ML experiment.")
-@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on.")
-@click.option("--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in.")
-@click.option("--mount", "mounts", multiple=True, help="A cluster mount the job uses: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.")
-@click.option("--vm-size", help="The AmlCompute VM size (default: the current size replacing the Batch AI one).")
+@click.option(
+    "-e", "--experiment", default="batchai-migration", show_default=True, help="The Azure ML experiment."
+)
+@click.option(
+    "--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on."
+)
+@click.option(
+    "--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in."
+)
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    help="A cluster mount the job uses: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.",
+)
+@click.option(
+    "--vm-size", help="The AmlCompute VM size (default: the current size replacing the Batch AI one)."
+)
 @click.option("--max-nodes", type=click.IntRange(min=1), help="The cluster's maximum node count.")
-@click.option("--image", help="The docker image for the step (default: the job's, or a current one for retired images).")
-@click.option("--keep-image", is_flag=True, help="Keep the job's image even when it is a retired framework image.")
-@click.option("--inputs", "input_mode", type=click.Choice(["mount", "download"]), default="mount", show_default=True, help="How input directories reach the job.")
-@click.option("--outputs", "output_mode", type=click.Choice(["upload", "mount"]), default="upload", show_default=True, help="How output directories reach their datastore.")
+@click.option(
+    "--image", help="The docker image for the step (default: the job's, or a current one for retired images)."
+)
+@click.option(
+    "--keep-image", is_flag=True, help="Keep the job's image even when it is a retired framework image."
+)
+@click.option(
+    "--inputs",
+    "input_mode",
+    type=click.Choice(["mount", "download"]),
+    default="mount",
+    show_default=True,
+    help="How input directories reach the job.",
+)
+@click.option(
+    "--outputs",
+    "output_mode",
+    type=click.Choice(["upload", "mount"]),
+    default="upload",
+    show_default=True,
+    help="How output directories reach their datastore.",
+)
 @with_storage_options
 def migrate(job_file: str, output_dir: str | None, **kwargs: Any) -> None:
     """Translate a Batch AI job.json into an Azure ML v1 pipeline: plan.json, pipeline.py, migrate.ipynb, MIGRATION.md."""

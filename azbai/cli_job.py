@@ -1,10 +1,10 @@
 """``azbai job``: local jobs, named as ``az batchai job`` named them.
 
-    azbai job create -f job.json -n NAME [-e EXPERIMENT] [--storage-account-name A] [--wait]
-    azbai job show|wait|terminate|delete -n NAME [-e EXPERIMENT]
-    azbai job list [-e EXPERIMENT]
-    azbai job file list   -n NAME [-d stdouterr|OUTPUT_ID]
-    azbai job file stream -n NAME -f stdout.txt|stderr.txt|FILE [-d …]
+azbai job create -f job.json -n NAME [-e EXPERIMENT] [--storage-account-name A] [--wait]
+azbai job show|wait|terminate|delete -n NAME [-e EXPERIMENT]
+azbai job list [-e EXPERIMENT]
+azbai job file list   -n NAME [-d stdouterr|OUTPUT_ID]
+azbai job file stream -n NAME -f stdout.txt|stderr.txt|FILE [-d …]
 """
 
 from __future__ import annotations
@@ -34,14 +34,32 @@ def job(ctx: click.Context, workspace: str | None) -> None:
 
 
 @job.command()
-@click.option("-f", "--config-file", "job_file", required=True, type=click.Path(dir_okay=False), help="The job.json.")
+@click.option(
+    "-f", "--config-file", "job_file", required=True, type=click.Path(dir_okay=False), help="The job.json."
+)
 @_name
-@click.option("-e", "--experiment", default="batchai-migration", show_default=True, help="The job's experiment.")
-@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on.")
-@click.option("--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in.")
-@click.option("--mount", "mounts", multiple=True, help="A cluster mount: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.")
-@click.option("--storage-account-name", help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT).")
-@click.option("--storage-account-key", help="Replaces <AZURE_BATCHAI_STORAGE_KEY>; not needed locally, never written.")
+@click.option(
+    "-e", "--experiment", default="batchai-migration", show_default=True, help="The job's experiment."
+)
+@click.option(
+    "--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on."
+)
+@click.option(
+    "--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in."
+)
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    help="A cluster mount: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.",
+)
+@click.option(
+    "--storage-account-name",
+    help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT).",
+)
+@click.option(
+    "--storage-account-key", help="Replaces <AZURE_BATCHAI_STORAGE_KEY>; not needed locally, never written."
+)
 @click.option("--wait", is_flag=True, help="Wait for the job to end (exit code non-zero when it fails).")
 @click.pass_obj
 def create(workspace: Workspace, **options: Any) -> None:
@@ -124,7 +142,14 @@ def file_group() -> None:
 @file_group.command("list")
 @_name
 @_experiment
-@click.option("-d", "--output-directory-id", "directory", default="stdouterr", show_default=True, help="stdouterr or an output directory id.")
+@click.option(
+    "-d",
+    "--output-directory-id",
+    "directory",
+    default="stdouterr",
+    show_default=True,
+    help="stdouterr or an output directory id.",
+)
 @click.pass_obj
 def file_list(workspace: Workspace, name: str, experiment: str | None, directory: str) -> None:
     """List the files of a job directory (full paths)."""
@@ -141,14 +166,25 @@ def file_list(workspace: Workspace, name: str, experiment: str | None, directory
 @_name
 @_experiment
 @click.option("-f", "--file-name", "file_name", required=True, help="stdout.txt, stderr.txt or another file.")
-@click.option("-d", "--output-directory-id", "directory", default="stdouterr", show_default=True, help="stdouterr or an output directory id.")
+@click.option(
+    "-d",
+    "--output-directory-id",
+    "directory",
+    default="stdouterr",
+    show_default=True,
+    help="stdouterr or an output directory id.",
+)
 @click.option("--no-follow", is_flag=True, help="Print what is there and stop.")
 @click.pass_obj
-def file_stream(workspace: Workspace, name: str, experiment: str | None, file_name: str, directory: str, no_follow: bool) -> None:
+def file_stream(
+    workspace: Workspace, name: str, experiment: str | None, file_name: str, directory: str, no_follow: bool
+) -> None:
     """Print a job file, following it while the job runs."""
     from azbai.local.service import stream_file
 
-    for chunk in stream_file(_record(workspace, name, experiment), file_name, directory, follow=not no_follow):
+    for chunk in stream_file(
+        _record(workspace, name, experiment), file_name, directory, follow=not no_follow
+    ):
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
 

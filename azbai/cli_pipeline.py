@@ -1,8 +1,8 @@
 """``azbai pipeline``: run an azbai pipeline file locally, once or whenever its storage trigger fires.
 
-    azbai pipeline run   -f pipeline.json [-p NAME=VALUE]... [--run-id ID] [--no-reuse]
-    azbai pipeline watch -f pipeline.json [--once] [--interval SECONDS] [--skip-existing]
-    azbai pipeline runs  -f pipeline.json
+azbai pipeline run   -f pipeline.json [-p NAME=VALUE]... [--run-id ID] [--no-reuse]
+azbai pipeline watch -f pipeline.json [--once] [--interval SECONDS] [--skip-existing]
+azbai pipeline runs  -f pipeline.json
 """
 
 from __future__ import annotations
@@ -15,22 +15,34 @@ from azbai.errors import AzbaiError
 from azbai.local.workspace import WORKSPACE_ENV, Workspace
 
 _file = click.option(
-    "-f", "--pipeline-file", "pipeline_file", required=True, type=click.Path(dir_okay=False), help="The pipeline file."
+    "-f",
+    "--pipeline-file",
+    "pipeline_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The pipeline file.",
 )
 _account = click.option(
-    "--storage-account-name", help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT)."
+    "--storage-account-name",
+    help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT).",
 )
 
 
 @click.group("pipeline")
-@click.option("--workspace", type=click.Path(file_okay=False), help=f"The local workspace (default: ${WORKSPACE_ENV}, else ./.azbai).")
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False),
+    help=f"The local workspace (default: ${WORKSPACE_ENV}, else ./.azbai).",
+)
 @click.pass_context
 def pipeline(ctx: click.Context, workspace: str | None) -> None:
     """Run pipelines of Batch AI jobs and parallel steps locally."""
     ctx.obj = Workspace.resolve(workspace)
 
 
-def _runner(workspace: Workspace, pipeline_file: str, storage_account_name: str | None, reuse: bool = True) -> Any:
+def _runner(
+    workspace: Workspace, pipeline_file: str, storage_account_name: str | None, reuse: bool = True
+) -> Any:
     from pathlib import Path
 
     from azbai.local.pipelines import PipelineRunner
@@ -77,8 +89,12 @@ def run(
 @pipeline.command()
 @_file
 @click.option("--once", is_flag=True, help="Poll once and stop.")
-@click.option("--interval", type=float, help="Seconds between polls (default: the trigger's pollingIntervalMinutes).")
-@click.option("--skip-existing", is_flag=True, help="Only blobs added after the first poll start runs (as Azure ML).")
+@click.option(
+    "--interval", type=float, help="Seconds between polls (default: the trigger's pollingIntervalMinutes)."
+)
+@click.option(
+    "--skip-existing", is_flag=True, help="Only blobs added after the first poll start runs (as Azure ML)."
+)
 @_account
 @click.pass_obj
 def watch(
@@ -106,9 +122,15 @@ def watch(
             failures.append(fired)
             click.echo(f"{fired.blob}: {fired.error}", err=True)
 
-    interval_text = f"{interval:g} s" if interval is not None else f"{plan.trigger.polling_interval_minutes} min"
-    click.echo(f"watching {plan.trigger.datastore}:{plan.trigger.path_on_datastore}/{plan.trigger.pattern} every {interval_text}", err=True)
-    watcher.watch(interval=interval, max_polls=1 if once else None, skip_existing=skip_existing, on_fired=report)
+    trigger = watcher.trigger
+    interval_text = f"{interval:g} s" if interval is not None else f"{trigger.polling_interval_minutes} min"
+    click.echo(
+        f"watching {trigger.datastore}:{trigger.path_on_datastore}/{trigger.pattern} every {interval_text}",
+        err=True,
+    )
+    watcher.watch(
+        interval=interval, max_polls=1 if once else None, skip_existing=skip_existing, on_fired=report
+    )
     if once and failures:
         raise AzbaiError(f"{len(failures)} trigger(s) did not run")
 

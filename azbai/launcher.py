@@ -147,14 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ref", action="append", default=[], metavar="NAME=PATH", help="a data reference's path"
     )
     parser.add_argument(
-        "--data", action="append", nargs=2, default=[], metavar=("NAME", "PATH"),
+        "--data",
+        action="append",
+        nargs=2,
+        default=[],
+        metavar=("NAME", "PATH"),
         help="a data reference's path (the form Azure ML pipeline arguments take)",
     )
     parser.add_argument(
         "--mount", action="append", default=[], metavar="VOLUME=PATH", help="a volume's content"
     )
     parser.add_argument(
-        "--param", action="append", nargs=2, default=[], metavar=("NAME", "VALUE"),
+        "--param",
+        action="append",
+        nargs=2,
+        default=[],
+        metavar=("NAME", "VALUE"),
         help="a pipeline parameter: {parameters.NAME} in environment variable values becomes VALUE",
     )
     parser.add_argument(
@@ -168,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         refs = {**parse_pairs(args.ref, "--ref"), **dict(args.data)}
         mounts = parse_pairs(args.mount, "--mount")
         segment = resolve_segment(args.segment, os.environ)
-        return run(job, segment, work, refs, mounts, ranks=args.ranks, echo=args.echo, params=dict(args.param))
+        return run(
+            job, segment, work, refs, mounts, ranks=args.ranks, echo=args.echo, params=dict(args.param)
+        )
     except LauncherError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_LAUNCHER_ERROR
@@ -220,7 +230,8 @@ def run(
         links = _link_volumes(job, layout, paths, mounted)
         gpus = count_gpus(base)
         node_envs = {
-            n: _job_environment(job, layout, n, segment, base, paths, secrets, gpus, params or {}) for n in nodes
+            n: _job_environment(job, layout, n, segment, base, paths, secrets, gpus, params or {})
+            for n in nodes
         }
         stdouterr = Path(node_envs[nodes[0]]["AZ_BATCHAI_STDOUTERR_DIR"])
         _write_hostfile(layout, launch, base if placement else None)

@@ -206,12 +206,16 @@ def _copy_source(source: Path, folder: str) -> dict[str, str | bytes]:
             continue
         total += path.stat().st_size
         if total > _MAX_SNAPSHOT:
-            raise AzbaiError(f"{source} holds more than {_MAX_SNAPSHOT // 2**20} MB: keep data out of a step's code")
+            raise AzbaiError(
+                f"{source} holds more than {_MAX_SNAPSHOT // 2**20} MB: keep data out of a step's code"
+            )
         files[f"{folder}/{path.relative_to(source).as_posix()}"] = path.read_bytes()
     return files
 
 
-def migrate_file(job_file: str | Path, output_dir: str | Path | None = None, **kwargs: object) -> MigrationResult:
+def migrate_file(
+    job_file: str | Path, output_dir: str | Path | None = None, **kwargs: object
+) -> MigrationResult:
     """Read, plan and write a migration (of a job file or an azbai pipeline file); returns what was written."""
     from azbai.source.pipeline_spec import is_pipeline_file
 
@@ -220,7 +224,9 @@ def migrate_file(job_file: str | Path, output_dir: str | Path | None = None, **k
             "experiment", "storage_account_name", "storage_account_key",
         }  # fmt: skip
         if unsupported:
-            raise AzbaiError(f"{', '.join(sorted(unsupported))}: not for pipeline files (set them in each step's job)")
+            raise AzbaiError(
+                f"{', '.join(sorted(unsupported))}: not for pipeline files (set them in each step's job)"
+            )
         experiment = kwargs.get("experiment")
         plan, diagnostics = plan_pipeline_file(
             job_file,

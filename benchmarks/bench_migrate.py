@@ -30,7 +30,9 @@ def run() -> dict[str, float]:
         for index, job in enumerate(_jobs()):
             out = Path(tmp) / str(index)
             started = time.perf_counter()
-            result = subprocess.run([sys.executable, "-m", "azbai", "migrate", str(job), "-o", str(out)], capture_output=True)
+            result = subprocess.run(
+                [sys.executable, "-m", "azbai", "migrate", str(job), "-o", str(out)], capture_output=True
+            )
             elapsed = time.perf_counter() - started
             if result.returncode == 0:
                 process_times.append(elapsed)

@@ -15,7 +15,9 @@ DATA = Path(__file__).resolve().parent / "data"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--update-golden", action="store_true", help="rewrite golden files from the current output (review the diff)"
+        "--update-golden",
+        action="store_true",
+        help="rewrite golden files from the current output (review the diff)",
     )
 
 

@@ -55,7 +55,9 @@ def test_errors_write_nothing(tmp_path: Path) -> None:
 
 def test_missing_file_and_bad_flags(tmp_path: Path) -> None:
     result = azbai("migrate", str(tmp_path / "nope.json"))
-    assert result.returncode == 1 and "Error: cannot read" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 1 and "Error: cannot read" in result.stderr and "Traceback" not in result.stderr
+    )
     result = azbai("migrate", str(QUICKSTART), "--mount", "external=ftp://x/y", "-o", str(tmp_path / "o"))
     assert result.returncode == 1 and "expected NAME=afs://ACCOUNT/SHARE" in result.stderr
     result = azbai("migrate", str(QUICKSTART), "--inputs", "sideways")
@@ -72,7 +74,9 @@ def test_migrate_writes_every_file(tmp_path: Path) -> None:
     plan = json.loads((tmp_path / "out/plan.json").read_text())
     assert (plan["name"], plan["experiment"]) == ("quickstart", "mnist")
     notebook = json.loads((tmp_path / "out/migrate.ipynb").read_text())
-    assert notebook["nbformat"] == 4 and any("import pipeline" in "".join(c["source"]) for c in notebook["cells"])
+    assert notebook["nbformat"] == 4 and any(
+        "import pipeline" in "".join(c["source"]) for c in notebook["cells"]
+    )
     assert "end of support on 2026-06-30" in (tmp_path / "out/MIGRATION.md").read_text()
     assert "end of support on 2026-06-30" in (tmp_path / "out/pipeline.py").read_text()
     assert "STANDARD_NC6" in (tmp_path / "out/MIGRATION.md").read_text()

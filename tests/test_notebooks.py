@@ -32,7 +32,9 @@ def execute(name: str, parameters: str, cwd: Path) -> nbformat.NotebookNode:
     notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     cell.source = parameters
-    client = NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute()
     return notebook
 
@@ -59,8 +61,14 @@ def test_the_mnist_notebook(workspace: Workspace, tmp_path: Path) -> None:
 
 
 def test_the_style_transfer_notebook(workspace: Workspace, tmp_path: Path) -> None:
-    notebook = execute("02-style-transfer.ipynb", 'SECONDS = 0.5\nSIZE = 64\nSTYLE = "7:0.5,19:0.5"\n', tmp_path)
+    notebook = execute(
+        "02-style-transfer.ipynb", 'SECONDS = 0.5\nSIZE = 64\nSTYLE = "7:0.5,19:0.5"\n', tmp_path
+    )
     text = outputs(notebook)
-    assert "succeeded" in text and "Pipeline step 'style'" in text and "Schedule 'style-transfer-trigger'" in text
+    assert (
+        "succeeded" in text
+        and "Pipeline step 'style'" in text
+        and "Schedule 'style-transfer-trigger'" in text
+    )
     assert (tmp_path / "out" / "before_after.png").stat().st_size > 1000
     assert (tmp_path / "out" / "notebook-clip_styled.mp4").is_file()

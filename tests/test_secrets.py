@@ -65,7 +65,10 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     import os
 
     return subprocess.run(
-        [sys.executable, "-m", "azbai", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+        [sys.executable, "-m", "azbai", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -73,7 +76,14 @@ def test_migrate_writes_no_secret(tmp_path: Path) -> None:
     job = job_with_every_kind_of_secret(tmp_path)
     out = tmp_path / "out"
     result = run(
-        "migrate", str(job), "-o", str(out), "--storage-account-name", "mystorage", "--storage-account-key", ACCOUNT_KEY
+        "migrate",
+        str(job),
+        "-o",
+        str(out),
+        "--storage-account-name",
+        "mystorage",
+        "--storage-account-key",
+        ACCOUNT_KEY,
     )
     assert result.returncode == 0, result.stderr
     files = [p.read_text() for p in out.rglob("*") if p.is_file()]
@@ -81,7 +91,9 @@ def test_migrate_writes_no_secret(tmp_path: Path) -> None:
     assert_nowhere([*files, result.stdout, result.stderr])
     # the plan still says where each secret comes from
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["steps"][0]["job"]["secrets"] == [{"name": "DB_PASSWORD", "source": "environment", "secret_url": None}]
+    assert plan["steps"][0]["job"]["secrets"] == [
+        {"name": "DB_PASSWORD", "source": "environment", "secret_url": None}
+    ]
 
 
 def test_key_from_the_environment_is_not_written(tmp_path: Path) -> None:
@@ -113,7 +125,9 @@ def test_doc_examples_with_secrets(tmp_path: Path) -> None:
 def test_errors_do_not_quote_secrets(tmp_path: Path) -> None:
     job = json.loads(job_with_every_kind_of_secret(tmp_path).read_text())
     props = job["properties"]
-    props["mountVolumes"]["azureBlobFileSystems"][0]["credentials"] = {"accountKey": ["inline-account-key-value"]}
+    props["mountVolumes"]["azureBlobFileSystems"][0]["credentials"] = {
+        "accountKey": ["inline-account-key-value"]
+    }
     props["secrets"][0]["value"] = {"nested": "inline-job-secret-value"}
     props["containerSettings"]["imageSourceRegistry"]["credentials"]["password"] = 42
     (tmp_path / "bad.json").write_text(json.dumps(job))

@@ -38,7 +38,9 @@ def now() -> str:
 def check_name(name: str, what: str = "job name") -> str:
     """Batch AI names: letters, digits, '-' and '_', up to 64 characters."""
     if not _NAME_RE.match(name):
-        raise JobError(f"invalid {what} {name!r}: use letters, digits, '-' and '_' (at most 64, starting alphanumeric)")
+        raise JobError(
+            f"invalid {what} {name!r}: use letters, digits, '-' and '_' (at most 64, starting alphanumeric)"
+        )
     return name
 
 
@@ -110,7 +112,11 @@ class JobRecord:
     def refresh(self) -> JobRecord:
         """The record as it is on disk now, with a vanished runner noticed (a job cannot stay running forever)."""
         record = JobRecord.load(self.path)
-        if record.state in (QUEUED, RUNNING) and record.runner_pid and not _alive(record.runner_pid, record.path):
+        if (
+            record.state in (QUEUED, RUNNING)
+            and record.runner_pid
+            and not _alive(record.runner_pid, record.path)
+        ):
             record = JobRecord.load(self.path)  # it may have finished between the two reads
             if record.state in (QUEUED, RUNNING):
                 record.state, record.end_time = FAILED, now()
@@ -174,12 +180,16 @@ class JobBook:
             raise JobError(f"no job named {name!r} (azbai job list shows the jobs)")
         if len(found) > 1:
             experiments = ", ".join(p.parent.parent.name for p in found)
-            raise JobError(f"several experiments have a job named {name!r} ({experiments}): add -e EXPERIMENT")
+            raise JobError(
+                f"several experiments have a job named {name!r} ({experiments}): add -e EXPERIMENT"
+            )
         return JobRecord.load(found[0].parent).refresh()
 
     def list(self, experiment: str | None = None) -> list[JobRecord]:
         """Every job (of one experiment), oldest first."""
-        pattern = f"{check_name(experiment, 'experiment name')}/*/record.json" if experiment else "*/*/record.json"
+        pattern = (
+            f"{check_name(experiment, 'experiment name')}/*/record.json" if experiment else "*/*/record.json"
+        )
         records = [JobRecord.load(p.parent).refresh() for p in self.workspace.jobs_dir.glob(pattern)]
         return sorted(records, key=lambda r: (r.creation_time, r.experiment, r.name))
 

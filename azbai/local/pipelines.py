@@ -28,16 +28,22 @@ import re
 import shutil
 import sys
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from azbai.errors import JobFailed, PipelineError, StorageError
 from azbai.local import transfer
 from azbai.local.jobs import JobBook, JobRecord, now
-from azbai.local.runner import JobRunner, LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION, LOCAL_WORKSPACE, open_datastore
+from azbai.local.runner import (
+    LOCAL_RESOURCE_GROUP,
+    LOCAL_SUBSCRIPTION,
+    LOCAL_WORKSPACE,
+    JobRunner,
+    open_datastore,
+)
 from azbai.local.stores import iter_local_files
 from azbai.local.workspace import Workspace
 from azbai.plan.model import (
@@ -87,7 +93,9 @@ class PipelineRun:
     directory: str
     parameters: dict[str, str]
     state: str = "running"
-    started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="microseconds"))
+    started: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    )
     ended: str | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
 
@@ -126,11 +134,18 @@ class PipelineRunner:
         self.home = workspace.pipelines_dir / plan.name
 
     def run(
-        self, parameters: dict[str, str] | None = None, *, run_id: str | None = None, progress: Progress | None = None
+        self,
+        parameters: dict[str, str] | None = None,
+        *,
+        run_id: str | None = None,
+        progress: Progress | None = None,
     ) -> PipelineRun:
         """Run every step; :class:`PipelineError` (with the run kept) when a step fails."""
         values = self._parameters(parameters or {})
-        run_id = run_id or f"run-{now().replace(':', '').replace('-', '').replace('+0000', '')}-{uuid.uuid4().hex[:6]}"
+        run_id = (
+            run_id
+            or f"run-{now().replace(':', '').replace('-', '').replace('+0000', '')}-{uuid.uuid4().hex[:6]}"
+        )
         directory = self.home / "runs" / run_id
         if directory.exists():
             raise PipelineError(f"pipeline {self.plan.name!r} already has a run named {run_id!r}")
@@ -165,7 +180,9 @@ class PipelineRunner:
         known = {p.name: p for p in self.plan.parameters}
         unknown = sorted(set(given) - set(known))
         if unknown:
-            raise PipelineError(f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(known) or 'none'})")
+            raise PipelineError(
+                f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(known) or 'none'})"
+            )
         values = {name: given.get(name, p.default) for name, p in known.items()}
         for name, parameter in known.items():
             if parameter.kind is ParameterKind.DATA_PATH:
@@ -188,9 +205,13 @@ class PipelineRunner:
                     store.download_file(path, local)
                     refs[parameter.name] = local
                     continue
-                report = transfer.download(store, path.rstrip("/") + "/", target) if store.root_exists() else None
+                report = (
+                    transfer.download(store, path.rstrip("/") + "/", target) if store.root_exists() else None
+                )
             except StorageError as exc:
-                raise PipelineError(f"parameter {parameter.name!r}: cannot read {store.url_for(path)}: {exc}") from exc
+                raise PipelineError(
+                    f"parameter {parameter.name!r}: cannot read {store.url_for(path)}: {exc}"
+                ) from exc
             if report is None or report.files == 0:
                 raise PipelineError(f"parameter {parameter.name!r}: nothing at {store.url_for(path)}")
             refs[parameter.name] = target
@@ -198,7 +219,9 @@ class PipelineRunner:
 
     # -- steps -----------------------------------------------------------------------------------------------------
 
-    def _run_step(self, run: PipelineRun, step: Step | ParallelStep, refs: dict[str, Path], state: StepState) -> None:
+    def _run_step(
+        self, run: PipelineRun, step: Step | ParallelStep, refs: dict[str, Path], state: StepState
+    ) -> None:
         produced = [d.name for d in self.plan.pipeline_data if d.producer == step.name]
         fingerprint = self._fingerprint(step, run, refs)
         state.fingerprint = fingerprint
@@ -225,7 +248,9 @@ class PipelineRunner:
             self.workspace,
             record,
             extra_refs=extra_refs,
-            params={p.name: run.parameters[p.name] for p in self.plan.parameters if p.kind is ParameterKind.STRING},
+            params={
+                p.name: run.parameters[p.name] for p in self.plan.parameters if p.kind is ParameterKind.STRING
+            },
             extra_mounts=extra_mounts,
         )
         code = runner.run(env={**os.environ, "AZBAI_WORKSPACE": str(self.workspace.root)})
@@ -246,7 +271,9 @@ class PipelineRunner:
             cache.mkdir(parents=True, exist_ok=True)
             for name in produced:
                 _copy_tree(run.data_dir(name), cache / name)
-            (cache / "done.json").write_text(json.dumps({"run": run.run_id, "step": step.name}), encoding="utf-8")
+            (cache / "done.json").write_text(
+                json.dumps({"run": run.run_id, "step": step.name}), encoding="utf-8"
+            )
 
     def _job_for(self, step: Step | ParallelStep, run: PipelineRun) -> tuple[Job, Plan, dict[str, Path]]:
         """The job a step runs, and a one-step plan for its record."""
@@ -259,8 +286,12 @@ class PipelineRunner:
         if not entry.is_file():
             raise PipelineError(f"step {step.name!r}: no entry script {entry}")
         values = run.parameters
-        filled = [re.sub(r"\{parameters\.(\w+)\}", lambda m: values[m.group(1)], a) for a in step.arguments]
-        arguments = " ".join(_quote(a) for a in filled)  # quoted: a parameter value never becomes shell syntax
+        filled = [
+            re.sub(r"\{parameters\.(\w+)\}", lambda m: values[str(m.group(1))], a) for a in step.arguments
+        ]
+        arguments = " ".join(
+            _quote(a) for a in filled
+        )  # quoted: a parameter value never becomes shell syntax
         command = (
             f"{_quote(sys.executable)} -m azbai.local.parallel --entry-script {_quote(str(entry))} "
             "--input $AZ_BATCHAI_INPUT_INPUT --output $AZ_BATCHAI_OUTPUT_OUTPUT --state $AZ_BATCHAI_INPUT_STATE "
@@ -405,7 +436,9 @@ def find_run(workspace: Workspace, pipeline: str, run_id: str) -> PipelineRun:
 
 def list_runs(workspace: Workspace, pipeline: str) -> list[PipelineRun]:
     """Every recorded run of a pipeline, oldest first."""
-    runs = [PipelineRun.load(p.parent) for p in (workspace.pipelines_dir / pipeline / "runs").glob("*/run.json")]
+    runs = [
+        PipelineRun.load(p.parent) for p in (workspace.pipelines_dir / pipeline / "runs").glob("*/run.json")
+    ]
     return sorted(runs, key=lambda r: r.started)
 
 

@@ -84,7 +84,9 @@ class _Staged:
     store: Store
     path: Path
     prefix: str
-    snapshot: dict[str, tuple[int, str]] | None = None  # a blob mount's files before the job: path → (size, md5)
+    snapshot: dict[str, tuple[int, str]] | None = (
+        None  # a blob mount's files before the job: path → (size, md5)
+    )
 
 
 class JobRunner:
@@ -232,7 +234,9 @@ class JobRunner:
                     str(item.path), item.store.kind, item.store.account, item.store.name, item.prefix
                 )
             else:
-                composed = Path(launcher.expand(output.path_prefix, layout_env)) / self.record.segment / "outputs"
+                composed = (
+                    Path(launcher.expand(output.path_prefix, layout_env)) / self.record.segment / "outputs"
+                )
                 self.record.outputs[output.id] = OutputLocation(str(composed / (output.path_suffix or "")))
         self.record.save()
 

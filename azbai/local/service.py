@@ -1,8 +1,8 @@
 """``azbai job …`` as a library: create, show, list, wait, terminate, delete a local job, and read its files.
 
-    >>> record = create_job(Workspace.resolve(), "job.json", name="mnist", wait=True)
-    >>> record.state, record.exit_code
-    ('succeeded', 0)
+>>> record = create_job(Workspace.resolve(), "job.json", name="mnist", wait=True)
+>>> record.state, record.exit_code
+('succeeded', 0)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from azbai.errors import JobError, JobFailed, StorageError
-from azbai.local.jobs import FINAL_STATES, JobBook, JobRecord, check_name
+from azbai.local.jobs import JobBook, JobRecord, check_name
 from azbai.local.runner import (
     LOCAL_RESOURCE_GROUP,
     LOCAL_SUBSCRIPTION,
@@ -169,7 +169,9 @@ def delete_job(record: JobRecord) -> None:
     """Forget a finished job: its record and work directory (outputs on shares and containers stay)."""
     record = record.refresh()
     if not record.finished:
-        raise JobError(f"job {record.name!r} is {record.state}: terminate it first (azbai job terminate -n {record.name})")
+        raise JobError(
+            f"job {record.name!r} is {record.state}: terminate it first (azbai job terminate -n {record.name})"
+        )
     remove_tree(record.path)
 
 
@@ -259,7 +261,9 @@ def _local_listing(directory: Path) -> list[JobFile]:
     files = []
     for path in sorted(directory.rglob("*")):
         if path.is_file() and not path.name.startswith(".azbai-"):
-            files.append(JobFile(str(path.relative_to(directory)), path.stat().st_size, path.resolve().as_uri()))
+            files.append(
+                JobFile(str(path.relative_to(directory)), path.stat().st_size, path.resolve().as_uri())
+            )
     return files
 
 

@@ -56,7 +56,9 @@ class TriggerWatcher:
         self.runner = PipelineRunner(workspace, plan, base_dir, reuse=reuse)
         self.state_file = workspace.pipelines_dir / plan.name / "trigger.json"
 
-    def poll(self, *, skip_existing: bool = False, on_fired: Callable[[Fired], None] | None = None) -> list[Fired]:
+    def poll(
+        self, *, skip_existing: bool = False, on_fired: Callable[[Fired], None] | None = None
+    ) -> list[Fired]:
         """One poll: act on every new or changed blob; returns what happened."""
         store = open_datastore(self.workspace, self.plan.datastore(self.trigger.datastore))
         prefix = self.trigger.path_on_datastore.strip("/")

@@ -56,7 +56,9 @@ class PlanOptions:
     max_nodes: int | None = None
 
 
-def build_plan(job: LoadedJob, cluster: LoadedCluster | None = None, options: PlanOptions | None = None) -> Plan:
+def build_plan(
+    job: LoadedJob, cluster: LoadedCluster | None = None, options: PlanOptions | None = None
+) -> Plan:
     """Translate a loaded job (and optionally its cluster) into a plan."""
     options = options or PlanOptions()
     if options.input_mode not in (DataMode.MOUNT, DataMode.DOWNLOAD):
@@ -195,7 +197,9 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _input(d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows: list[MappingRow]) -> InputDirectory:  # type: ignore[no-untyped-def]
+def _input(
+    d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows: list[MappingRow]
+) -> InputDirectory:  # type: ignore[no-untyped-def, unused-ignore]
     path = job.path_of(d)
     target = layout.datastore_path(d.path)
     if options.input_mode is DataMode.DOWNLOAD and target is not None:
@@ -203,7 +207,9 @@ def _input(d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows:
         ref = layout.add_reference(
             DataReference(f"input_{d.id.lower()}", store, on_store, DataMode.DOWNLOAD, f"azbai/inputs/{d.id}")
         )
-        rows.append(MappingRow(path, d.path, f"DataReference '{ref}' as_download() → ${input_variable(d.id)}"))
+        rows.append(
+            MappingRow(path, d.path, f"DataReference '{ref}' as_download() → ${input_variable(d.id)}")
+        )
         return InputDirectory(d.id, d.path, ref)
     if target is None:
         became = f"${input_variable(d.id)} = {d.path} (on no datastore)"
@@ -213,12 +219,16 @@ def _input(d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows:
     return InputDirectory(d.id, d.path)
 
 
-def _output(d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows: list[MappingRow]) -> OutputDirectory:  # type: ignore[no-untyped-def]
+def _output(
+    d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows: list[MappingRow]
+) -> OutputDirectory:  # type: ignore[no-untyped-def, unused-ignore]
     path = job.path_of(d)
     suffix = d.path_suffix.strip("/") if d.path_suffix else None
     target = layout.datastore_path(d.path_prefix)
     if options.output_mode is DataMode.MOUNT and target is not None:
-        rows.append(MappingRow(path, d.path_prefix, f"${output_variable(d.id)} written through the volume's mount"))
+        rows.append(
+            MappingRow(path, d.path_prefix, f"${output_variable(d.id)} written through the volume's mount")
+        )
         return OutputDirectory(d.id, d.path_prefix, suffix)
     if target is None:
         store = layout.workspace_default()
@@ -255,7 +265,7 @@ def _output(d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows
     return OutputDirectory(d.id, d.path_prefix, suffix, ref)
 
 
-def _secret(s, job: LoadedJob, rows: list[MappingRow]) -> SecretReference:  # type: ignore[no-untyped-def]
+def _secret(s, job: LoadedJob, rows: list[MappingRow]) -> SecretReference:  # type: ignore[no-untyped-def, unused-ignore]
     path = job.path_of(s)
     if s.value_secret_reference is not None:
         url = s.value_secret_reference.secret_url
@@ -308,7 +318,9 @@ def _other_field_notes(job: LoadedJob, notes: list[Note], rows: list[MappingRow]
         notes.append(Note(_field(job, key), "Azure ML v1 has no job priority; ignored"))
         rows.append(MappingRow(_field(job, key), value, "nothing (Azure ML v1 has no job priority)"))
     if props.cluster is not None:
-        rows.append(MappingRow(_field(job, "cluster"), props.cluster.id, "the AmlCompute cluster of the plan"))
+        rows.append(
+            MappingRow(_field(job, "cluster"), props.cluster.id, "the AmlCompute cluster of the plan")
+        )
     if props.experiment_name is not None:
         rows.append(MappingRow(_field(job, "experimentName"), props.experiment_name, "ignored; use -e"))
 
@@ -365,7 +377,9 @@ def _container(job: LoadedJob, options: PlanOptions, notes: list[Note], rows: li
             )
     shm = settings.shm_size if settings else None
     if shm is not None:
-        rows.append(MappingRow(_field(job, "containerSettings.shmSize"), shm, "DockerConfiguration(shm_size=…)"))
+        rows.append(
+            MappingRow(_field(job, "containerSettings.shmSize"), shm, "DockerConfiguration(shm_size=…)")
+        )
     return Container(
         image=image,
         source_image=source_image,
@@ -379,24 +393,32 @@ def _container(job: LoadedJob, options: PlanOptions, notes: list[Note], rows: li
 
 
 def _compute(
-    job: LoadedJob, cluster: LoadedCluster | None, options: PlanOptions, notes: list[Note], rows: list[MappingRow]
+    job: LoadedJob,
+    cluster: LoadedCluster | None,
+    options: PlanOptions,
+    notes: list[Note],
+    rows: list[MappingRow],
 ) -> Compute:
     nodes = job.properties.node_count or 1
     cprops = cluster.properties if cluster else None
     source_size = (cprops.vm_size if cprops and cprops.vm_size else None) or RECIPE_VM_SIZE
-    where = "properties.vmSize" if cprops and cprops.vm_size else "(cluster created with az batchai cluster create -s)"
+    where = (
+        "properties.vmSize"
+        if cprops and cprops.vm_size
+        else "(cluster created with az batchai cluster create -s)"
+    )
     chosen = options.vm_size
     retired_from = None
     if chosen is None:
         info = vm_size(source_size)
-        if info is not None and info.retired:
-            chosen, retired_from = info.replacement, source_size.upper()
+        replacement = vm_size(info.replacement) if info is not None and info.replacement else None
+        if info is not None and info.retired and replacement is not None:
+            chosen, retired_from = replacement.name, source_size.upper()
             notes.append(
                 Note(
                     where,
                     f"{source_size.upper()} ({info.gpus}× {info.gpu}) is retired: {info.retired}. The cluster uses "
-                    f"{chosen} ({vm_size(chosen).gpus}× {vm_size(chosen).gpu}) instead; choose another with "  # type: ignore[union-attr]
-                    "--vm-size",
+                    f"{chosen} ({replacement.gpus}× {replacement.gpu}) instead; choose another with --vm-size",
                 )
             )
             if where.startswith("("):
@@ -423,7 +445,13 @@ def _compute(
         max_nodes = options.max_nodes
     max_nodes = max(max_nodes, nodes)
     min_nodes = min(min_nodes, max_nodes)
-    rows.append(MappingRow(where, source_size, f"AmlCompute '{options.compute_name}' of {chosen}, {min_nodes}-{max_nodes} nodes, {priority}"))
+    rows.append(
+        MappingRow(
+            where,
+            source_size,
+            f"AmlCompute '{options.compute_name}' of {chosen}, {min_nodes}-{max_nodes} nodes, {priority}",
+        )
+    )
     if cprops is not None and cprops.node_setup is not None and cprops.node_setup.setup_task is not None:
         notes.append(
             Note(
@@ -484,7 +512,11 @@ def _variables(job: Job) -> tuple[VariableMapping, ...]:
         rows.append(VariableMapping(input_variable(d.id), VariableSource.INPUT_DIRECTORY, value))
     for o in job.output_directories:
         composed = f"{o.path_prefix}/<segment>/outputs" + (f"/{o.path_suffix}" if o.path_suffix else "")
-        value = f"$AZUREML_DATAREFERENCE_{o.data_reference} (uploaded to {composed})" if o.data_reference else composed
+        value = (
+            f"$AZUREML_DATAREFERENCE_{o.data_reference} (uploaded to {composed})"
+            if o.data_reference
+            else composed
+        )
         rows.append(VariableMapping(output_variable(o.id), VariableSource.OUTPUT_DIRECTORY, value))
     for v in job.environment_variables:
         rows.append(VariableMapping(v.name, VariableSource.USER, v.value))

@@ -47,17 +47,43 @@ VM_SIZES: dict[str, VmSize] = {
         VmSize("STANDARD_NC24", 4, "NVIDIA K80", retired=_NC_RETIRED, replacement="STANDARD_NC64AS_T4_V3"),
         VmSize("STANDARD_NC24R", 4, "NVIDIA K80", True, _NC_RETIRED, "STANDARD_ND96ASR_V4"),
         VmSize("STANDARD_NC6S_V2", 1, "NVIDIA P100", retired=_NC_RETIRED, replacement="STANDARD_NC4AS_T4_V3"),
-        VmSize("STANDARD_NC12S_V2", 2, "NVIDIA P100", retired=_NC_RETIRED, replacement="STANDARD_NC48ADS_A100_V4"),
-        VmSize("STANDARD_NC24S_V2", 4, "NVIDIA P100", retired=_NC_RETIRED, replacement="STANDARD_NC96ADS_A100_V4"),
+        VmSize(
+            "STANDARD_NC12S_V2", 2, "NVIDIA P100", retired=_NC_RETIRED, replacement="STANDARD_NC48ADS_A100_V4"
+        ),
+        VmSize(
+            "STANDARD_NC24S_V2", 4, "NVIDIA P100", retired=_NC_RETIRED, replacement="STANDARD_NC96ADS_A100_V4"
+        ),
         VmSize("STANDARD_NC24RS_V2", 4, "NVIDIA P100", True, _NC_RETIRED, "STANDARD_ND96ASR_V4"),
         VmSize("STANDARD_ND6S", 1, "NVIDIA P40", retired=_NC_RETIRED, replacement="STANDARD_NC24ADS_A100_V4"),
-        VmSize("STANDARD_ND12S", 2, "NVIDIA P40", retired=_NC_RETIRED, replacement="STANDARD_NC48ADS_A100_V4"),
-        VmSize("STANDARD_ND24S", 4, "NVIDIA P40", retired=_NC_RETIRED, replacement="STANDARD_NC96ADS_A100_V4"),
+        VmSize(
+            "STANDARD_ND12S", 2, "NVIDIA P40", retired=_NC_RETIRED, replacement="STANDARD_NC48ADS_A100_V4"
+        ),
+        VmSize(
+            "STANDARD_ND24S", 4, "NVIDIA P40", retired=_NC_RETIRED, replacement="STANDARD_NC96ADS_A100_V4"
+        ),
         VmSize("STANDARD_ND24RS", 4, "NVIDIA P40", True, _NC_RETIRED, "STANDARD_ND96ASR_V4"),
         VmSize("STANDARD_NV6", 1, "NVIDIA M60", retired=_NC_RETIRED, replacement="STANDARD_NC4AS_T4_V3"),
-        VmSize("STANDARD_NC6S_V3", 1, "NVIDIA V100", retired=_NCV3_RETIRED, replacement="STANDARD_NC24ADS_A100_V4"),
-        VmSize("STANDARD_NC12S_V3", 2, "NVIDIA V100", retired=_NCV3_RETIRED, replacement="STANDARD_NC48ADS_A100_V4"),
-        VmSize("STANDARD_NC24S_V3", 4, "NVIDIA V100", retired=_NCV3_RETIRED, replacement="STANDARD_NC96ADS_A100_V4"),
+        VmSize(
+            "STANDARD_NC6S_V3",
+            1,
+            "NVIDIA V100",
+            retired=_NCV3_RETIRED,
+            replacement="STANDARD_NC24ADS_A100_V4",
+        ),
+        VmSize(
+            "STANDARD_NC12S_V3",
+            2,
+            "NVIDIA V100",
+            retired=_NCV3_RETIRED,
+            replacement="STANDARD_NC48ADS_A100_V4",
+        ),
+        VmSize(
+            "STANDARD_NC24S_V3",
+            4,
+            "NVIDIA V100",
+            retired=_NCV3_RETIRED,
+            replacement="STANDARD_NC96ADS_A100_V4",
+        ),
         VmSize("STANDARD_NC24RS_V3", 4, "NVIDIA V100", True, _NCV3_RETIRED, "STANDARD_ND96ASR_V4"),
     )
 }
@@ -102,7 +128,9 @@ IMAGE_REPLACEMENTS: tuple[ImageReplacement, ...] = (
     ),
     ImageReplacement(r"^caffe2ai/caffe2", ("torch",), "Caffe2 was merged into PyTorch in 2018"),
     ImageReplacement(
-        r"^batchaitraining/chainermn", ("chainer",), "Chainer is in maintenance mode since 2019; consider PyTorch"
+        r"^batchaitraining/chainermn",
+        ("chainer",),
+        "Chainer is in maintenance mode since 2019; consider PyTorch",
     ),
 )
 

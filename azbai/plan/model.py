@@ -16,7 +16,9 @@ from dataclasses import dataclass
 PLAN_FORMAT = 1
 
 #: the Batch AI 2018-05-01 layout of ``jobOutputDirectoryPathSegment`` (catalogue §8.3)
-SEGMENT_TEMPLATE = "{subscription}/{resource_group}/workspaces/{workspace}/experiments/{experiment}/jobs/{job}/{job_uuid}"
+SEGMENT_TEMPLATE = (
+    "{subscription}/{resource_group}/workspaces/{workspace}/experiments/{experiment}/jobs/{job}/{job_uuid}"
+)
 
 
 class DataMode(enum.Enum):

@@ -33,9 +33,9 @@ from azbai.plan.model import (
     Note,
     ParallelStep,
     ParameterKind,
-    Plan,
     PipelineData,
     PipelineParameter,
+    Plan,
     Source,
     Step,
     StoreKind,
@@ -133,13 +133,16 @@ def build_pipeline_plan(
         job_file = loaded.source.parent / step_spec.job
         job = load_job(job_file, storage=storage)
         diagnostics += [(str(job_file), d) for d in job.diagnostics]
-        sub = build_plan(job, options=PlanOptions(name=step_spec.name, experiment=experiment or spec.experiment or spec.name))
+        sub = build_plan(
+            job,
+            options=PlanOptions(name=step_spec.name, experiment=experiment or spec.experiment or spec.name),
+        )
         main = main or sub
         step, produced = _wire(step_spec, sub, merger, loaded)
         container = sub.container
         if step_spec.pip_packages:
-            extra = tuple(p for p in step_spec.pip_packages if p not in container.pip_packages)
-            container = dataclasses.replace(container, pip_packages=container.pip_packages + extra)
+            added = tuple(p for p in step_spec.pip_packages if p not in container.pip_packages)
+            container = dataclasses.replace(container, pip_packages=container.pip_packages + added)
         steps.append(
             dataclasses.replace(
                 step,
@@ -148,14 +151,18 @@ def build_pipeline_plan(
                 container=None if main is sub and container == sub.container else container,
             )
         )
-        pipeline_data += [PipelineData(name, step_spec.name, WORKSPACE_DEFAULT_DATASTORE) for name in produced]
+        pipeline_data += [
+            PipelineData(name, step_spec.name, WORKSPACE_DEFAULT_DATASTORE) for name in produced
+        ]
         notes += [dataclasses.replace(n, field=f"{step_spec.job}: {n.field}") for n in sub.notes]
         rows += [dataclasses.replace(r, field=f"{step_spec.job}: {r.field}") for r in sub.mapping]
         for variable in sub.variables:
             variables.setdefault(variable.name, variable)
 
     if main is None:
-        raise SpecError(str(loaded.source), [Diagnostic("steps", "no-job", "a pipeline needs at least one job step")])
+        raise SpecError(
+            str(loaded.source), [Diagnostic("steps", "no-job", "a pipeline needs at least one job step")]
+        )
     if pipeline_data:
         merger.datastore(_workspace_default())
     trigger = None
@@ -197,34 +204,50 @@ def _wire(step_spec: StepSpec, sub: Plan, merger: _Merger, loaded: LoadedPipelin
     ref_names: dict[str, str] = {}
     bound_outputs = {b.id: b.target for b in step_spec.outputs}
     bound_inputs = {b.id: b.source.removeprefix("parameters.") for b in step_spec.inputs}
-    replaced = {o.data_reference for o in job.output_directories if o.id in bound_outputs and o.data_reference}
+    replaced = {
+        o.data_reference for o in job.output_directories if o.id in bound_outputs and o.data_reference
+    }
     replaced |= {i.data_reference for i in job.input_directories if i.id in bound_inputs and i.data_reference}
     for ref in sub.data_references:
         if ref.name in replaced:
             continue
-        ref_names[ref.name] = merger.reference(dataclasses.replace(ref, datastore=store_names[ref.datastore]), step.name)
-    _check_bound(step_spec, {d.id for d in job.input_directories}, {d.id for d in job.output_directories}, loaded)
+        ref_names[ref.name] = merger.reference(
+            dataclasses.replace(ref, datastore=store_names[ref.datastore]), step.name
+        )
+    _check_bound(
+        step_spec, {d.id for d in job.input_directories}, {d.id for d in job.output_directories}, loaded
+    )
     volumes = tuple(
         dataclasses.replace(v, data_reference=ref_names.get(v.data_reference or "", v.data_reference))
         for v in job.volumes
     )
     inputs = tuple(
-        dataclasses.replace(d, data_reference=bound_inputs.get(d.id, ref_names.get(d.data_reference or "", d.data_reference)))
+        dataclasses.replace(
+            d, data_reference=bound_inputs.get(d.id, ref_names.get(d.data_reference or "", d.data_reference))
+        )
         for d in job.input_directories
     )
     outputs = tuple(
-        dataclasses.replace(d, data_reference=bound_outputs.get(d.id, ref_names.get(d.data_reference or "", d.data_reference)))
+        dataclasses.replace(
+            d, data_reference=bound_outputs.get(d.id, ref_names.get(d.data_reference or "", d.data_reference))
+        )
         for d in job.output_directories
     )
     environment = job.environment_variables + tuple(
         EnvironmentVariable(v.name, v.value) for v in step_spec.environment
     )
     job = dataclasses.replace(
-        job, volumes=volumes, input_directories=inputs, output_directories=outputs, environment_variables=environment
+        job,
+        volumes=volumes,
+        input_directories=inputs,
+        output_directories=outputs,
+        environment_variables=environment,
     )
     used = [ref_names[n] for n in step.data_references if n in ref_names]
     used += [*bound_inputs.values(), *bound_outputs.values()]
-    return dataclasses.replace(step, job=job, data_references=tuple(dict.fromkeys(used))), list(bound_outputs.values())
+    return dataclasses.replace(step, job=job, data_references=tuple(dict.fromkeys(used))), list(
+        bound_outputs.values()
+    )
 
 
 def _check_bound(step_spec: StepSpec, inputs: set[str], outputs: set[str], loaded: LoadedPipeline) -> None:

@@ -30,14 +30,14 @@ def to_dict(obj: Any) -> Any:
 def from_dict(cls: type[T], data: Any) -> T:
     """Rebuild a plan object of type ``cls`` from :func:`to_dict`'s output; :class:`PlanError` when it does not fit."""
     try:
-        return _build(cls, data, "$")  # type: ignore[no-any-return]
+        return _build(cls, data, "$")  # type: ignore[no-any-return, unused-ignore]
     except (TypeError, ValueError, KeyError) as exc:
         raise PlanError(f"not a valid azbai plan: {exc}") from exc
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as a dict (``plan.json``)."""
-    return to_dict(plan)  # type: ignore[no-any-return]
+    return to_dict(plan)  # type: ignore[no-any-return, unused-ignore]
 
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:
@@ -77,7 +77,7 @@ def _build(hint: Any, data: Any, where: str) -> Any:
         if not isinstance(data, list):
             raise TypeError(f"{where}: expected a list")
         return tuple(_build(get_args(hint)[0], v, f"{where}[{i}]") for i, v in enumerate(data))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(data, dict):
             raise TypeError(f"{where}: expected an object")
         hints = _hints(hint)

@@ -47,7 +47,9 @@ from azbai.source.storage_names import ACCOUNT_PLACEHOLDER, container_name_probl
 #: the name Azure ML gives every workspace's default blob datastore
 WORKSPACE_DEFAULT_DATASTORE = "workspaceblobstore"
 
-_ROOT_RE = re.compile(r"^\$(?:\{)?(AZ_BATCHAI_JOB_MOUNT_ROOT|AZ_BATCHAI_MOUNT_ROOT)(?:\})?(?:/(?P<rest>.*))?$")
+_ROOT_RE = re.compile(
+    r"^\$(?:\{)?(AZ_BATCHAI_JOB_MOUNT_ROOT|AZ_BATCHAI_MOUNT_ROOT)(?:\})?(?:/(?P<rest>.*))?$"
+)
 _ROOT_ANYWHERE_RE = re.compile(r"\$\{?(AZ_BATCHAI_JOB_MOUNT_ROOT|AZ_BATCHAI_MOUNT_ROOT)\}?/([^/\s\"';:]+)")
 
 
@@ -124,9 +126,13 @@ class StorageLayout:
 
     def add_extra_mount(self, mount: ExtraMount) -> None:
         """Add a ``--mount`` cluster-level volume."""
-        store = self._datastore(mount.kind, mount.account, mount.container, CredentialKind.ACCOUNT_KEY_FROM_ENV)
+        store = self._datastore(
+            mount.kind, mount.account, mount.container, CredentialKind.ACCOUNT_KEY_FROM_ENV
+        )
         kind = VolumeKind.AZURE_FILE_SHARE if mount.kind is StoreKind.FILE_SHARE else VolumeKind.AZURE_BLOB
-        self._add_volume(kind, MountRoot.CLUSTER, mount.relative_mount_path, store, mount.directory, "--mount")
+        self._add_volume(
+            kind, MountRoot.CLUSTER, mount.relative_mount_path, store, mount.directory, "--mount"
+        )
 
     def add_undescribed(self, texts: Iterable[tuple[str, str]]) -> None:
         """Add a placeholder volume for each mount a path uses that no file or flag describes."""
@@ -221,9 +227,15 @@ class StorageLayout:
         assert parsed is not None  # the reader rejects unparseable URLs
         account = share.account_name or parsed.account
         store = self._datastore(
-            StoreKind.FILE_SHARE, account, parsed.share, *_credential(share.credentials), parsed.endpoint_suffix
+            StoreKind.FILE_SHARE,
+            account,
+            parsed.share,
+            *_credential(share.credentials),
+            parsed.endpoint_suffix,
         )
-        self._add_volume(VolumeKind.AZURE_FILE_SHARE, root, share.relative_mount_path, store, parsed.directory, path)
+        self._add_volume(
+            VolumeKind.AZURE_FILE_SHARE, root, share.relative_mount_path, store, parsed.directory, path
+        )
 
     def _add_blob(self, blob: AzureBlobFileSystemReference, root: MountRoot, path: str) -> None:
         store = self._datastore(
@@ -232,7 +244,10 @@ class StorageLayout:
         self._add_volume(VolumeKind.AZURE_BLOB, root, blob.relative_mount_path, store, "", path)
         if blob.mount_options:
             self.notes.append(
-                Note(path + ".mountOptions", "blobfuse mount options are not configurable in Azure ML v1; ignored")
+                Note(
+                    path + ".mountOptions",
+                    "blobfuse mount options are not configurable in Azure ML v1; ignored",
+                )
             )
 
     def _datastore(

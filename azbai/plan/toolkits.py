@@ -68,7 +68,9 @@ def launch_for(props: JobProperties) -> Launch:
         return _tensorflow(toolkit, nodes)
     if isinstance(toolkit, PyTorchSettings):
         count = toolkit.process_count or nodes
-        command = python_command(toolkit.python_interpreter_path, toolkit.python_script_file_path, toolkit.command_line_args)
+        command = python_command(
+            toolkit.python_interpreter_path, toolkit.python_script_file_path, toolkit.command_line_args
+        )
         backend = toolkit.communication_backend.lower() if toolkit.communication_backend else None
         if count == 1:
             distribution = Distribution.NONE
@@ -79,7 +81,9 @@ def launch_for(props: JobProperties) -> Launch:
         groups = (ProcessGroup("rank", count, command, *_PER_RANK),)
         return Launch(tool, LaunchMode.PER_PROCESS, nodes, count, groups, distribution, backend)
     if isinstance(toolkit, Caffe2Settings):
-        command = python_command(toolkit.python_interpreter_path, toolkit.python_script_file_path, toolkit.command_line_args)
+        command = python_command(
+            toolkit.python_interpreter_path, toolkit.python_script_file_path, toolkit.command_line_args
+        )
         groups = (ProcessGroup("rank", nodes, command, *_PER_RANK),)
         return Launch(tool, LaunchMode.PER_PROCESS, nodes, nodes, groups, _mpi_if(nodes))
     if isinstance(toolkit, CustomToolkitSettings):
@@ -116,13 +120,20 @@ def _tensorflow(toolkit: TensorFlowSettings, nodes: int) -> Launch:
     distributed = nodes > 1 or toolkit.worker_count is not None or toolkit.parameter_server_count is not None
     if not distributed:
         command = python_command(interpreter, script, toolkit.master_command_line_args)
-        groups = (ProcessGroup("worker", 1, command, *_WORKER),)
-        return Launch("tensorflow", LaunchMode.PARAMETER_SERVER, nodes, 1, groups, Distribution.NONE)
+        single: tuple[ProcessGroup, ...] = (ProcessGroup("worker", 1, command, *_WORKER),)
+        return Launch("tensorflow", LaunchMode.PARAMETER_SERVER, nodes, 1, single, Distribution.NONE)
     workers = toolkit.worker_count or nodes
     servers = toolkit.parameter_server_count or 1
     worker_args = toolkit.worker_command_line_args or toolkit.master_command_line_args
     groups = (
-        ProcessGroup("ps", servers, python_command(interpreter, script, toolkit.parameter_server_command_line_args), *_PS),
+        ProcessGroup(
+            "ps",
+            servers,
+            python_command(interpreter, script, toolkit.parameter_server_command_line_args),
+            *_PS,
+        ),
         ProcessGroup("worker", workers, python_command(interpreter, script, worker_args), *_WORKER),
     )
-    return Launch("tensorflow", LaunchMode.PARAMETER_SERVER, nodes, servers + workers, groups, Distribution.TENSORFLOW)
+    return Launch(
+        "tensorflow", LaunchMode.PARAMETER_SERVER, nodes, servers + workers, groups, Distribution.TENSORFLOW
+    )

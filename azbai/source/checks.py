@@ -13,11 +13,14 @@ from azbai.source.model import (
     CaffeSettings,
     CNTKsettings,
     ContainerSettings,
+    EnvironmentVariable,
+    FileServerReference,
     JobProperties,
     MountVolumes,
     SecretVariable,
     StorageCredentials,
     TensorFlowSettings,
+    UnmanagedFileSystemReference,
 )
 from azbai.source.storage_names import (
     ACCOUNT_PLACEHOLDER,
@@ -47,13 +50,18 @@ def check_job(props: JobProperties, walker: Walker, base: str, collector: Collec
         collector, ((d.id, walker.path_of(d) + ".id") for d in props.input_directories), "input directory id"
     )
     _check_unique(
-        collector, ((d.id, walker.path_of(d) + ".id") for d in props.output_directories), "output directory id"
+        collector,
+        ((d.id, walker.path_of(d) + ".id") for d in props.output_directories),
+        "output directory id",
     )
-    names = [(v.name, walker.path_of(v) + ".name") for v in (*props.environment_variables, *props.secrets)]
+    variables: list[EnvironmentVariable | SecretVariable] = [*props.environment_variables, *props.secrets]
+    names = [(v.name, walker.path_of(v) + ".name") for v in variables]
     _check_unique(collector, names, "environment variable name")
     for name, path in names:
         if name in BATCHAI_VARIABLES or name.startswith(("AZ_BATCHAI_INPUT_", "AZ_BATCHAI_OUTPUT_")):
-            collector.error(path, "reserved-name", f"'{name}' is set by Batch AI itself and cannot be redefined")
+            collector.error(
+                path, "reserved-name", f"'{name}' is set by Batch AI itself and cannot be redefined"
+            )
     for variable in props.environment_variables:
         value_path = walker.path_of(variable) + ".value"
         if variable.value is None and value_path not in walker.rejected:
@@ -64,12 +72,15 @@ def check_job(props: JobProperties, walker: Walker, base: str, collector: Collec
         check_mount_volumes(props.mount_volumes, walker, collector)
     if props.container_settings is not None:
         _check_container(props.container_settings, walker, collector)
-    if props.std_out_err_path_prefix is None and join_path(base, "stdOutErrPathPrefix") not in walker.rejected:
+    if (
+        props.std_out_err_path_prefix is None
+        and join_path(base, "stdOutErrPathPrefix") not in walker.rejected
+    ):
         collector.error(
             join_path(base, "stdOutErrPathPrefix"),
             "missing-key",
             "required key 'stdOutErrPathPrefix' is missing (the Batch AI service required it), "
-            "e.g. \"$AZ_BATCHAI_JOB_MOUNT_ROOT/logs\"",
+            'e.g. "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"',
         )
     if props.node_count is None and join_path(base, "nodeCount") not in walker.rejected:
         collector.warning(join_path(base, "nodeCount"), "default", "'nodeCount' is missing; using 1")
@@ -79,15 +90,18 @@ def check_job(props: JobProperties, walker: Walker, base: str, collector: Collec
 
 def check_mount_volumes(volumes: MountVolumes, walker: Walker, collector: Collector) -> None:
     """Storage names, URLs, credentials and unique mount paths of one ``mountVolumes`` object."""
-    paths = [
-        (v.relative_mount_path.strip("/"), walker.path_of(v) + ".relativeMountPath")
-        for v in (
-            *volumes.azure_file_shares,
-            *volumes.azure_blob_file_systems,
-            *volumes.file_servers,
-            *volumes.unmanaged_file_systems,
-        )
+    mounts: list[
+        AzureFileShareReference
+        | AzureBlobFileSystemReference
+        | FileServerReference
+        | UnmanagedFileSystemReference
+    ] = [
+        *volumes.azure_file_shares,
+        *volumes.azure_blob_file_systems,
+        *volumes.file_servers,
+        *volumes.unmanaged_file_systems,
     ]
+    paths = [(v.relative_mount_path.strip("/"), walker.path_of(v) + ".relativeMountPath") for v in mounts]
     _check_unique(collector, paths, "relativeMountPath")
     for share in volumes.azure_file_shares:
         _check_file_share(share, walker, collector)
@@ -134,7 +148,9 @@ def _check_toolkit(props: JobProperties, walker: Walker, base: str, collector: C
             )
     elif getattr(toolkit, "command_line", "set") is None:
         collector.error(
-            join_path(path, "commandLine"), "missing-key", "required key 'commandLine' is missing: nothing to run"
+            join_path(path, "commandLine"),
+            "missing-key",
+            "required key 'commandLine' is missing: nothing to run",
         )
     process_count = getattr(toolkit, "process_count", None)
     if process_count is not None and process_count < node_count:
@@ -153,7 +169,9 @@ def _check_cntk(toolkit: CNTKsettings, path: str, collector: Collector) -> None:
         )
     elif toolkit.language_type == "BrainScript" and script is not None:
         collector.error(
-            join_path(path, "pythonScriptFilePath"), "conflict", "'pythonScriptFilePath' is for languageType Python"
+            join_path(path, "pythonScriptFilePath"),
+            "conflict",
+            "'pythonScriptFilePath' is for languageType Python",
         )
     else:
         _check_one_of(config, script, path, collector)
@@ -228,7 +246,10 @@ def _check_file_share(share: AzureFileShareReference, walker: Walker, collector:
         problem = container_name_problem(parsed.share)
         if problem:
             collector.error(path + ".azureFileUrl", "bad-name", f"share '{parsed.share}': {problem}")
-        if share.account_name not in (None, parsed.account, ACCOUNT_PLACEHOLDER) and parsed.account != ACCOUNT_PLACEHOLDER:
+        if (
+            share.account_name not in (None, parsed.account, ACCOUNT_PLACEHOLDER)
+            and parsed.account != ACCOUNT_PLACEHOLDER
+        ):
             collector.warning(
                 path + ".accountName",
                 "mismatch",
@@ -298,7 +319,7 @@ def _check_references(props: JobProperties, walker: Walker, base: str, collector
     defined |= {input_variable(d.id) for d in props.input_directories}
     defined |= {output_variable(d.id) for d in props.output_directories}
     batchai_names = {n for n in defined if n.startswith("AZ_BATCHAI")}
-    defined |= {v.name for v in (*props.environment_variables, *props.secrets)}
+    defined |= {v.name for v in props.environment_variables} | {v.name for v in props.secrets}
     texts = list(shell_fields(props, walker))
     if props.std_out_err_path_prefix is not None:
         texts.append((join_path(base, "stdOutErrPathPrefix"), props.std_out_err_path_prefix))
@@ -343,7 +364,9 @@ def _assigned_names(text: str) -> set[str]:
 _ASSIGNMENT_RE = re.compile(r"(?:^|[;&|\s])(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=")
 
 
-def _check_placeholders_elsewhere(props: JobProperties, walker: Walker, base: str, collector: Collector) -> None:
+def _check_placeholders_elsewhere(
+    props: JobProperties, walker: Walker, base: str, collector: Collector
+) -> None:
     """The CLI replaced the storage placeholders only in mountVolumes; elsewhere they stayed literal."""
     texts = list(shell_fields(props, walker))
     for variable in props.environment_variables:

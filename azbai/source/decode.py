@@ -10,7 +10,9 @@ from typing import Any
 from azbai.source.diagnostics import Collector, Diagnostic, Severity, describe_value
 from azbai.source.fields import ALL_VERSIONS
 
-_SCHEMA_RE = re.compile(r"schemas/(?P<version>\d{4}-\d{2}-\d{2}(?:-preview)?)/(?P<kind>[A-Za-z0-9_<> -]+)\.json")
+_SCHEMA_RE = re.compile(
+    r"schemas/(?P<version>\d{4}-\d{2}-\d{2}(?:-preview)?)/(?P<kind>[A-Za-z0-9_<> -]+)\.json"
+)
 
 #: schema file names that describe a job (one per toolkit, plus the generic one)
 JOB_SCHEMA_KINDS = frozenset(
@@ -77,11 +79,17 @@ def decode_json(text: str, collector: Collector) -> Any:
 def unwrap(value: Any, collector: Collector, *, what: str) -> Decoded | None:
     """Find the ``properties`` object (with or without the ``{"properties": …}`` wrapper) and the ``$schema``."""
     if not isinstance(value, dict):
-        collector.error("", "wrong-type", f"expected a JSON object with the {what}'s properties, found {describe_value(value)}")
+        collector.error(
+            "",
+            "wrong-type",
+            f"expected a JSON object with the {what}'s properties, found {describe_value(value)}",
+        )
         return None
     schema_url = value.get("$schema")
     if schema_url is not None and not isinstance(schema_url, str):
-        collector.error("$schema", "wrong-type", f"expected a string (the schema URL), found {describe_value(schema_url)}")
+        collector.error(
+            "$schema", "wrong-type", f"expected a string (the schema URL), found {describe_value(schema_url)}"
+        )
         schema_url = None
     version = kind = None
     if schema_url is not None:

@@ -115,9 +115,13 @@ class MountVolumes:
     """Volumes mounted for a job (under ``$AZ_BATCHAI_JOB_MOUNT_ROOT``) or a cluster (``$AZ_BATCHAI_MOUNT_ROOT``)."""
 
     azure_file_shares: tuple[AzureFileShareReference, ...] = spec("azureFileShares", factory=tuple)
-    azure_blob_file_systems: tuple[AzureBlobFileSystemReference, ...] = spec("azureBlobFileSystems", factory=tuple)
+    azure_blob_file_systems: tuple[AzureBlobFileSystemReference, ...] = spec(
+        "azureBlobFileSystems", factory=tuple
+    )
     file_servers: tuple[FileServerReference, ...] = spec("fileServers", factory=tuple)
-    unmanaged_file_systems: tuple[UnmanagedFileSystemReference, ...] = spec("unmanagedFileSystems", factory=tuple)
+    unmanaged_file_systems: tuple[UnmanagedFileSystemReference, ...] = spec(
+        "unmanagedFileSystems", factory=tuple
+    )
 
 
 # --- container -----------------------------------------------------------------------------------------------------
@@ -423,7 +427,9 @@ class SetupTask:
     std_out_err_path_prefix: Rooted | None = spec("stdOutErrPathPrefix")
     environment_variables: tuple[EnvironmentVariable, ...] = spec("environmentVariables", factory=tuple)
     secrets: tuple[SecretVariable, ...] = spec("secrets", factory=tuple)
-    run_elevated: bool | None = spec("runElevated", versions=(V2018_03,), note="2018-05-01 always ran it as root")
+    run_elevated: bool | None = spec(
+        "runElevated", versions=(V2018_03,), note="2018-05-01 always ran it as root"
+    )
 
 
 @dataclass(frozen=True)
@@ -432,7 +438,9 @@ class AppInsightsReference:
 
     component: ResourceId = spec("component", required=True)
     instrumentation_key: Secret | None = spec("instrumentationKey", secret=True)
-    instrumentation_key_secret_reference: KeyVaultSecretReference | None = spec("instrumentationKeySecretReference")
+    instrumentation_key_secret_reference: KeyVaultSecretReference | None = spec(
+        "instrumentationKeySecretReference"
+    )
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,7 @@ def is_pipeline_file(path: str | Path) -> bool:
     collector = Collector()
     try:
         value = decode_json(read_text(path), collector)
-    except Exception:  # noqa: BLE001 - unreadable files are reported by whoever reads them next
+    except Exception:
         return False
     return isinstance(value, dict) and "steps" in value and "properties" not in value
 
@@ -198,26 +198,41 @@ def _check(pipeline: PipelineSpec, walker: Walker, collector: Collector) -> None
     for step in pipeline.steps:
         path = walker.path_of(step)
         if step.name in names:
-            collector.error(path + ".name", "duplicate", f"step name '{step.name}' is already used at {names[step.name]}")
+            collector.error(
+                path + ".name", "duplicate", f"step name '{step.name}' is already used at {names[step.name]}"
+            )
         names[step.name] = path + ".name"
         if (step.job is None) == (step.parallel is None):
-            collector.error(path, "conflict", "a step has either 'job' (a Batch AI job file) or 'parallel', not both")
+            collector.error(
+                path, "conflict", "a step has either 'job' (a Batch AI job file) or 'parallel', not both"
+            )
         if step.compute is not None and step.compute not in computes:
-            collector.error(path + ".compute", "unknown-name", f"no compute named '{step.compute}' in 'computes'")
+            collector.error(
+                path + ".compute", "unknown-name", f"no compute named '{step.compute}' in 'computes'"
+            )
         sources = [(b.source, walker.path_of(b) + ".from") for b in step.inputs]
         if step.parallel is not None:
             sources.append((step.parallel.input, walker.path_of(step.parallel) + ".input"))
             for index, argument in enumerate(step.parallel.arguments):
-                _check_placeholders(argument, parameters, join_path(walker.path_of(step.parallel) + ".arguments", index), collector)
+                _check_placeholders(
+                    argument,
+                    parameters,
+                    join_path(walker.path_of(step.parallel) + ".arguments", index),
+                    collector,
+                )
         for variable in step.environment:
             _check_placeholders(variable.value, parameters, walker.path_of(variable) + ".value", collector)
         for source, where in sources:
             if source.startswith("parameters."):
                 parameter = parameters.get(source.removeprefix("parameters."))
                 if parameter is None:
-                    collector.error(where, "unknown-name", f"no parameter named '{source.removeprefix('parameters.')}'")
+                    collector.error(
+                        where, "unknown-name", f"no parameter named '{source.removeprefix('parameters.')}'"
+                    )
                 elif parameter.type != "data_path":
-                    collector.error(where, "wrong-type", f"parameter '{parameter.name}' is a string, not a data_path")
+                    collector.error(
+                        where, "wrong-type", f"parameter '{parameter.name}' is a string, not a data_path"
+                    )
             elif source not in produced:
                 collector.error(
                     where,
@@ -230,12 +245,18 @@ def _check(pipeline: PipelineSpec, walker: Walker, collector: Collector) -> None
             targets.append((step.parallel.output, walker.path_of(step.parallel) + ".output"))
         for target, where in targets:
             if target in produced or target in parameters:
-                collector.error(where, "duplicate", f"'{target}' is already produced by step '{produced.get(target, 'parameters')}'")
+                collector.error(
+                    where,
+                    "duplicate",
+                    f"'{target}' is already produced by step '{produced.get(target, 'parameters')}'",
+                )
             produced[target] = step.name
     for parameter in pipeline.parameters:
         path = walker.path_of(parameter)
         if parameter.type == "data_path" and parameter.container_name is None:
-            collector.error(path + ".containerName", "missing-key", "a data_path parameter names its blob container")
+            collector.error(
+                path + ".containerName", "missing-key", "a data_path parameter names its blob container"
+            )
     trigger = pipeline.trigger
     if trigger is not None:
         parameter = parameters.get(trigger.parameter)
@@ -247,11 +268,15 @@ def _check(pipeline: PipelineSpec, walker: Walker, collector: Collector) -> None
             )
 
 
-def _check_placeholders(text: str, parameters: dict[str, ParameterSpec], path: str, collector: Collector) -> None:
+def _check_placeholders(
+    text: str, parameters: dict[str, ParameterSpec], path: str, collector: Collector
+) -> None:
     import re
 
     for name in re.findall(r"\{parameters\.([^}]*)\}", text):
         if name not in parameters:
             collector.error(path, "unknown-name", f"no parameter named '{name}'")
         elif parameters[name].type != "string":
-            collector.error(path, "wrong-type", f"parameter '{name}' is a data_path; bind it as an input instead")
+            collector.error(
+                path, "wrong-type", f"parameter '{name}' is a data_path; bind it as an input instead"
+            )

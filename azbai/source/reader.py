@@ -68,7 +68,8 @@ def read_text(path: str | Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(
-            str(path), [Diagnostic("", "invalid-encoding", f"not UTF-8 text (byte {exc.start} cannot be decoded)")]
+            str(path),
+            [Diagnostic("", "invalid-encoding", f"not UTF-8 text (byte {exc.start} cannot be decoded)")],
         ) from exc
 
 
@@ -103,13 +104,16 @@ def load_job(
         raise SpecError(str(path), collector.items)
     if props.mount_volumes is not None:
         props = replace(
-            props, mount_volumes=substitute(props.mount_volumes, storage or StorageAccount(), walker, collector)
+            props,
+            mount_volumes=substitute(props.mount_volumes, storage or StorageAccount(), walker, collector),
         )
     config = JobConfig(props, decoded.schema_url, decoded.schema_version, decoded.wrapped)
     return LoadedJob(str(path), config, collector.items, walker)
 
 
-def load_cluster(path: str | Path, *, storage: StorageAccount | None = None, text: str | None = None) -> LoadedCluster:
+def load_cluster(
+    path: str | Path, *, storage: StorageAccount | None = None, text: str | None = None
+) -> LoadedCluster:
     """Read and check a cluster file; raise :class:`SpecError` when it has errors."""
     collector = Collector()
     value = decode_json(read_text(path) if text is None else text, collector)
@@ -133,7 +137,9 @@ def load_cluster(path: str | Path, *, storage: StorageAccount | None = None, tex
     scale = props.scale_settings
     if scale is not None:
         if scale.manual is not None and scale.auto_scale is not None:
-            collector.error(walker.path_of(scale), "conflict", "give either 'manual' or 'autoScale', not both")
+            collector.error(
+                walker.path_of(scale), "conflict", "give either 'manual' or 'autoScale', not both"
+            )
         auto = scale.auto_scale
         if auto is not None and auto.minimum_node_count > auto.maximum_node_count:
             collector.error(

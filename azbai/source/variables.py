@@ -36,7 +36,13 @@ UNRELIABLE_VARIABLES: dict[str, str] = {
 
 #: Azure Batch (not Batch AI) variables that recipes used and that Azure ML compute also sets.
 AZURE_BATCH_VARIABLES = frozenset(
-    {"AZ_BATCH_HOST_LIST", "AZ_BATCH_NODE_LIST", "AZ_BATCH_MASTER_NODE", "AZ_BATCH_NODE_ID", "AZ_BATCH_TASK_ID"}
+    {
+        "AZ_BATCH_HOST_LIST",
+        "AZ_BATCH_NODE_LIST",
+        "AZ_BATCH_MASTER_NODE",
+        "AZ_BATCH_NODE_ID",
+        "AZ_BATCH_TASK_ID",
+    }
 )
 
 #: Ordinary variables any shell or image provides.

@@ -12,6 +12,7 @@ import posixpath
 import re
 import types
 import typing
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, get_args, get_origin
 
@@ -101,7 +102,7 @@ class Walker:
         self._keep.append(instance)
         return instance
 
-    def _value(self, hint: Any, value: Any, path: str, meta: dict[str, Any]) -> Any:
+    def _value(self, hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
         kind: Kind | None = None
         if get_origin(hint) is typing.Annotated:
             hint, kind = get_args(hint)[0], get_args(hint)[1]
@@ -121,7 +122,9 @@ class Walker:
             return _INVALID if built is None else built
         if hint is bool:
             if not isinstance(value, bool):
-                self.collector.error(path, "wrong-type", f"expected true or false, found {describe_value(value)}")
+                self.collector.error(
+                    path, "wrong-type", f"expected true or false, found {describe_value(value)}"
+                )
                 return _INVALID
             return value
         if hint is int:
@@ -139,12 +142,14 @@ class Walker:
             return self._string(value, path, meta, kind)
         raise TypeError(f"unsupported model type {hint!r} at {path}")  # a bug in the model, not user input
 
-    def _integer(self, value: Any, path: str, meta: dict[str, Any]) -> Any:
+    def _integer(self, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             extra = ""
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():
                 extra = f" (write {value.strip()} without quotes)"
-            self.collector.error(path, "wrong-type", f"expected an integer, found {describe_value(value)}{extra}")
+            self.collector.error(
+                path, "wrong-type", f"expected an integer, found {describe_value(value)}{extra}"
+            )
             return _INVALID
         low, high = meta["minimum"], meta["maximum"]
         if low is not None and value < low:
@@ -155,7 +160,7 @@ class Walker:
             return _INVALID
         return value
 
-    def _string(self, value: Any, path: str, meta: dict[str, Any], kind: Kind | None) -> Any:
+    def _string(self, value: Any, path: str, meta: Mapping[str, Any], kind: Kind | None) -> Any:
         if not isinstance(value, str):
             self.collector.error(path, "wrong-type", f"expected a string, found {describe_value(value)}")
             return _INVALID
@@ -190,7 +195,9 @@ class Walker:
     def _relative_path_ok(self, value: str, path: str) -> bool:
         if value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", value):
             self.collector.error(
-                path, "absolute-path", f"expected a relative path, found the absolute path {describe_value(value)}"
+                path,
+                "absolute-path",
+                f"expected a relative path, found the absolute path {describe_value(value)}",
             )
             return False
         normal = posixpath.normpath(value.replace("\\", "/"))
@@ -225,7 +232,9 @@ class Walker:
     def _duration(self, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             self.collector.error(
-                path, "wrong-type", f"expected a duration string such as \"7.00:00:00\" or \"PT2H\", found {describe_value(value)}"
+                path,
+                "wrong-type",
+                f'expected a duration string such as "7.00:00:00" or "PT2H", found {describe_value(value)}',
             )
             return _INVALID
         parsed = parse_duration(value)
@@ -233,12 +242,14 @@ class Walker:
             self.collector.error(
                 path,
                 "bad-value",
-                f"expected a duration such as \"7.00:00:00\" (days.hh:mm:ss) or \"PT2H\" (ISO 8601), "
+                f'expected a duration such as "7.00:00:00" (days.hh:mm:ss) or "PT2H" (ISO 8601), '
                 f"found {describe_value(value)}",
             )
             return _INVALID
         if parsed <= timedelta(0):
-            self.collector.error(path, "out-of-range", f"expected a positive duration, found {describe_value(value)}")
+            self.collector.error(
+                path, "out-of-range", f"expected a positive duration, found {describe_value(value)}"
+            )
             return _INVALID
         return parsed
 
@@ -266,7 +277,7 @@ def parse_duration(text: str) -> timedelta | None:
 
 @functools.cache
 def _fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
-    return dataclasses.fields(cls)  # type: ignore[arg-type]
+    return dataclasses.fields(cls)
 
 
 @functools.cache

@@ -25,7 +25,9 @@ def render_notebook(plan: Plan) -> str:
             f"> Azure ML SDK v1 reached end of support on {SDK_V1_END_OF_SUPPORT}; it still works, but new work should ",
             "move to SDK v2 (`azure-ai-ml`). `MIGRATION.md` lists what changed.",
         ),
-        _markdown("## The plan\n", "The neutral description azbai made of the job (`plan.json`): no secrets in it."),
+        _markdown(
+            "## The plan\n", "The neutral description azbai made of the job (`plan.json`): no secrets in it."
+        ),
         _code(
             "import json\n",
             "from pathlib import Path\n",
@@ -92,4 +94,10 @@ def _markdown(*lines: str) -> dict[str, Any]:
 
 
 def _code(*lines: str) -> dict[str, Any]:
-    return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": list(lines)}
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "metadata": {},
+        "outputs": [],
+        "source": list(lines),
+    }

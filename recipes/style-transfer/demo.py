@@ -55,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     workspace = Workspace.resolve(args.workspace).ensure()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    source = make_clip(args.out / f"{args.name}.mp4", seconds=args.seconds, fps=args.fps, size=(args.size, args.size))
+    source = make_clip(
+        args.out / f"{args.name}.mp4", seconds=args.seconds, fps=args.fps, size=(args.size, args.size)
+    )
     info = probe(source)
-    print(f"source: {source} ({info.frames} frames, {info.fps} fps, {info.width}x{info.height}, audio {info.audio_codec})")
+    print(
+        f"source: {source} ({info.frames} frames, {info.fps} fps, {info.width}x{info.height}, audio {info.audio_codec})"
+    )
 
     scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
     for name in STEP_SCRIPTS:
@@ -73,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     fired = watcher.poll(on_fired=lambda f: print(f"trigger: {f.blob} → pipeline run", flush=True))
     if not fired or fired[0].run is None:
-        print(f"error: the pipeline did not run: {fired[0].error if fired else 'no trigger fired'}", file=sys.stderr)
+        print(
+            f"error: the pipeline did not run: {fired[0].error if fired else 'no trigger fired'}",
+            file=sys.stderr,
+        )
         return 1
     run = fired[0].run
     print(f"pipeline run {run.run_id} {run.state} in {time.perf_counter() - started:.1f} s")
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     picks = [round(i * (info.frames - 1) / 3) for i in range(4)]
     sheet = contact_sheet(
-        list(zip(sample_frames(source, picks), sample_frames(output, picks))),
+        list(zip(sample_frames(source, picks), sample_frames(output, picks), strict=False)),
         args.out / "contact_sheet.png",
         labels=[f"frame {i + 1}" for i in picks],
     )
@@ -103,7 +110,9 @@ def _with_style(plan, style: str):  # type: ignore[no-untyped-def]
     """The plan with the style parameter's default set (what a run of the published pipeline would pass)."""
     import dataclasses
 
-    parameters = tuple(dataclasses.replace(p, default=style) if p.name == "style" else p for p in plan.parameters)
+    parameters = tuple(
+        dataclasses.replace(p, default=style) if p.name == "style" else p for p in plan.parameters
+    )
     return dataclasses.replace(plan, parameters=parameters)
 
 

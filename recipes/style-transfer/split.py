@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from video import DEFAULT_AUDIO_NAME, MANIFEST_NAME, VideoError, split  # noqa: E402
+from video import DEFAULT_AUDIO_NAME, MANIFEST_NAME, VideoError, split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     video = args.video
     if video.is_dir():
-        candidates = sorted(p for p in video.iterdir() if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi"))
+        candidates = sorted(
+            p for p in video.iterdir() if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi")
+        )
         if len(candidates) != 1:
             print(f"error: expected one video in {video}, found {len(candidates)}", file=sys.stderr)
             return 2
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest["audio"] = DEFAULT_AUDIO_NAME if manifest.get("audio") else None
     (args.meta / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     (args.frames / MANIFEST_NAME).unlink()
-    print(f"split {video.name}: {info.frames} frames at {info.fps} fps, {info.width}x{info.height}, audio {info.audio_codec}")
+    print(
+        f"split {video.name}: {info.frames} frames at {info.fps} fps, {info.width}x{info.height}, audio {info.audio_codec}"
+    )
     return 0
 
 

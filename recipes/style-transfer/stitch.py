@@ -15,13 +15,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from video import MANIFEST_NAME, VideoError, read_manifest, stitch  # noqa: E402
+from video import MANIFEST_NAME, VideoError, read_manifest, stitch
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", required=True, type=Path, help="the styled frames")
-    parser.add_argument("--meta", required=True, type=Path, help="video.json and the audio from the split step")
+    parser.add_argument(
+        "--meta", required=True, type=Path, help="video.json and the audio from the split step"
+    )
     parser.add_argument("--output", required=True, type=Path, help="where the video goes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--style", default="19", help="a style index 0..25 or a blend such as 7:0.5,19:0.5")
     parser.add_argument("--content-image-dir", required=True, type=Path)
-    parser.add_argument("--content-image-list", default=None, help="comma-separated file names (default: all)")
+    parser.add_argument(
+        "--content-image-list", default=None, help="comma-separated file names (default: all)"
+    )
     parser.add_argument("--output-image-dir", required=True, type=Path)
     parser.add_argument("--image-size", type=int, default=0, help="0: keep each frame's size")
     parser.add_argument("--log-path", type=Path, default=None)
@@ -47,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.content_image_list:  # the reference crashed when the list was missing; here it means "all"
         names = [n.strip() for n in args.content_image_list.split(",") if n.strip()]
     else:
-        names = sorted(p.name for p in args.content_image_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    missing = [n for n in names if not (args.content_image_dir / n).is_file() or "/" in n or n.startswith(".")]
+        names = sorted(
+            p.name for p in args.content_image_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")
+        )
+    missing = [
+        n for n in names if not (args.content_image_dir / n).is_file() or "/" in n or n.startswith(".")
+    ]
     if missing:
         log.error("content images not found in %s: %s", args.content_image_dir, ", ".join(missing[:5]))
         return 1
@@ -73,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         styled.save(args.output_image_dir / name)
     total = time.perf_counter() - batch_started
     log.info("Total time for the batch: %.2f s", total)
-    log.info("Average Time (in seconds) to apply style-transfer to each image: %.3f", total / max(1, len(names)))
+    log.info(
+        "Average Time (in seconds) to apply style-transfer to each image: %.3f", total / max(1, len(names))
+    )
     return 0
 
 

@@ -33,7 +33,6 @@ def parse_style(text: str) -> tuple[int | None, list[float] | None]:
 def init() -> None:
     global _stylizer, _output
     import torch
-
     from stylenet import Stylizer
 
     parser = argparse.ArgumentParser()
@@ -63,7 +62,7 @@ def run(mini_batch: list[str]) -> list[str]:
     for path in frames:
         with Image.open(path) as image:
             images.append(image.convert("RGB"))
-    for path, styled in zip(frames, _stylizer.stylize(images)):
+    for path, styled in zip(frames, _stylizer.stylize(images), strict=False):
         temporary = _output / f".{path.name}.tmp"
         styled.save(temporary, format="PNG", compress_level=1)
         os.replace(temporary, _output / path.name)  # a frame is either complete or absent

@@ -72,7 +72,9 @@ def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Pat
     data.write_bytes("inputs/train.csv", b"1,2,3\n")
     path = job_file(
         tmp_path,
-        jobPreparation={"commandLine": "echo preparing on $(hostname) > $AZ_BATCHAI_JOB_TEMP/prep.txt; echo prepared"},
+        jobPreparation={
+            "commandLine": "echo preparing on $(hostname) > $AZ_BATCHAI_JOB_TEMP/prep.txt; echo prepared"
+        },
         environmentVariables=[{"name": "MODE", "value": "report"}],
         secrets=[{"name": "DB_PASSWORD", "value": "a-secret-only-the-process-sees"}],
         inputDirectories=[{"id": "DATA", "path": "$AZ_BATCHAI_JOB_MOUNT_ROOT/data/inputs"}],
@@ -89,9 +91,16 @@ def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Pat
     assert env["MODE"] == "report" and report["secret_length"] == len("a-secret-only-the-process-sees")
     assert sorted(os.listdir(env["AZ_BATCHAI_INPUT_DATA"])) == ["train.csv"]
     segment = record.segment
-    assert re.fullmatch(r"[0-9-]+/local/workspaces/local/experiments/batchai-migration/jobs/env/[0-9a-f-]{36}", segment)
+    assert re.fullmatch(
+        r"[0-9-]+/local/workspaces/local/experiments/batchai-migration/jobs/env/[0-9a-f-]{36}", segment
+    )
     assert env["AZ_BATCHAI_STDOUTERR_DIR"].endswith(f"/logs/{segment}/stdouterr")
-    for name in ("AZ_BATCHAI_JOB_TEMP", "AZ_BATCHAI_SHARED_JOB_TEMP", "AZ_BATCHAI_MPI_HOST_FILE", "AZ_BATCHAI_NUM_GPUS"):
+    for name in (
+        "AZ_BATCHAI_JOB_TEMP",
+        "AZ_BATCHAI_SHARED_JOB_TEMP",
+        "AZ_BATCHAI_MPI_HOST_FILE",
+        "AZ_BATCHAI_NUM_GPUS",
+    ):
         assert name in env
     # stdout/stderr with Batch AI's names, job preparation first
     names = sorted(f.name for f in list_files(record))
@@ -122,8 +131,15 @@ def test_a_blob_mount_reads_and_writes_the_container(workspace: Workspace, tmp_p
         tmp_path,
         customToolkitSettings={"commandLine": command},
         mountVolumes={
-            "azureFileShares": [{"azureFileUrl": "https://devstoreaccount1.file.core.windows.net/logs", "relativeMountPath": "logs"}],
-            "azureBlobFileSystems": [{"accountName": DEV_ACCOUNT, "containerName": "mounted", "relativeMountPath": "m"}],
+            "azureFileShares": [
+                {
+                    "azureFileUrl": "https://devstoreaccount1.file.core.windows.net/logs",
+                    "relativeMountPath": "logs",
+                }
+            ],
+            "azureBlobFileSystems": [
+                {"accountName": DEV_ACCOUNT, "containerName": "mounted", "relativeMountPath": "m"}
+            ],
         },
     )
     create_job(workspace, path, name="blobmount", wait=True, storage_account_name=DEV_ACCOUNT)
@@ -251,12 +267,15 @@ def test_every_recipe_runs_against_small_scripts(workspace: Workspace, tmp_path:
     from azbai.source.reader import load_job
 
     inputs = {d.id: d.path for d in build_plan(load_job(recipe)).steps[0].job.input_directories}
-    text = re.sub(r"\$AZ_BATCHAI_INPUT_(\w+)", lambda m: inputs.get(m.group(1), m.group(0)), recipe.read_text())
+    text = re.sub(
+        r"\$AZ_BATCHAI_INPUT_(\w+)", lambda m: inputs.get(m.group(1), m.group(0)), recipe.read_text()
+    )
     scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
     # scripts a job preparation puts on the node's local disk (Horovod clones its benchmarks into $AZ_BATCHAI_JOB_TEMP)
     on_node = set(re.findall(r"(\$AZ_BATCHAI_JOB_TEMP/[\w./-]+\.py)\b", text))
     prep = "#!/bin/sh\n" + "".join(
-        f'mkdir -p "$(dirname {p})" && cp $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/report.py {p}\n' for p in sorted(on_node)
+        f'mkdir -p "$(dirname {p})" && cp $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/report.py {p}\n'
+        for p in sorted(on_node)
     )
     (tmp_path / "prep.sh").write_text(prep + STUB.read_text())
     for match in set(re.findall(r"\$AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/([\w./-]+\.(?:py|sh))\b", text)):

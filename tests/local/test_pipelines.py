@@ -52,7 +52,12 @@ def test_steps_run_in_order_and_pass_data(workspace: Workspace) -> None:
     seen: list[tuple[str, str]] = []
     run = runner(workspace).run({"greeting": "hi"}, progress=lambda step, state: seen.append((step, state)))
     assert run.state == "succeeded"
-    assert seen == [("produce", "running"), ("produce", "succeeded"), ("consume", "running"), ("consume", "succeeded")]
+    assert seen == [
+        ("produce", "running"),
+        ("produce", "succeeded"),
+        ("consume", "running"),
+        ("consume", "succeeded"),
+    ]
     assert sorted(p.name for p in run.data_dir("words").iterdir()) == ["000.txt", "001.txt", "002.txt"]
     (path,) = joined(workspace)
     text = open_store(workspace, DEV_ACCOUNT, share="logs").read_bytes(path).decode()
@@ -77,7 +82,7 @@ def test_unchanged_steps_are_reused_and_changes_rerun(workspace: Workspace) -> N
     assert [s.state for s in fifth.steps.values()] == ["reused", "succeeded"]
     no_reuse = runner(workspace, reuse=False).run({"greeting": "hey"})
     assert [s.state for s in no_reuse.steps.values()] == ["succeeded", "succeeded"]
-    assert [r.run_id for r in list_runs(workspace, "words")][0] == first.run_id
+    assert next(r.run_id for r in list_runs(workspace, "words")) == first.run_id
 
 
 def test_a_failing_step_stops_the_pipeline(workspace: Workspace) -> None:
@@ -87,22 +92,36 @@ def test_a_failing_step_stops_the_pipeline(workspace: Workspace) -> None:
     inbox.write_bytes("incoming/bad.txt", b"x\n")
     scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
     scripts.write_bytes("consume.py", b"import sys; sys.exit(7)\n")
-    with pytest.raises(JobFailed, match="step 'consume'.*exit code 7"):
+    with pytest.raises(JobFailed, match=r"step 'consume'.*exit code 7"):
         runner(workspace).run({"text": "incoming/bad.txt"})
     run = list_runs(workspace, "words")[-1]
-    assert run.state == "failed" and run.steps["consume"].state == "failed" and run.steps["produce"].state == "succeeded"
+    assert (
+        run.state == "failed"
+        and run.steps["consume"].state == "failed"
+        and run.steps["produce"].state == "succeeded"
+    )
 
 
 def test_parameters_are_checked(workspace: Workspace) -> None:
     with pytest.raises(PipelineError, match="unknown parameter"):
         runner(workspace).run({"colour": "blue"})
-    with pytest.raises(PipelineError, match="not a datastore path|must not contain"):
+    with pytest.raises(PipelineError, match=r"not a datastore path|must not contain"):
         runner(workspace).run({"text": "../../etc/passwd"})
 
 
 @pytest.mark.parametrize(
     "value",
-    ["../secret.txt", "incoming/../../x", "/etc/passwd", "a;rm -rf ~", "$(touch /tmp/pwned)", "`id`", "a\nb", "", "a//b"],
+    [
+        "../secret.txt",
+        "incoming/../../x",
+        "/etc/passwd",
+        "a;rm -rf ~",
+        "$(touch /tmp/pwned)",
+        "`id`",
+        "a\nb",
+        "",
+        "a//b",
+    ],
 )
 def test_malicious_paths_are_rejected(value: str) -> None:
     with pytest.raises(PipelineError):
@@ -117,7 +136,9 @@ def test_the_trigger_runs_new_blobs_once_and_rejects_bad_ones(workspace: Workspa
     inbox.write_bytes("incoming/first.txt", b"red green\n")
     inbox.write_bytes("incoming/ignored.bin", b"not a .txt\n")
     (fired,) = watcher.poll()
-    assert fired.parameter == "incoming/first.txt" and fired.run is not None and fired.run.state == "succeeded"
+    assert (
+        fired.parameter == "incoming/first.txt" and fired.run is not None and fired.run.state == "succeeded"
+    )
     assert watcher.poll() == []  # seen: not run twice
     again = TriggerWatcher(workspace, plan, PIPELINE)  # a restarted watcher remembers
     assert again.poll() == []

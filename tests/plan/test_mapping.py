@@ -93,7 +93,9 @@ def test_nfs_unmanaged_and_undescribed_mounts_are_warnings(tmp_path: Path) -> No
         tmp_path,
         mountVolumes={
             "fileServers": [{"fileServer": {"id": "/x/fs"}, "relativeMountPath": "nfs"}],
-            "unmanagedFileSystems": [{"mountCommand": "mount -t glusterfs 10.0.0.4:/gv0", "relativeMountPath": "gl"}],
+            "unmanagedFileSystems": [
+                {"mountCommand": "mount -t glusterfs 10.0.0.4:/gv0", "relativeMountPath": "gl"}
+            ],
         },
         inputDirectories=[{"id": "SCRIPT", "path": "$AZ_BATCHAI_MOUNT_ROOT/external/scripts"}],
     )
@@ -132,7 +134,12 @@ def test_nfs_unmanaged_and_undescribed_mounts_are_warnings(tmp_path: Path) -> No
     ],
 )  # fmt: skip
 def test_toolkits_become_processes(
-    tmp_path: Path, settings: dict[str, Any], mode: LaunchMode, distribution: Distribution, processes: int, stdout: str
+    tmp_path: Path,
+    settings: dict[str, Any],
+    mode: LaunchMode,
+    distribution: Distribution,
+    processes: int,
+    stdout: str,
 ) -> None:
     job = {"nodeCount": 2, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP", "mountVolumes": None, **settings}
     path = tmp_path / "job.json"
@@ -143,10 +150,18 @@ def test_toolkits_become_processes(
 
 
 def test_tensorflow_single_process_uses_the_master_arguments(tmp_path: Path) -> None:
-    settings = {"pythonScriptFilePath": "/t.py", "masterCommandLineArgs": "--m", "workerCommandLineArgs": "--w"}
+    settings = {
+        "pythonScriptFilePath": "/t.py",
+        "masterCommandLineArgs": "--m",
+        "workerCommandLineArgs": "--w",
+    }
     plan = plan_of(tmp_path, tensorFlowSettings=settings, customToolkitSettings=None)
     (group,) = plan.steps[0].job.launch.groups
-    assert (group.role, group.command, group.stdout) == ("worker", "python /t.py --m", "stdout-wk-{index}.txt")
+    assert (group.role, group.command, group.stdout) == (
+        "worker",
+        "python /t.py --m",
+        "stdout-wk-{index}.txt",
+    )
 
 
 def test_retired_vm_sizes_have_current_replacements() -> None:
@@ -164,7 +179,10 @@ def test_retired_images_are_replaced_and_kept_on_request(tmp_path: Path) -> None
     assert replacement_for("tensorflow/tensorflow:2.15.0-gpu") is None
     image = {"imageSourceRegistry": {"image": "pytorch/pytorch:0.4_cuda9_cudnn7"}}
     replaced = plan_of(tmp_path, containerSettings=image)
-    assert replaced.container.source_image == "pytorch/pytorch:0.4_cuda9_cudnn7" and replaced.container.pip_packages == ("torch",)
+    assert (
+        replaced.container.source_image == "pytorch/pytorch:0.4_cuda9_cudnn7"
+        and replaced.container.pip_packages == ("torch",)
+    )
     kept = plan_of(tmp_path, PlanOptions(keep_image=True), containerSettings=image)
     assert kept.container.image == "pytorch/pytorch:0.4_cuda9_cudnn7" and kept.container.source_image is None
     chosen = plan_of(tmp_path, PlanOptions(image="myreg.azurecr.io/train:1"), containerSettings=image)
@@ -173,4 +191,8 @@ def test_retired_images_are_replaced_and_kept_on_request(tmp_path: Path) -> None
 
 def test_vm_size_flag_and_cluster_scale(tmp_path: Path) -> None:
     plan = plan_of(tmp_path, PlanOptions(vm_size="STANDARD_NC24ADS_A100_V4", max_nodes=4), nodeCount=2)
-    assert (plan.compute.vm_size, plan.compute.max_nodes, plan.compute.source_vm_size) == ("STANDARD_NC24ADS_A100_V4", 4, None)
+    assert (plan.compute.vm_size, plan.compute.max_nodes, plan.compute.source_vm_size) == (
+        "STANDARD_NC24ADS_A100_V4",
+        4,
+        None,
+    )

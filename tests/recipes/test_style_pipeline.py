@@ -75,12 +75,20 @@ def test_a_new_video_fires_the_pipeline_and_comes_back_styled(workspace: Workspa
     (video,) = [e for e in media.list("processed/") if e.path.endswith("clip_styled.mp4")]
     media.download_file(video.path, tmp_path / "out.mp4")
     out = probe(tmp_path / "out.mp4")
-    assert (out.frames, out.fps, out.width, out.height) == (source.frames, source.fps, source.width, source.height)
+    assert (out.frames, out.fps, out.width, out.height) == (
+        source.frames,
+        source.fps,
+        source.width,
+        source.height,
+    )
     assert out.audio_codec == "aac"
     # the frames are styled, not copied
     from PIL import Image, ImageChops, ImageStat
 
-    with Image.open(run.data_dir("frames") / "00001.png") as a, Image.open(run.data_dir("styled") / "00001.png") as b:
+    with (
+        Image.open(run.data_dir("frames") / "00001.png") as a,
+        Image.open(run.data_dir("styled") / "00001.png") as b,
+    ):
         assert sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3 > 20
     assert watcher.poll() == []  # not run twice
 
@@ -119,7 +127,9 @@ def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspa
     assert run.state == "succeeded"
     record = JobBook(workspace).get(run.steps["style"].job or "")
     logs = "".join(
-        (Path(record.stdouterr_dir or "") / f.name).read_text() for f in list_files(record) if f.name.startswith("stdout-")
+        (Path(record.stdouterr_dir or "") / f.name).read_text()
+        for f in list_files(record)
+        if f.name.startswith("stdout-")
     )
     already = [int(n) for n in re.findall(r"(\d+) already done", logs)]
     assert already and min(already) >= done_before  # the rerun did not redo what was done
@@ -130,11 +140,15 @@ def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspa
 
 def test_the_azure_ml_pipeline_and_its_schedule(tmp_path: Path) -> None:
     result = migrate_file(RECIPE / "pipeline.json", tmp_path / "out", storage_account_name="mystorage")
-    summary = offline.summarize(build_objects(result.plan, account_name="mystorage", base_dir=RECIPE, directory=tmp_path / "b"))
+    summary = offline.summarize(
+        build_objects(result.plan, account_name="mystorage", base_dir=RECIPE, directory=tmp_path / "b")
+    )
     split_step, style, stitch = summary["pipeline"]
     assert (split_step["name"], style["name"], stitch["name"]) == ("split", "style", "stitch")
     assert "--scoring_module_name" in style["arguments"] and "style_entry.py" in style["arguments"]
-    assert style["inputs"] == {"frames": {"mode": "mount", "path_on_compute": None}} and style["outputs"] == ["styled"]
+    assert style["inputs"] == {"frames": {"mode": "mount", "path_on_compute": None}} and style["outputs"] == [
+        "styled"
+    ]
     assert set(stitch["inputs"]) >= {"styled", "meta"}
     assert summary["schedule"]["data_path_parameter_name"] == "video"
     assert summary["schedule"]["path_on_datastore"] == "incoming"
@@ -153,9 +167,13 @@ def test_the_batch_ai_job_for_one_batch_of_frames(workspace: Workspace, tmp_path
         media.upload_file(path, f"clip/{path.name}")
     for name in ("style_batch.py", "stylenet.py", "style_entry.py"):
         media.upload_file(RECIPE / name, f"scripts/{name}")
-    record = create_job(workspace, RECIPE / "batch.job.json", name="job0", cluster_file=RECIPE / "cluster.json", wait=True)
+    record = create_job(
+        workspace, RECIPE / "batch.job.json", name="job0", cluster_file=RECIPE / "cluster.json", wait=True
+    )
     assert record.state == "succeeded"
     styled = sorted(e.path for e in media.list("output_clip/"))
-    assert styled == [f"output_clip/{i:05d}.png" for i in range(1, 9)]  # the 8 frames of its content-image list
+    assert styled == [
+        f"output_clip/{i:05d}.png" for i in range(1, 9)
+    ]  # the 8 frames of its content-image list
     log = media.read_bytes("log_clip/job0.log").decode()
     assert "Images to process: 8" in log and "Average Time" in log

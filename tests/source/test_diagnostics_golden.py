@@ -25,7 +25,9 @@ def test_diagnostics_match_the_golden_file(path: Path, update_golden: bool) -> N
         expected_file.write_text(actual)
     assert actual == expected_file.read_text()
     if not path.stem.startswith("warn_"):
-        assert any(line.startswith("error: ") for line in actual.splitlines()), "a bad config must have an error"
+        assert any(line.startswith("error: ") for line in actual.splitlines()), (
+            "a bad config must have an error"
+        )
 
 
 def test_secret_values_never_appear_in_diagnostics() -> None:

@@ -18,7 +18,11 @@ from tests.conftest import CORPUS, corpus_files, corpus_id
 from tests.source.test_corpus import FRAGMENTS, INVALID_JSON
 
 RUNNABLE = [p for p in corpus_files("job") if corpus_id(p) not in {*INVALID_JSON, *FRAGMENTS}]
-COMMUNICATOR = {Distribution.NONE: "None", Distribution.MPI: "IntelMpi", Distribution.TENSORFLOW: "ParameterServer"}
+COMMUNICATOR = {
+    Distribution.NONE: "None",
+    Distribution.MPI: "IntelMpi",
+    Distribution.TENSORFLOW: "ParameterServer",
+}
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=corpus_id)
@@ -56,18 +60,26 @@ def test_the_cntk_quickstart_in_detail(tmp_path: Path) -> None:
     }  # fmt: skip
     assert stores["data_blob"]["type"] == "AzureBlobDatastore"
     refs = summary["run_references"]
-    assert refs["data"]["mode"] == "mount" and refs["scripts"]["mode"] == "mount" and refs["logs"]["mode"] == "mount"
+    assert (
+        refs["data"]["mode"] == "mount"
+        and refs["scripts"]["mode"] == "mount"
+        and refs["logs"]["mode"] == "mount"
+    )
     model = refs["output_model"]
-    assert model["mode"] == "upload" and model["path_on_compute"] == "azbai/outputs/MODEL" and model["overwrite"]
+    assert (
+        model["mode"] == "upload" and model["path_on_compute"] == "azbai/outputs/MODEL" and model["overwrite"]
+    )
     segment = summary["run_segment"]
     assert model["path_on_datastore"] == f"{segment}/outputs"
-    assert segment.startswith(f"{offline.SUBSCRIPTION}/{offline.RESOURCE_GROUP}/workspaces/{offline.WORKSPACE}/")
+    assert segment.startswith(
+        f"{offline.SUBSCRIPTION}/{offline.RESOURCE_GROUP}/workspaces/{offline.WORKSPACE}/"
+    )
     assert "/experiments/batchai-migration/jobs/cntk-gpu-python/" in segment
 
     src = summary["script_run_config"]
     assert src["script"] == "azbai_launcher.py"
     assert src["arguments"][:4] == ["--job", "azbai_job.json", "--segment", segment]
-    assert ["--data", "output_model", "$AZUREML_DATAREFERENCE_output_model"] == src["arguments"][-3:]
+    assert src["arguments"][-3:] == ["--data", "output_model", "$AZUREML_DATAREFERENCE_output_model"]
     assert src["node_count"] == 1 and src["communicator"] == "None"
     assert src["data_references"]["output_model"]["mode"] == "upload"
 
@@ -124,6 +136,9 @@ def test_pipeline_py_dry_run_is_a_real_command(tmp_path: Path) -> None:
     assert summary["pipeline"][0]["name"] == "tensorflow-gpu"
     assert summary["estimator"]["entry_script"] == "azbai_launcher.py"
     text = subprocess.run(
-        [sys.executable, str(tmp_path / "pipeline.py"), "--dry-run"], capture_output=True, text=True, check=True
+        [sys.executable, str(tmp_path / "pipeline.py"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "Built offline" in text and "Pipeline step 'tensorflow-gpu'" in text

@@ -18,7 +18,9 @@ def test_a_pipeline_of_jobs_and_a_parallel_step_builds_offline(tmp_path: Path) -
     result = migrate_file(PIPELINE / "parallel.json", tmp_path / "out", storage_account_name="mystorage")
     assert (tmp_path / "out/snapshot/shout/entry.py").is_file()  # the parallel step's code travels with it
     assert (tmp_path / "out/snapshot/produce/azbai_job.json").is_file()
-    objects = build_objects(result.plan, directory=tmp_path / "built", account_name="mystorage", base_dir=PIPELINE)
+    objects = build_objects(
+        result.plan, directory=tmp_path / "built", account_name="mystorage", base_dir=PIPELINE
+    )
     summary = offline.summarize(objects)
     steps = {s["name"]: s for s in summary["pipeline"]}
     assert list(steps) == ["produce", "shout", "consume"]
@@ -55,7 +57,9 @@ def test_pipeline_py_dry_run_for_a_pipeline(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    dry = subprocess.run([sys.executable, str(tmp_path / "pipeline.py"), "--dry-run", "--json"], capture_output=True, text=True)
+    dry = subprocess.run(
+        [sys.executable, str(tmp_path / "pipeline.py"), "--dry-run", "--json"], capture_output=True, text=True
+    )
     assert dry.returncode == 0, dry.stderr[-2000:]
     summary = json.loads(dry.stdout)
     assert [s["name"] for s in summary["pipeline"]] == ["produce", "consume"]

@@ -32,14 +32,13 @@ from collections.abc import Iterable
 
 from azbai import __version__
 from azbai.plan.model import (
+    SEGMENT_TEMPLATE,
     CredentialKind,
     DataMode,
-    Datastore,
     DataReference,
+    Datastore,
     Distribution,
     Plan,
-    SEGMENT_TEMPLATE,
-    StoreKind,
 )
 from azbai.source.storage_names import ACCOUNT_PLACEHOLDER
 
@@ -107,7 +106,10 @@ def _header(plan: Plan) -> str:
         "environment. None of them is ever written to a file.",
     ]
     if warnings:
-        lines += ["", "Read MIGRATION.md: azbai noted " + f"{len(warnings)} thing(s) Azure ML does differently."]
+        lines += [
+            "",
+            "Read MIGRATION.md: azbai noted " + f"{len(warnings)} thing(s) Azure ML does differently.",
+        ]
     lines.append('"""')
     return "\n".join(lines)
 
@@ -196,7 +198,9 @@ def _datastore_statement(store: Datastore) -> str:
     account = "account_name" if store.account_placeholder else repr(store.account_name)
     comment = f"# {store.kind.value.replace('_', ' ')} {store.container_name!r}"
     if store.credential is CredentialKind.KEY_VAULT:
-        comment += f"; its key is in Key Vault ({store.key_secret_url}): export it as AZURE_BATCHAI_STORAGE_KEY"
+        comment += (
+            f"; its key is in Key Vault ({store.key_secret_url}): export it as AZURE_BATCHAI_STORAGE_KEY"
+        )
     return (
         f"{comment}\n"
         f"stores[{store.name!r}] = _register(\n"
@@ -234,8 +238,7 @@ def _references(refs: list[DataReference], plan: Plan) -> str:
                 f"{ref.name!r}: OutputFileDatasetConfig(name={ref.name!r}, destination=({store}, {path}))"
                 f".as_upload(overwrite={ref.overwrite!r}),"
             )
-    return (
-        f'''
+    return f'''
     def run_references(stores: dict, segment: str) -> dict:
         """The job's data as one run's DataReferences: mounted volumes, downloaded inputs, uploaded outputs."""
         return {{
@@ -256,13 +259,16 @@ def _references(refs: list[DataReference], plan: Plan) -> str:
 {_lines(step_out, 12)}
         }}
     '''
-    )
 
 
 def _path_expr(path: str) -> str:
     if "{segment}" in path:
         before, _, after = path.partition("{segment}")
-        return "f" + repr(before.replace("{", "{{").replace("}", "}}") + "{segment}" + after.replace("{", "{{").replace("}", "}}"))
+        return "f" + repr(
+            before.replace("{", "{{").replace("}", "}}")
+            + "{segment}"
+            + after.replace("{", "{{").replace("}", "}}")
+        )
     return repr(path) if path else "None"
 
 
@@ -306,7 +312,9 @@ def _environment(plan: Plan) -> str:
     if c.source_image:
         lines.insert(0, f"# job.json named {c.source_image!r}, a retired image (see MIGRATION.md)")
     pip = ["azureml-defaults", *c.pip_packages]
-    lines.append(f"env.python.conda_dependencies = CondaDependencies.create(python_version='3.10', pip_packages={pip!r})")
+    lines.append(
+        f"env.python.conda_dependencies = CondaDependencies.create(python_version='3.10', pip_packages={pip!r})"
+    )
     if c.registry:
         lines.append(f"env.docker.base_image_registry.address = {c.registry!r}")
     if c.registry_username:
@@ -549,7 +557,7 @@ def _build(plan: Plan) -> str:
 
 
 def _main(plan: Plan) -> str:
-    return '''
+    return """
     def main(argv: list | None = None) -> int:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         mode = parser.add_mutually_exclusive_group(required=True)
@@ -585,7 +593,7 @@ def _main(plan: Plan) -> str:
 
     if __name__ == "__main__":
         sys.exit(main())
-    '''
+    """
 
 
 def _lines(items: Iterable[str], indent: int) -> str:

@@ -98,7 +98,11 @@ def _provisioning(c: Compute) -> str:
 
 def _container_of(plan: Plan, step: Step | ParallelStep) -> tuple[str, Container, tuple[str, ...]]:
     if isinstance(step, ParallelStep):
-        return f"{step.name}-env", plan.container, ("azureml-defaults", *plan.container.pip_packages, *step.pip_packages)
+        return (
+            f"{step.name}-env",
+            plan.container,
+            ("azureml-defaults", *plan.container.pip_packages, *step.pip_packages),
+        )
     container = step.container or plan.container
     return f"{step.name}-env", container, ("azureml-defaults", *container.pip_packages)
 
@@ -147,7 +151,10 @@ def _parameters(plan: Plan) -> str:
 
 
 def _pipeline_data(plan: Plan) -> str:
-    rows = [f"{d.name!r}: OutputFileDatasetConfig(name={d.name!r}),  # written by {d.producer}" for d in plan.pipeline_data]
+    rows = [
+        f"{d.name!r}: OutputFileDatasetConfig(name={d.name!r}),  # written by {d.producer}"
+        for d in plan.pipeline_data
+    ]
     body = "\n".join(" " * 12 + row for row in rows)
     return f'''
     def pipeline_data() -> dict:
@@ -171,7 +178,10 @@ def _job_step(plan: Plan, step: Step) -> str:
         if name in produced:
             lines += [f"data[{name!r}] = produced[{name!r}]", f"outputs.append(produced[{name!r}])"]
         elif name in data_names:
-            lines += [f"data[{name!r}] = produced[{name!r}].as_input(name={name!r})", f"inputs.append(data[{name!r}])"]
+            lines += [
+                f"data[{name!r}] = produced[{name!r}].as_input(name={name!r})",
+                f"inputs.append(data[{name!r}])",
+            ]
         elif name in params:
             lines += [f"data[{name!r}] = params[{name!r}]", f"inputs.append(params[{name!r}])"]
         else:
@@ -184,14 +194,22 @@ def _job_step(plan: Plan, step: Step) -> str:
                 )
                 lines += [f"data[{name!r}] = {expr}", f"outputs.append(data[{name!r}])"]
             else:
-                mode = "as_mount()" if ref.mode is DataMode.MOUNT else f"as_download(path_on_compute={ref.path_on_compute!r})"
+                mode = (
+                    "as_mount()"
+                    if ref.mode is DataMode.MOUNT
+                    else f"as_download(path_on_compute={ref.path_on_compute!r})"
+                )
                 lines += [
                     f"data[{name!r}] = DataReference({store}, data_reference_name={name!r}, path_on_datastore={path}).{mode}",
                     f"inputs.append(data[{name!r}])",
                 ]
-    string_params = [p.name for p in plan.parameters if p.kind is ParameterKind.STRING and _uses(step, p.name)]
+    string_params = [
+        p.name for p in plan.parameters if p.kind is ParameterKind.STRING and _uses(step, p.name)
+    ]
     launch = step.job.launch
-    distribution = _distribution_expr(launch.distribution, launch.node_count, launch.process_count, launch.backend, launch.groups)
+    distribution = _distribution_expr(
+        launch.distribution, launch.node_count, launch.process_count, launch.backend, launch.groups
+    )
     ranks = '"--ranks", "external", ' if launch.distribution is not Distribution.NONE else ""
     body = "\n".join(" " * 8 + line for line in lines)
     params_args = "".join(f' + ["--param", {n!r}, params[{n!r}]]' for n in string_params)
@@ -230,7 +248,9 @@ def _uses(step: Step, parameter: str) -> bool:
     return any(f"{{parameters.{parameter}}}" in v.value for v in step.job.environment_variables)
 
 
-def _distribution_expr(distribution: Distribution, nodes: int, processes: int, backend: str | None, groups: tuple) -> str:  # type: ignore[type-arg]
+def _distribution_expr(
+    distribution: Distribution, nodes: int, processes: int, backend: str | None, groups: tuple
+) -> str:  # type: ignore[type-arg, unused-ignore]
     if distribution is Distribution.MPI:
         return f"MpiConfiguration(process_count_per_node={-(-processes // nodes)!r}, node_count={nodes!r})"
     if distribution is Distribution.PYTORCH:
@@ -313,7 +333,7 @@ def _schedule(plan: Plan) -> str:
         """Run the published pipeline for each blob added or modified under {trigger.path_on_datastore!r}."""
 '''
         + note
-        + f'''        options = _offline().schedule_options(ws) if dry_run else {{}}
+        + f"""        options = _offline().schedule_options(ws) if dry_run else {{}}
         return Schedule.create(
             ws,
             name={plan.name + "-trigger"!r},
@@ -326,7 +346,7 @@ def _schedule(plan: Plan) -> str:
             wait_for_provisioning=not dry_run,
             **options,
         )
-    '''
+    """
     )
 
 
@@ -358,7 +378,7 @@ def _build(plan: Plan) -> str:
 
 def _main(plan: Plan) -> str:
     trigger = plan.trigger is not None
-    return f'''
+    return f"""
     def main(argv: list | None = None) -> int:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         mode = parser.add_mutually_exclusive_group(required=True)
@@ -397,7 +417,7 @@ def _main(plan: Plan) -> str:
 
     if __name__ == "__main__":
         sys.exit(main())
-    '''
+    """
 
 
 def _ident(name: str) -> str:

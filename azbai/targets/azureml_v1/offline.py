@@ -34,7 +34,7 @@ def activate() -> None:
 
     if "fetch" not in _saved:
         _saved["fetch"] = ServiceContext._fetch_endpoints
-        ServiceContext._fetch_endpoints = lambda self: {  # type: ignore[method-assign]
+        ServiceContext._fetch_endpoints = lambda self: {
             key: "https://offline.invalid" for key in _ServiceKeys.get_discovery_keys()
         }
 
@@ -44,7 +44,7 @@ def deactivate() -> None:
     from azureml._restclient.service_context import ServiceContext
 
     if "fetch" in _saved:
-        ServiceContext._fetch_endpoints = _saved.pop("fetch")  # type: ignore[method-assign]
+        ServiceContext._fetch_endpoints = _saved.pop("fetch")
 
 
 def workspace() -> Any:
@@ -113,7 +113,9 @@ class _ServiceCaller:
 
     def get_all_datatypes_async(self) -> list[SimpleNamespace]:
         return [
-            SimpleNamespace(id=t, name=t, description=t, is_directory=t == "AnyDirectory", parent_data_type_ids=[])
+            SimpleNamespace(
+                id=t, name=t, description=t, is_directory=t == "AnyDirectory", parent_data_type_ids=[]
+            )
             for t in self._TYPES
         ]
 
@@ -142,10 +144,14 @@ class _ScheduleRecorder:
         self.ws = ws
         self.calls: list[dict[str, Any]] = []
 
-    def create_schedule(self, name: str, experiment_name: str, published_pipeline_id: str, **kwargs: Any) -> Any:
+    def create_schedule(
+        self, name: str, experiment_name: str, published_pipeline_id: str, **kwargs: Any
+    ) -> Any:
         from azureml.pipeline.core import Schedule
 
-        self.calls.append({"name": name, "experiment_name": experiment_name, "pipeline_id": published_pipeline_id, **kwargs})
+        self.calls.append(
+            {"name": name, "experiment_name": experiment_name, "pipeline_id": published_pipeline_id, **kwargs}
+        )
         return Schedule(
             self.ws,
             id=f"offline-schedule-{len(self.calls)}",
@@ -290,7 +296,9 @@ def summary_text(summary: dict[str, Any]) -> str:
     """The --dry-run summary for a person to read."""
     lines = ["Built offline with the Azure ML SDK v1 (nothing was sent anywhere):", "", "Datastores:"]
     for store in summary["datastores"]:
-        lines.append(f"  {store['name']:<24} {store['type']:<20} {store['account_name']}/{store['container_name']}")
+        lines.append(
+            f"  {store['name']:<24} {store['type']:<20} {store['account_name']}/{store['container_name']}"
+        )
     if "run_references" in summary:
         lines += ["", "Data references (single run):"]
         for name, ref in summary["run_references"].items():
@@ -299,7 +307,9 @@ def summary_text(summary: dict[str, Any]) -> str:
             lines.append(f"  {name:<24} {ref['mode']:<9} {where}{extra}")
     lines.append("")
     for c in summary["computes"]:
-        lines.append(f"Compute: {c['type']} {c['name']!r}: {c['vm_size']}, {c['min_nodes']}-{c['max_nodes']} nodes, {c['vm_priority']}")
+        lines.append(
+            f"Compute: {c['type']} {c['name']!r}: {c['vm_size']}, {c['min_nodes']}-{c['max_nodes']} nodes, {c['vm_priority']}"
+        )
     if "environment" in summary:
         e = summary["environment"]
         lines.append(f"Environment: {e['image']} + pip {', '.join(e['pip_packages'])}")
@@ -311,9 +321,14 @@ def summary_text(summary: dict[str, Any]) -> str:
         )
     if "estimator" in summary:
         est = summary["estimator"]
-        lines.append(f"Estimator: {est['entry_script']} on {est['node_count']} node(s), communicator {est['communicator']}")
+        lines.append(
+            f"Estimator: {est['entry_script']} on {est['node_count']} node(s), communicator {est['communicator']}"
+        )
     for step in summary["pipeline"]:
-        lines += ["", f"Pipeline step {step['name']!r}: {step['node_count']} node(s), communicator {step['communicator']}"]
+        lines += [
+            "",
+            f"Pipeline step {step['name']!r}: {step['node_count']} node(s), communicator {step['communicator']}",
+        ]
         lines.append(f"  arguments: {' '.join(step['arguments'])}")
         for name, port in step["inputs"].items():
             lines.append(f"  input  {name:<22} {port['mode']}")

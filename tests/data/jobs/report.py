@@ -5,7 +5,11 @@ import os
 import sys
 import time
 
-names = sorted(k for k in os.environ if k.startswith(("AZ_BATCHAI_", "TF_CONFIG", "MODE", "DB_PASSWORD", "OMPI_", "RANK")))
+names = sorted(
+    k
+    for k in os.environ
+    if k.startswith(("AZ_BATCHAI_", "TF_CONFIG", "MODE", "DB_PASSWORD", "OMPI_", "RANK"))
+)
 report = {"argv": sys.argv[1:], "env": {k: os.environ[k] for k in names if k != "DB_PASSWORD"}}
 report["secret_length"] = len(os.environ.get("DB_PASSWORD", ""))
 print(json.dumps(report, sort_keys=True), flush=True)
