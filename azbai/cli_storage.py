@@ -29,8 +29,11 @@ _account_option = click.option(
     "--account",
     "--account-name",
     "account",
-    required=True,
-    help="The storage account (as named in the Batch AI job).",
+    envvar="AZURE_BATCHAI_STORAGE_ACCOUNT",
+    default="devstoreaccount1",
+    show_default=True,
+    help="The storage account as the job names it (else $AZURE_BATCHAI_STORAGE_ACCOUNT; a job's unresolved "
+    "<AZURE_BATCHAI_STORAGE_ACCOUNT> is devstoreaccount1 locally).",
 )
 _container_option = click.option("--container", "-c", help="A blob container of the account.")
 _share_option = click.option("--share", "-s", help="An Azure File share of the account (a local directory).")

@@ -165,7 +165,12 @@ def script_run_config(compute, stores: dict, segment: str) -> ScriptRunConfig:
     return src
 
 def estimator(compute, stores: dict, segment: str):
-    """The same run as an Estimator (deprecated in SDK v1, kept for code that still uses Estimators)."""
+    """The same run as an Estimator (deprecated in SDK v1, kept for code that still uses Estimators).
+
+    The generic Estimator, with azureml.train.dnn's distribution: the framework estimators (dnn.PyTorch,
+    dnn.TensorFlow) pin Python 3.6 and 2020-era packages (torchvision 0.5, horovod 0.19.5) that no current GPU
+    image runs.
+    """
     from azureml.train.estimator import Estimator  # a slow import (~15 s): only when asked for
 
     data = run_references(stores, segment)
