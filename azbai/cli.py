@@ -73,12 +73,14 @@ def with_storage_options(func: Any) -> Any:
 @click.option(
     "--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in."
 )
+@click.option("--mount", "mounts", multiple=True, help="A cluster mount the job uses: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
 @with_storage_options
 def validate(
     job_file: str,
     cluster_file: str | None,
     merge_files: tuple[str, ...],
+    mounts: tuple[str, ...],
     as_json: bool,
     storage_account_name: str | None,
     storage_account_key: str | None,
@@ -90,6 +92,7 @@ def validate(
         job_file,
         cluster_file,
         merge_files,
+        mounts,
         storage_account_name=storage_account_name,
         storage_account_key=storage_account_key,
     )

@@ -27,7 +27,7 @@ from azbai.plan.build import DEFAULT_EXPERIMENT, PlanOptions, build_plan
 from azbai.plan.model import DataMode, Plan
 from azbai.plan.serialize import job_to_json, plan_to_json
 from azbai.plan.storage import ExtraMount
-from azbai.source.diagnostics import Diagnostic
+from azbai.source.diagnostics import Diagnostic, Severity
 from azbai.source.placeholders import StorageAccount
 from azbai.source.reader import LoadedCluster, LoadedJob, load_cluster, load_job
 from azbai.targets.azureml_v1.codegen import JOB_FILE, LAUNCHER_FILE, render_pipeline
@@ -85,21 +85,32 @@ def validate_files(
     job_file: str | Path,
     cluster_file: str | Path | None = None,
     merge_files: Sequence[str | Path] = (),
+    mounts: Sequence[str] = (),
     **storage: str | None,
 ) -> ValidationReport:
     """Check a job file (and cluster file) without writing anything."""
     from azbai.errors import SpecError
 
     found: list[tuple[str, Diagnostic]] = []
+    loaded = None
     try:
-        found += load(job_file, None, merge_files, **storage).diagnostics
+        loaded = load(job_file, None, merge_files, **storage)
+        found += loaded.diagnostics
     except SpecError as exc:
         found += [(str(job_file), d) for d in exc.diagnostics]
+    cluster = None
     if cluster_file:
         try:
-            found += [(str(cluster_file), d) for d in load_cluster(cluster_file).diagnostics]
+            cluster = load_cluster(cluster_file)
+            found += [(str(cluster_file), d) for d in cluster.diagnostics]
         except SpecError as exc:
             found += [(str(cluster_file), d) for d in exc.diagnostics]
+    if loaded is not None and (cluster is not None or not cluster_file):
+        # what the job needs that no file describes (cluster mounts, NFS): the plan knows
+        plan = build_plan(loaded.job, cluster, PlanOptions(mounts=tuple(ExtraMount.parse(m) for m in mounts)))
+        for note in plan.notes:
+            if note.severity.value == "warning" and "does not describe" in note.message:
+                found.append((str(job_file), Diagnostic(note.field, "undescribed-mount", note.message, Severity.WARNING)))
     return ValidationReport(tuple(found))
 
 
