@@ -6,6 +6,7 @@ median (read, plan, render, write) is reported beside it.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -16,7 +17,16 @@ from pathlib import Path
 from azbai.errors import SpecError
 from azbai.migrate import migrate_file
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "batchai"
+
+def _corpus() -> Path:
+    for candidate in (os.environ.get("AZBAI_CORPUS"), Path(__file__).resolve().parents[2] / "shared/corpus/batchai",
+                      "/work/shared/corpus/batchai"):  # fmt: skip
+        if candidate and (Path(candidate) / "recipes").is_dir():
+            return Path(candidate)
+    raise SystemExit("the Batch AI corpus is not here: set AZBAI_CORPUS")
+
+
+CORPUS = _corpus()
 
 
 def _jobs() -> list[Path]:

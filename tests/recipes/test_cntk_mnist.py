@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import CORPUS
+
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "cntk-mnist"
-# The Batch AI corpus sits beside the repository, as in tests/conftest.py.
-CORPUS_JOB = (
-    Path(__file__).resolve().parents[3] / "shared/corpus/batchai/recipes/CNTK/CNTK-GPU-Python/job.json"
-)
+CORPUS_JOB = CORPUS / "recipes/CNTK/CNTK-GPU-Python/job.json"
 
 
 def _load(name: str) -> ModuleType:

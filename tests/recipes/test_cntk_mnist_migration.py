@@ -17,7 +17,9 @@ def migrate(tmp_path: Path, *flags: str) -> dict:  # type: ignore[type-arg]
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    dry = subprocess.run([sys.executable, str(out / "pipeline.py"), "--dry-run", "--json"], capture_output=True, text=True)
+    dry = subprocess.run(
+        [sys.executable, str(out / "pipeline.py"), "--dry-run", "--json"], capture_output=True, text=True
+    )
     assert dry.returncode == 0, dry.stderr[-2000:]
     return json.loads(dry.stdout)
 
@@ -33,7 +35,9 @@ def test_the_quickstart_as_an_azure_ml_pipeline(tmp_path: Path) -> None:
     }
     assert refs["output_model"]["path_on_datastore"] == f"{summary['run_segment']}/outputs"
     assert refs["output_model"]["path_on_compute"] == "azbai/outputs/MODEL"
-    assert {d["name"]: (d["type"], d["account_name"], d["container_name"]) for d in summary["datastores"]} == {
+    assert {
+        d["name"]: (d["type"], d["account_name"], d["container_name"]) for d in summary["datastores"]
+    } == {
         "logs_share": ("AzureFileDatastore", "mystorage", "logs"),
         "scripts_share": ("AzureFileDatastore", "mystorage", "scripts"),
         "data_blob": ("AzureBlobDatastore", "mystorage", "data"),
@@ -42,8 +46,13 @@ def test_the_quickstart_as_an_azure_ml_pipeline(tmp_path: Path) -> None:
     assert step["arguments"][:2] == ["--job", "azbai_job.json"]
     assert {"logs", "scripts", "data"} <= set(step["inputs"]) and step["outputs"] == ["output_model"]
     assert all(port["mode"] == "mount" for port in step["inputs"].values())
-    assert summary["compute"]["type"] == "AmlCompute" and summary["compute"]["vm_size"] == "STANDARD_NC4AS_T4_V3"
-    assert summary["environment"]["image"].startswith("mcr.microsoft.com/azureml/") and "torch" in summary["environment"]["pip_packages"]
+    assert (
+        summary["compute"]["type"] == "AmlCompute" and summary["compute"]["vm_size"] == "STANDARD_NC4AS_T4_V3"
+    )
+    assert (
+        summary["environment"]["image"].startswith("mcr.microsoft.com/azureml/")
+        and "torch" in summary["environment"]["pip_packages"]
+    )
     # the step runs the unchanged command line through the launcher
     job = json.loads((tmp_path / "out/snapshot/azbai_job.json").read_text())
     (group,) = job["launch"]["groups"]
