@@ -94,7 +94,8 @@ def test_a_new_video_fires_the_pipeline_and_comes_back_styled(workspace: Workspa
 
 
 def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspace, tmp_path: Path) -> None:
-    clip = make_clip(tmp_path / "clip.mp4", seconds=1.0, fps=24, size=(64, 64))
+    # 256² frames: a mini-batch takes long enough that the kill lands while most of them are still to do
+    clip = make_clip(tmp_path / "clip.mp4", seconds=1.0, fps=24, size=(256, 256))
     media = open_store(workspace, DEV_ACCOUNT, container="media")
     media.upload_file(clip, "incoming/crash.mp4")
     plan, folder = small_plan(tmp_path, mini_batch=2)
@@ -112,9 +113,9 @@ def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspa
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         done = list(state_root.glob("*/state/done/*.json"))
-        if len(done) >= 3:
+        if done:
             break
-        time.sleep(0.2)
+        time.sleep(0.02)
     import os
 
     os.killpg(process.pid, signal.SIGKILL)
@@ -122,7 +123,7 @@ def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspa
     (work,) = list(state_root.iterdir())
     state = work / "state"
     done_before = len(list((state / "done").glob("*.json")))
-    assert 3 <= done_before < 12, done_before  # 24 frames in mini-batches of 2: 12 mini-batches
+    assert 1 <= done_before < 12, done_before  # 24 frames in mini-batches of 2: 12 mini-batches
     run = PipelineRunner(workspace, plan, folder).run({"video": "incoming/crash.mp4"}, run_id="second")
     assert run.state == "succeeded"
     record = JobBook(workspace).get(run.steps["style"].job or "")
