@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from azbai.cli_options import job_source_options
 from azbai.errors import AzbaiError, SpecError
 from azbai.source.diagnostics import Diagnostic
 
@@ -46,36 +47,10 @@ def main() -> None:
     """Carry Azure Batch AI jobs over to Azure Machine Learning, and run them locally."""
 
 
-storage_options = [
-    click.option(
-        "--storage-account-name",
-        help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT).",
-    ),
-    click.option(
-        "--storage-account-key",
-        help="Replaces <AZURE_BATCHAI_STORAGE_KEY> (else $AZURE_BATCHAI_STORAGE_KEY). Never written anywhere.",
-    ),
-]
-
-
-def with_storage_options(func: Any) -> Any:
-    """Add the Batch AI CLI's storage account flags to a command."""
-    for option in reversed(storage_options):
-        func = option(func)
-    return func
-
-
 @main.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
-@click.option(
-    "--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on."
-)
-@click.option(
-    "--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in."
-)
-@click.option("--mount", "mounts", multiple=True, help="A cluster mount the job uses: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
-@with_storage_options
+@job_source_options
 def validate(
     job_file: str,
     cluster_file: str | None,
@@ -119,18 +94,7 @@ def validate(
 @click.option(
     "-e", "--experiment", default="batchai-migration", show_default=True, help="The Azure ML experiment."
 )
-@click.option(
-    "--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on."
-)
-@click.option(
-    "--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in."
-)
-@click.option(
-    "--mount",
-    "mounts",
-    multiple=True,
-    help="A cluster mount the job uses: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.",
-)
+@job_source_options
 @click.option(
     "--vm-size", help="The AmlCompute VM size (default: the current size replacing the Batch AI one)."
 )
@@ -157,7 +121,6 @@ def validate(
     show_default=True,
     help="How output directories reach their datastore.",
 )
-@with_storage_options
 def migrate(job_file: str, output_dir: str | None, **kwargs: Any) -> None:
     """Translate a Batch AI job.json into an Azure ML v1 pipeline: plan.json, pipeline.py, migrate.ipynb, MIGRATION.md."""
     from azbai.migrate import migrate_file

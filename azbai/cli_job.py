@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from azbai.cli_options import job_source_options
 from azbai.local.workspace import WORKSPACE_ENV, Workspace
 
 _name = click.option("-n", "--name", required=True, help="The job's name.")
@@ -41,25 +42,7 @@ def job(ctx: click.Context, workspace: str | None) -> None:
 @click.option(
     "-e", "--experiment", default="batchai-migration", show_default=True, help="The job's experiment."
 )
-@click.option(
-    "--cluster", "cluster_file", type=click.Path(dir_okay=False), help="The cluster.json the job ran on."
-)
-@click.option(
-    "--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False), help="A fragment to merge in."
-)
-@click.option(
-    "--mount",
-    "mounts",
-    multiple=True,
-    help="A cluster mount: NAME=afs://ACCOUNT/SHARE or NAME=blob://ACCOUNT/CONTAINER.",
-)
-@click.option(
-    "--storage-account-name",
-    help="Replaces <AZURE_BATCHAI_STORAGE_ACCOUNT> (else $AZURE_BATCHAI_STORAGE_ACCOUNT).",
-)
-@click.option(
-    "--storage-account-key", help="Replaces <AZURE_BATCHAI_STORAGE_KEY>; not needed locally, never written."
-)
+@job_source_options
 @click.option("--wait", is_flag=True, help="Wait for the job to end (exit code non-zero when it fails).")
 @click.pass_obj
 def create(workspace: Workspace, **options: Any) -> None:

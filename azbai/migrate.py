@@ -110,7 +110,12 @@ def validate_files(
         plan = build_plan(loaded.job, cluster, PlanOptions(mounts=tuple(ExtraMount.parse(m) for m in mounts)))
         for note in plan.notes:
             if note.severity.value == "warning" and "does not describe" in note.message:
-                found.append((str(job_file), Diagnostic(note.field, "undescribed-mount", note.message, Severity.WARNING)))
+                found.append(
+                    (
+                        str(job_file),
+                        Diagnostic(note.field, "undescribed-mount", note.message, Severity.WARNING),
+                    )
+                )
     return ValidationReport(tuple(found))
 
 

@@ -28,11 +28,10 @@ from azbai.local.runner import (
 )
 from azbai.local.stores import open_store
 from azbai.local.workspace import Workspace
-from azbai.migrate import load
-from azbai.plan.build import DEFAULT_EXPERIMENT, PlanOptions, build_plan
+from azbai.migrate import plan_files
+from azbai.plan.build import DEFAULT_EXPERIMENT
 from azbai.plan.model import SEGMENT_TEMPLATE
 from azbai.plan.serialize import job_to_json, plan_to_json
-from azbai.plan.storage import ExtraMount
 from azbai.source.reader import LoadedJob
 
 STDOUTERR = "stdouterr"
@@ -56,15 +55,16 @@ def create_job(
     With ``wait`` the call returns when the job ends; a failed job raises :class:`JobFailed` (its record is kept).
     """
     check_name(name)
-    loaded = load(
+    plan, loaded = plan_files(
         job_file,
-        cluster_file,
-        merge_files,
+        cluster_file=cluster_file,
+        merge_files=merge_files,
+        name=name,
+        experiment=experiment,
+        mounts=mounts,
         storage_account_name=storage_account_name,
         storage_account_key=storage_account_key,
     )
-    options = PlanOptions(name=name, experiment=experiment, mounts=tuple(ExtraMount.parse(m) for m in mounts))
-    plan = build_plan(loaded.job, loaded.cluster, options)
     secrets = secret_environment(loaded.job)
     book = JobBook(workspace.ensure())
     record = book.create(experiment, name)

@@ -27,6 +27,7 @@ Secrets                        the workspace Key Vault (``Keyvault.set_secret`` 
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Iterable
 
@@ -562,13 +563,42 @@ def _build(plan: Plan) -> str:
 
 
 def _main(plan: Plan) -> str:
-    return """
+    return render_main(
+        modes=[
+            ("--submit", "submit to the workspace in --config"),
+        ],
+        flags=[
+            'parser.add_argument("--single-run", action="store_true", help="submit one run (ScriptRunConfig), not a pipeline")'
+        ],
+        build_options="with_estimator=False",
+        submit="""
+        experiment = Experiment(ws, EXPERIMENT)
+        if args.single_run:
+            run = experiment.submit(objects["script_run_config"])
+        else:
+            run = experiment.submit(objects["pipeline"])
+        print(f"submitted {run.id}: {run.get_portal_url()}")
+        return 0
+        """,
+    )
+
+
+def render_main(modes: list[tuple[str, str]], flags: list[str], build_options: str, submit: str) -> str:
+    """The generated ``main()``: ``--dry-run`` (offline, a summary), or a submission with the workspace's config."""
+    mode_lines = "".join(
+        f'\n        mode.add_argument({json.dumps(flag)}, action="store_true", help={json.dumps(text)})'
+        for flag, text in modes
+    )
+    flag_lines = "".join(f"\n        {flag}" for flag in flags)
+    return (
+        """
     def main(argv: list | None = None) -> int:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         mode = parser.add_mutually_exclusive_group(required=True)
-        mode.add_argument("--dry-run", action="store_true", help="build every object offline and print a summary")
-        mode.add_argument("--submit", action="store_true", help="submit to the workspace in --config")
-        parser.add_argument("--single-run", action="store_true", help="submit one run (ScriptRunConfig), not a pipeline")
+        mode.add_argument("--dry-run", action="store_true", help="build every object offline and print a summary")"""
+        + mode_lines
+        + flag_lines
+        + f"""
         parser.add_argument("--config", default="config.json", help="the workspace's config.json")
         parser.add_argument("--storage-account-name", default=os.environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT"))
         parser.add_argument("--json", action="store_true", help="print the --dry-run summary as JSON")
@@ -583,22 +613,18 @@ def _main(plan: Plan) -> str:
             print(json.dumps(summary, indent=2) if args.json else offline.summary_text(summary))
             return 0
         if NEEDS_ACCOUNT and account_name == ACCOUNT_PLACEHOLDER:
-            parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (job.json names no account)")
+            parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (no file names the account)")
         ws = Workspace.from_config(path=args.config)
-        objects = build(ws, account_name, account_key, with_estimator=False)
-        store_secrets(ws)
-        experiment = Experiment(ws, EXPERIMENT)
-        if args.single_run:
-            run = experiment.submit(objects["script_run_config"])
-        else:
-            run = experiment.submit(objects["pipeline"])
-        print(f"submitted {run.id}: {run.get_portal_url()}")
-        return 0
+        objects = build(ws, account_name, account_key{", " + build_options if build_options else ""})
+        store_secrets(ws)"""
+        + textwrap.indent(textwrap.dedent(submit).rstrip(), "        ")
+        + """
 
 
     if __name__ == "__main__":
         sys.exit(main())
     """
+    )
 
 
 def _lines(items: Iterable[str], indent: int) -> str:

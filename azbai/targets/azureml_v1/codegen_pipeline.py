@@ -377,47 +377,26 @@ def _build(plan: Plan) -> str:
 
 
 def _main(plan: Plan) -> str:
-    trigger = plan.trigger is not None
-    return f"""
-    def main(argv: list | None = None) -> int:
-        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-        mode = parser.add_mutually_exclusive_group(required=True)
-        mode.add_argument("--dry-run", action="store_true", help="build every object offline and print a summary")
-        mode.add_argument("--submit", action="store_true", help="submit one run to the workspace in --config")
-        mode.add_argument("--publish", action="store_true", help="publish the pipeline{" and create its trigger schedule" if trigger else ""}")
-        parser.add_argument("--config", default="config.json", help="the workspace's config.json")
-        parser.add_argument("--storage-account-name", default=os.environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT"))
-        parser.add_argument("--json", action="store_true", help="print the --dry-run summary as JSON")
-        args = parser.parse_args(argv)
-        account_name = args.storage_account_name or ACCOUNT_PLACEHOLDER
-        account_key = os.environ.get("AZURE_BATCHAI_STORAGE_KEY")
-        if args.dry_run:
-            offline = _offline()
-            objects = build(offline.workspace(), account_name, account_key, dry_run=True)
-            offline.finalize(objects["pipeline"])
-            summary = offline.summarize(objects)
-            print(json.dumps(summary, indent=2) if args.json else offline.summary_text(summary))
-            return 0
-        if NEEDS_ACCOUNT and account_name == ACCOUNT_PLACEHOLDER:
-            parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (the job files name no account)")
-        ws = Workspace.from_config(path=args.config)
-        objects = build(ws, account_name, account_key)
-        store_secrets(ws)
+    publish = "publish the pipeline" + (
+        " and create its trigger schedule" if plan.trigger is not None else ""
+    )
+    return codegen.render_main(
+        modes=[("--submit", "submit one run to the workspace in --config"), ("--publish", publish)],
+        flags=[],
+        build_options="",
+        submit="""
         if args.publish:
             published = objects["pipeline"].publish(name=JOB_NAME, description="migrated by azbai")
-            print(f"published {{published.id}}: {{published.endpoint}}")
+            print(f"published {published.id}: {published.endpoint}")
             created = schedule(ws, published.id, objects["datastores"])
             if created is not None:
-                print(f"schedule {{created.id}} watches {{created.datastore_name}}/{{created.path_on_datastore}}")
+                print(f"schedule {created.id} watches {created.datastore_name}/{created.path_on_datastore}")
             return 0
         run = Experiment(ws, EXPERIMENT).submit(objects["pipeline"])
-        print(f"submitted {{run.id}}: {{run.get_portal_url()}}")
+        print(f"submitted {run.id}: {run.get_portal_url()}")
         return 0
-
-
-    if __name__ == "__main__":
-        sys.exit(main())
-    """
+        """,
+    )
 
 
 def _ident(name: str) -> str:

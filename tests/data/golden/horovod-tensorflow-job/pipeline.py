@@ -307,7 +307,7 @@ def main(argv: list | None = None) -> int:
         print(json.dumps(summary, indent=2) if args.json else offline.summary_text(summary))
         return 0
     if NEEDS_ACCOUNT and account_name == ACCOUNT_PLACEHOLDER:
-        parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (job.json names no account)")
+        parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (no file names the account)")
     ws = Workspace.from_config(path=args.config)
     objects = build(ws, account_name, account_key, with_estimator=False)
     store_secrets(ws)
