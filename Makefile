@@ -18,8 +18,8 @@ $(PY):
 # torch first: the CPU wheel 2.13.0 lies on disk; a loose requirement would pull a multi-GB CUDA build.
 # constraints.txt pins every package (the resolver otherwise backtracks for many minutes over the azureml caps).
 $(STAMP): $(PY) setup.cfg pyproject.toml constraints.txt
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e '.[recipes,dev]'
+	$(PIP) install --quiet --quiet torch==2.13.0
+	$(PIP) install --quiet --quiet -c constraints.txt -e '.[recipes,dev]'
 	$(PY) -c "import azureml.train.estimator" 2>/dev/null  # unpacks azureml's metadata once, not in every test
 	touch $@
 
