@@ -17,7 +17,7 @@ from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "style-transfer"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-SECONDS = float(os.environ.get("BENCH_STYLE_SECONDS", "4"))
+SECONDS = float(os.environ.get("BENCH_STYLE_SECONDS", "12"))
 
 
 def _steady_rate(frames: list, threads: int) -> float:  # type: ignore[type-arg]

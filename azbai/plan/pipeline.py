@@ -19,6 +19,7 @@ pipeline file                                      plan
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from azbai.errors import SpecError
@@ -29,6 +30,7 @@ from azbai.plan.model import (
     DataReference,
     Datastore,
     EnvironmentVariable,
+    Job,
     MappingRow,
     Note,
     ParallelStep,
@@ -41,6 +43,7 @@ from azbai.plan.model import (
     StoreKind,
     Trigger,
     VariableMapping,
+    Volume,
 )
 from azbai.plan.storage import WORKSPACE_DEFAULT_DATASTORE, sanitize, unique_name
 from azbai.source.diagnostics import Diagnostic
@@ -181,7 +184,7 @@ def build_pipeline_plan(
         experiment=experiment or spec.experiment or spec.name,
         source=Source(file=loaded.source.name, schema_version=None, toolkit="pipeline"),
         datastores=tuple(merger.datastores.values()),
-        data_references=tuple(merger.references.values()),
+        data_references=tuple(r for r in merger.references.values() if r.name in _referenced(steps)),
         container=main.container,
         compute=compute,
         steps=tuple(steps),
@@ -236,6 +239,7 @@ def _wire(step_spec: StepSpec, sub: Plan, merger: _Merger, loaded: LoadedPipelin
     environment = job.environment_variables + tuple(
         EnvironmentVariable(v.name, v.value) for v in step_spec.environment
     )
+    volumes = _unmount_rebound(job, volumes, set(bound_inputs), set(bound_outputs))
     job = dataclasses.replace(
         job,
         volumes=volumes,
@@ -243,11 +247,48 @@ def _wire(step_spec: StepSpec, sub: Plan, merger: _Merger, loaded: LoadedPipelin
         output_directories=outputs,
         environment_variables=environment,
     )
-    used = [ref_names[n] for n in step.data_references if n in ref_names]
+    kept = {v.data_reference for v in volumes} | {d.data_reference for d in (*inputs, *outputs)}
+    used = [ref_names[n] for n in step.data_references if n in ref_names and ref_names[n] in kept]
     used += [*bound_inputs.values(), *bound_outputs.values()]
     return dataclasses.replace(step, job=job, data_references=tuple(dict.fromkeys(used))), list(
         bound_outputs.values()
     )
+
+
+def _referenced(steps: list[Step | ParallelStep]) -> set[str]:
+    return {name for step in steps if isinstance(step, Step) for name in step.data_references}
+
+
+def _unmount_rebound(
+    job: Job, volumes: tuple[Volume, ...], inputs: set[str], outputs: set[str]
+) -> tuple[Volume, ...]:
+    """Volumes the job reached only through directories the pipeline rebinds need no mount in this step.
+
+    The split step of a video pipeline mounted the media container for its input and output directories; once the
+    pipeline feeds them from a parameter and to the next step, mounting (and, locally, mirroring) the whole container
+    would only cost time. A volume any command, path or the stdout/stderr prefix still names stays mounted.
+    """
+    texts = [g.command for g in job.launch.groups] + [job.job_preparation or "", job.std_out_err_path_prefix]
+    texts += [d.path for d in job.input_directories if d.id not in inputs and d.data_reference is None]
+    texts += [
+        d.path_prefix for d in job.output_directories if d.id not in outputs and d.data_reference is None
+    ]
+    rebound = [d.path for d in job.input_directories if d.id in inputs]
+    rebound += [d.path_prefix for d in job.output_directories if d.id in outputs]
+
+    def names(volume: Volume, text: str) -> bool:
+        pattern = rf"\$\{{?{volume.root.value}\}}?/{re.escape(volume.relative_mount_path)}(?:/|$|\s|[\"';])"
+        return re.search(pattern, text) is not None
+
+    result = []
+    for volume in volumes:
+        rebound_only = any(names(volume, t) for t in rebound) and not any(names(volume, t) for t in texts)
+        result.append(
+            dataclasses.replace(volume, data_reference=None)
+            if volume.data_reference and rebound_only
+            else volume
+        )
+    return tuple(result)
 
 
 def _check_bound(step_spec: StepSpec, inputs: set[str], outputs: set[str], loaded: LoadedPipeline) -> None:

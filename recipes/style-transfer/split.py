@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", required=True, type=Path, help="the video file (or a folder holding one)")
     parser.add_argument("--frames", required=True, type=Path, help="where the frames go")
     parser.add_argument("--meta", required=True, type=Path, help="where video.json and the audio go")
+    parser.add_argument(
+        "--format",
+        default="jpg",
+        choices=("jpg", "png"),
+        help="frame format (the reference used JPEG; png is lossless)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     video = args.video
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         video = candidates[0]
     args.meta.mkdir(parents=True, exist_ok=True)
     try:
-        info = split(video, args.frames, audio_path=args.meta / DEFAULT_AUDIO_NAME)
+        info = split(video, args.frames, audio_path=args.meta / DEFAULT_AUDIO_NAME, image_format=args.format)
     except VideoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -57,14 +57,17 @@ def run(mini_batch: list[str]) -> list[str]:
     from PIL import Image
 
     assert _stylizer is not None and _output is not None, "init() was not called"
-    frames = [Path(p) for p in mini_batch if p.lower().endswith(".png")]
+    frames = [Path(p) for p in mini_batch if p.lower().endswith((".png", ".jpg"))]
     images = []
     for path in frames:
         with Image.open(path) as image:
             images.append(image.convert("RGB"))
     for path, styled in zip(frames, _stylizer.stylize(images), strict=False):
         temporary = _output / f".{path.name}.tmp"
-        styled.save(temporary, format="PNG", compress_level=1)
+        if path.suffix.lower() == ".jpg":
+            styled.save(temporary, format="JPEG", quality=95)
+        else:
+            styled.save(temporary, format="PNG", compress_level=1)
         os.replace(temporary, _output / path.name)  # a frame is either complete or absent
     done = {p.name for p in frames}
     return [Path(p).name if Path(p).name in done else f"skipped:{Path(p).name}" for p in mini_batch]

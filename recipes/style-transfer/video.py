@@ -48,7 +48,9 @@ __all__ = [
 
 MANIFEST_NAME = "video.json"
 DEFAULT_AUDIO_NAME = "audio.m4a"
-_FRAME_NAME = re.compile(r"^(\d{5,})\.png$")
+_FRAME_NAME = re.compile(r"^(\d{5,})\.(png|jpg)$")
+#: frame formats `split` writes: lossless PNG, or JPEG (quality 95) as the Batch AI reference did, 2-3x faster
+FRAME_FORMATS = ("png", "jpg")
 _AUDIO_SUFFIXES = (".m4a", ".mp4", ".mov")
 _SAMPLE_RATE = 44100
 _AAC_FRAME = 1024
@@ -144,12 +146,16 @@ def _check_audio_suffix(path: Path) -> None:
         )
 
 
-def split(video: str | Path, frames_dir: str | Path, audio_path: str | Path | None = None) -> VideoInfo:
-    """Decode every frame of ``video`` to ``frames_dir/00001.png``... and copy its audio without re-encoding.
+def split(
+    video: str | Path, frames_dir: str | Path, audio_path: str | Path | None = None, image_format: str = "png"
+) -> VideoInfo:
+    """Decode every frame of ``video`` to ``frames_dir/00001.png``... (or ``.jpg``) and copy its audio, not re-encoded.
 
     The audio packets go to ``audio_path`` (default ``frames_dir/audio.m4a``) when the video has sound.
     ``frames_dir/video.json`` records the exact frame rate, frame count, size and audio file for `stitch`.
     """
+    if image_format not in FRAME_FORMATS:
+        raise VideoError(f"image_format must be one of {', '.join(FRAME_FORMATS)}, got {image_format!r}")
     source, out_dir = Path(video), Path(frames_dir)
     audio_file = Path(audio_path) if audio_path is not None else out_dir / DEFAULT_AUDIO_NAME
     _check_audio_suffix(audio_file)
@@ -182,7 +188,11 @@ def split(video: str | Path, frames_dir: str | Path, audio_path: str | Path | No
                 for frame in packet.decode():
                     if isinstance(frame, av.VideoFrame):
                         count += 1
-                        frame.to_image().save(out_dir / f"{count:05d}.png", compress_level=1)
+                        image = frame.to_image()
+                        if image_format == "jpg":
+                            image.save(out_dir / f"{count:05d}.jpg", quality=95)
+                        else:
+                            image.save(out_dir / f"{count:05d}.png", compress_level=1)
         finally:
             if audio_out is not None:
                 audio_out.close()
@@ -246,6 +256,8 @@ def frame_paths(frames_dir: str | Path) -> list[Path]:
     if not frames:
         raise VideoError(f"no numbered frames (00001.png, 00002.png, ...) in {folder}")
     numbers = [number for _, number in frames]
+    if len({Path(name).suffix for name, _ in frames}) > 1:
+        raise VideoError(f"{folder} mixes .png and .jpg frames")
     if len(set(numbers)) != len(numbers):
         twice = sorted({n for n in numbers if numbers.count(n) > 1})
         raise VideoError(f"frame numbers {twice[:5]} appear more than once in {folder}")

@@ -71,7 +71,7 @@ def test_a_new_video_fires_the_pipeline_and_comes_back_styled(workspace: Workspa
     run = fired.run
     frames = sorted(p.name for p in run.data_dir("frames").iterdir())
     styled = sorted(p.name for p in run.data_dir("styled").iterdir() if not p.name.startswith("."))
-    assert frames == styled == [f"{i:05d}.png" for i in range(1, source.frames + 1)]  # every frame, once
+    assert frames == styled == [f"{i:05d}.jpg" for i in range(1, source.frames + 1)]  # every frame, once
     (video,) = [e for e in media.list("processed/") if e.path.endswith("clip_styled.mp4")]
     media.download_file(video.path, tmp_path / "out.mp4")
     out = probe(tmp_path / "out.mp4")
@@ -86,8 +86,8 @@ def test_a_new_video_fires_the_pipeline_and_comes_back_styled(workspace: Workspa
     from PIL import Image, ImageChops, ImageStat
 
     with (
-        Image.open(run.data_dir("frames") / "00001.png") as a,
-        Image.open(run.data_dir("styled") / "00001.png") as b,
+        Image.open(run.data_dir("frames") / "00001.jpg") as a,
+        Image.open(run.data_dir("styled") / "00001.jpg") as b,
     ):
         assert sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3 > 20
     assert watcher.poll() == []  # not run twice
