@@ -72,6 +72,7 @@ class JobRecord:
     tool_type: str = ""
     node_count: int = 1
     runner_pid: int | None = None
+    runner_started: str | None = None
     stdouterr_dir: str | None = None
     outputs: dict[str, OutputLocation] = field(default_factory=dict)
     source: str | None = None
@@ -115,7 +116,7 @@ class JobRecord:
         if (
             record.state in (QUEUED, RUNNING)
             and record.runner_pid
-            and not _alive(record.runner_pid, record.path)
+            and not _alive(record.runner_pid, record.runner_started)
         ):
             record = JobRecord.load(self.path)  # it may have finished between the two reads
             if record.state in (QUEUED, RUNNING):
@@ -194,14 +195,23 @@ class JobBook:
         return sorted(records, key=lambda r: (r.creation_time, r.experiment, r.name))
 
 
-def _alive(pid: int, directory: Path) -> bool:
-    """Whether ``pid`` is still the runner of the job in ``directory`` (not a recycled pid)."""
+def process_start(pid: int) -> str | None:
+    """When a process started (clock ticks since boot, from /proc), to tell it from a later one with its pid."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: the fields after its last ')' are fixed
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """Whether ``pid`` is still the process that recorded itself as the job's runner (not a recycled pid)."""
+    current = process_start(pid)
+    if current is None:
         try:
             os.kill(pid, 0)
         except OSError:
             return False
-        return True
-    return any(part.decode(errors="replace") == str(directory) for part in cmdline)
+        return True  # no /proc: trust the pid
+    return started is None or current == started

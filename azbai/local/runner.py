@@ -37,7 +37,16 @@ from azbai import launcher
 from azbai.errors import AzbaiError, JobError, StorageError
 from azbai.local import transfer
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
-from azbai.local.jobs import FAILED, RUNNING, SUCCEEDED, TERMINATED, JobRecord, OutputLocation, now
+from azbai.local.jobs import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINATED,
+    JobRecord,
+    OutputLocation,
+    now,
+    process_start,
+)
 from azbai.local.stores import AZBAI_FILE_PREFIX, Store, file_md5, iter_local_files, open_store
 from azbai.local.workspace import Workspace
 from azbai.plan.model import DataMode, DataReference, Datastore, Job, MountRoot, Plan, StoreKind, VolumeKind
@@ -127,6 +136,7 @@ class JobRunner:
         """Run the job to its end; returns its exit code (and records it)."""
         record = self.record
         record.state, record.start_time, record.runner_pid = RUNNING, now(), os.getpid()
+        record.runner_started = process_start(os.getpid())
         record.save()
         staged: list[_Staged] = []
         code = 1

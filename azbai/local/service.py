@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -85,11 +86,14 @@ def create_job(
     env = {**os.environ, **secrets, "AZBAI_WORKSPACE": str(workspace.root)}
     if wait:
         runner = JobRunner(workspace, record)
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: runner.terminate())
+        # Ctrl-C stops the job (its logs and outputs are still staged out); handlers belong to the main thread only
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: runner.terminate()) if main else None
         try:
             code = runner.run(env=env)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if main:
+                signal.signal(signal.SIGINT, previous)
         record = record.refresh()
         if code != 0 or record.state != "succeeded":
             raise JobFailed(_failure(record), record.exit_code or 1)
@@ -103,8 +107,8 @@ def create_job(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the job outlives the CLI that created it
         )
+    # the runner records itself (pid and start time) when it starts: saving here could overwrite its progress
     record.runner_pid = process.pid
-    record.save()
     return record
 
 

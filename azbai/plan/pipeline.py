@@ -247,7 +247,11 @@ def _wire(step_spec: StepSpec, sub: Plan, merger: _Merger, loaded: LoadedPipelin
         output_directories=outputs,
         environment_variables=environment,
     )
-    kept = {v.data_reference for v in volumes} | {d.data_reference for d in (*inputs, *outputs)}
+    kept = (
+        {v.data_reference for v in volumes}
+        | {d.data_reference for d in inputs}
+        | {d.data_reference for d in outputs}
+    )
     used = [ref_names[n] for n in step.data_references if n in ref_names and ref_names[n] in kept]
     used += [*bound_inputs.values(), *bound_outputs.values()]
     return dataclasses.replace(step, job=job, data_references=tuple(dict.fromkeys(used))), list(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -300,3 +301,38 @@ def test_every_recipe_runs_against_small_scripts(workspace: Workspace, tmp_path:
     assert record.state == "succeeded"
     files = {f.name for f in list_files(record)}
     assert files & {"stdout.txt", "stdout-0.txt", "stdout-wk-0.txt"}
+
+
+def test_a_job_waited_for_in_the_foreground_is_not_taken_for_dead(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """`azbai job create --wait` runs the job in the CLI's own process; another `azbai job show` must see it running."""
+    import threading
+
+    path = job_file(
+        tmp_path,
+        environmentVariables=[{"name": "MODE", "value": "sleep"}],
+        constraints={"maxWallClockTime": "00:00:04"},
+    )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            create_job(workspace, path, name="foreground", wait=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    seen = set()
+    while thread.is_alive() and time.monotonic() < deadline:
+        with contextlib.suppress(JobError):
+            seen.add(JobBook(workspace).get("foreground").state)
+        time.sleep(0.1)
+    thread.join()
+    assert not [e for e in errors if not isinstance(e, JobFailed)], errors
+    assert "running" in seen
+    record = JobBook(workspace).get("foreground")
+    # it ended on its wall clock, not because an observer decided its runner was gone
+    assert (record.state, record.exit_code) == ("failed", 124) and "runner" not in (record.message or "")
