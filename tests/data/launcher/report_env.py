@@ -28,7 +28,10 @@ if secret:
 with open(out + ".tmp", "w") as handle:
     json.dump(report, handle)
 os.replace(out + ".tmp", out)
-print(f"reported {os.path.basename(out)}", flush=True)
-print(f"stderr of {os.path.basename(out)}", file=sys.stderr, flush=True)
+# one write per line: ranks share stdout.txt, and print() may issue the text and the newline as two writes
+sys.stdout.write(f"reported {os.path.basename(out)}\n")
+sys.stdout.flush()
+sys.stderr.write(f"stderr of {os.path.basename(out)}\n")
+sys.stderr.flush()
 time.sleep(sleep)
 sys.exit(code)
