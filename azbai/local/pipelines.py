@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import uuid
@@ -32,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from azbai.errors import JobFailed, PipelineError, StorageError
 from azbai.local import transfer
@@ -290,10 +290,10 @@ class PipelineRunner:
             re.sub(r"\{parameters\.(\w+)\}", lambda m: values[str(m.group(1))], a) for a in step.arguments
         ]
         arguments = " ".join(
-            _quote(a) for a in filled
+            shlex.quote(a) for a in filled
         )  # quoted: a parameter value never becomes shell syntax
         command = (
-            f"{_quote(sys.executable)} -m azbai.local.parallel --entry-script {_quote(str(entry))} "
+            f"{shlex.quote(sys.executable)} -m azbai.local.parallel --entry-script {shlex.quote(str(entry))} "
             "--input $AZ_BATCHAI_INPUT_INPUT --output $AZ_BATCHAI_OUTPUT_OUTPUT --state $AZ_BATCHAI_INPUT_STATE "
             f"--mini-batch-size {step.mini_batch_size} --error-threshold {step.error_threshold} "
             f"--max-retries {step.max_retries} --timeout {step.run_invocation_timeout}"
@@ -420,31 +420,9 @@ def _copy_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, target)
 
 
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
-
-
-def find_run(workspace: Workspace, pipeline: str, run_id: str) -> PipelineRun:
-    """A recorded run."""
-    directory = workspace.pipelines_dir / pipeline / "runs" / run_id
-    if not (directory / "run.json").exists():
-        raise PipelineError(f"pipeline {pipeline!r} has no run {run_id!r}")
-    return PipelineRun.load(directory)
-
-
 def list_runs(workspace: Workspace, pipeline: str) -> list[PipelineRun]:
     """Every recorded run of a pipeline, oldest first."""
     runs = [
         PipelineRun.load(p.parent) for p in (workspace.pipelines_dir / pipeline / "runs").glob("*/run.json")
     ]
     return sorted(runs, key=lambda r: r.started)
-
-
-def data_path_parameter_names(plan: Plan) -> list[str]:
-    """The plan's data-path parameters."""
-    return [p.name for p in plan.parameters if p.kind is ParameterKind.DATA_PATH]
-
-
-__all__: list[Any] = ["PipelineRun", "PipelineRunner", "check_datastore_path", "find_run", "list_runs"]

@@ -188,9 +188,11 @@ class JobRunner:
             elif ref.mode is DataMode.MOUNT:
                 path = data_dir / "mounts" / name
                 path.mkdir(parents=True, exist_ok=True)
+                snapshot = {}
                 if store.root_exists():
                     transfer.download(store, prefix, path, incremental=True)
-                staged.append(_Staged(ref, store, path, prefix, _local_files(path)))
+                    snapshot = _mirror_snapshot(store, prefix, path)
+                staged.append(_Staged(ref, store, path, prefix, snapshot))
             elif ref.mode is DataMode.DOWNLOAD:
                 path = data_dir / "inputs" / name
                 path.mkdir(parents=True, exist_ok=True)
@@ -310,6 +312,19 @@ def run_recorded(directory: Path) -> int:
         record.state, record.end_time, record.message = FAILED, now(), "the runner failed; see runner.log"
         record.save()
         return 1
+
+
+def _mirror_snapshot(store: Store, prefix: str, mirror: Path) -> dict[str, tuple[int, str]]:
+    """What a freshly downloaded (and verified) mirror holds, from the store's listing: no second hashing pass.
+
+    Only a blob whose MD5 the store does not know is hashed locally.
+    """
+    base = f"{prefix}/" if prefix else ""
+    snapshot = {}
+    for entry in store.list(base):
+        rel = entry.path[len(base) :]
+        snapshot[rel] = (entry.size, entry.md5 or file_md5(mirror / rel))
+    return snapshot
 
 
 def _local_files(root: Path) -> dict[str, tuple[int, str]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 from azbai.errors import SpecError
 from azbai.plan.build import PlanOptions, build_plan
@@ -344,8 +343,3 @@ def _workspace_default() -> Datastore:
         CredentialKind.WORKSPACE,
         workspace_default=True,
     )
-
-
-def pipeline_spec_directory(loaded: LoadedPipeline) -> Path:
-    """Where relative paths in the pipeline file are resolved."""
-    return loaded.source.parent

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -139,13 +139,3 @@ class Collector:
     def has_errors(self) -> bool:
         """True when at least one error was recorded."""
         return any(d.is_error for d in self._items)
-
-
-def errors_of(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
-    """Only the errors."""
-    return [d for d in diagnostics if d.is_error]
-
-
-def warnings_of(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
-    """Only the warnings."""
-    return [d for d in diagnostics if not d.is_error]

@@ -156,14 +156,6 @@ def load_cluster(
     return LoadedCluster(str(path), config, collector.items, walker)
 
 
-def validate_job(path: str | Path, **kwargs: Any) -> tuple[Diagnostic, ...]:
-    """Every diagnostic for a job file, errors included, without raising for spec errors."""
-    try:
-        return load_job(path, **kwargs).diagnostics
-    except SpecError as exc:
-        return exc.diagnostics
-
-
 def _wrong_kind(source: str, kind: str, collector: Collector) -> None:
     if kind == "cluster":
         advice = "pass it with --cluster cluster.json beside a job file"

@@ -60,7 +60,6 @@ def render_pipeline(plan: Plan) -> str:
 
         return render_pipeline_plan(plan)
     step = plan.job_steps[0]
-    job = step.job
     refs = [plan.data_reference(name) for name in step.data_references]
     parts = [
         _header(plan),
@@ -79,7 +78,6 @@ def render_pipeline(plan: Plan) -> str:
         _build(plan),
         _main(plan),
     ]
-    del job
     return "\n\n".join(textwrap.dedent(p).strip("\n") for p in parts) + "\n"
 
 
