@@ -18,15 +18,8 @@ from azbai.errors import SpecError
 from azbai.migrate import migrate_file
 
 
-def _corpus() -> Path:
-    for candidate in (os.environ.get("AZBAI_CORPUS"), Path(__file__).resolve().parents[2] / "shared/corpus/batchai",
-                      "/work/shared/corpus/batchai"):  # fmt: skip
-        if candidate and (Path(candidate) / "recipes").is_dir():
-            return Path(candidate)
-    raise SystemExit("the Batch AI corpus is not here: set AZBAI_CORPUS")
-
-
-CORPUS = _corpus()
+#: the vendored Batch AI corpus (tests/data/corpus, MIT)
+CORPUS = Path(__file__).resolve().parents[1] / "tests/data/corpus/batchai"
 
 
 def _jobs() -> list[Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,38 +9,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def find_corpus() -> Path | None:
-    """The Batch AI corpus: $AZBAI_CORPUS, else ../shared/corpus/batchai beside the repository, else /work/shared."""
-    candidates = [
-        os.environ.get("AZBAI_CORPUS"),
-        ROOT.parent / "shared/corpus/batchai",
-        "/work/shared/corpus/batchai",
-    ]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "recipes").is_dir():
-            return Path(candidate)
-    return None
-
-
-_FOUND = find_corpus()
-#: the corpus (not part of the repository); tests that need it are skipped, loudly, when it is not there
-CORPUS = _FOUND or ROOT.parent / "shared/corpus/batchai"
+#: the Batch AI corpus (MIT, from the Azure/BatchAI repository), vendored with its license
+CORPUS = Path(__file__).resolve().parent / "data/corpus/batchai"
 DATA = Path(__file__).resolve().parent / "data"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _FOUND is not None:
-        return
-    skip = pytest.mark.skip(
-        reason="the Batch AI corpus (../shared/corpus/batchai or $AZBAI_CORPUS) is not here"
-    )
-    for item in items:
-        if item.get_closest_marker("corpus"):
-            item.add_marker(skip)
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"Batch AI corpus: {_FOUND or 'NOT FOUND (corpus tests are skipped)'}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -18,7 +18,6 @@ def azbai(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     return subprocess.run([sys.executable, "-m", "azbai", *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.corpus
 def test_validate_a_good_job() -> None:
     result = azbai("validate", str(QUICKSTART))
     assert result.returncode == 0
@@ -34,7 +33,6 @@ def test_validate_json_output() -> None:
     assert items[0]["path"] == "properties.nodeCount"
 
 
-@pytest.mark.corpus
 def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
     bad = CORPUS / "history/2018-05-15_3d7b5583/recipes/TensorFlow/TensorFlow-GPU/job.json"
     result = azbai("migrate", str(bad), "-o", str(tmp_path / "out"))
@@ -57,7 +55,6 @@ def test_errors_write_nothing(tmp_path: Path) -> None:
         assert not out.exists()
 
 
-@pytest.mark.corpus
 def test_missing_file_and_bad_flags(tmp_path: Path) -> None:
     result = azbai("migrate", str(tmp_path / "nope.json"))
     assert (
@@ -69,7 +66,6 @@ def test_missing_file_and_bad_flags(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Invalid value for '--inputs'" in result.stderr
 
 
-@pytest.mark.corpus
 def test_migrate_writes_every_file(tmp_path: Path) -> None:
     result = azbai("migrate", str(QUICKSTART), "-o", str(tmp_path / "out"), "-n", "quickstart", "-e", "mnist")
     assert result.returncode == 0, result.stderr
@@ -91,7 +87,6 @@ def test_migrate_writes_every_file(tmp_path: Path) -> None:
     assert result.returncode == 0 and (tmp_path / "migrated/cntk-gpu-python/pipeline.py").is_file()
 
 
-@pytest.mark.corpus
 def test_migrate_does_not_import_azureml(tmp_path: Path) -> None:
     code = (
         "import sys; from azbai.cli import main\n"

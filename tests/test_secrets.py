@@ -108,7 +108,6 @@ def test_key_from_the_environment_is_not_written(tmp_path: Path) -> None:
     assert_nowhere([p.read_text() for p in out.rglob("*") if p.is_file()] + [result.stdout, result.stderr])
 
 
-@pytest.mark.corpus
 def test_doc_examples_with_secrets(tmp_path: Path) -> None:
     docs = CORPUS / "doc-examples/documentation"
     result = run(

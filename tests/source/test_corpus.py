@@ -10,7 +10,6 @@ from azbai.errors import SpecError
 from azbai.source.reader import load_cluster, load_job
 from tests.conftest import CORPUS, corpus_files, corpus_id
 
-pytestmark = pytest.mark.corpus
 
 INVALID_JSON = {
     "history/2018-05-15_3d7b5583/recipes/TensorFlow/TensorFlow-GPU/job.json": (7, 9),

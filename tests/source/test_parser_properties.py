@@ -94,7 +94,6 @@ def _mutations() -> st.SearchStrategy[Any]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=_mutations())
-@pytest.mark.corpus
 def test_a_real_config_with_one_value_replaced_never_crashes(tmp_path: Path, value: Any) -> None:
     _read(tmp_path, value)
 
