@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from azbai.cli_options import job_source_options
+from azbai.cli_options import print_diagnostics, source_options
 from azbai.errors import AzbaiError, SpecError
-from azbai.source.diagnostics import Diagnostic
+from azbai.facade import TARGETS, SourceOptions
 
 
 class AzbaiGroup(click.Group):
@@ -35,12 +34,6 @@ class AzbaiGroup(click.Group):
             ctx.exit(getattr(exc, "exit_code", 1) or 1)
 
 
-def print_diagnostics(diagnostics: Sequence[Diagnostic], *, source: str) -> None:
-    """Print diagnostics to stderr, one per line, prefixed by the file name."""
-    for d in diagnostics:
-        click.echo(f"{source}: {d}", err=True)
-
-
 @click.group(cls=AzbaiGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="azbai")
 def main() -> None:
@@ -50,39 +43,19 @@ def main() -> None:
 @main.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
-@job_source_options
-def validate(
-    job_file: str,
-    cluster_file: str | None,
-    merge_files: tuple[str, ...],
-    mounts: tuple[str, ...],
-    as_json: bool,
-    storage_account_name: str | None,
-    storage_account_key: str | None,
-) -> None:
-    """Check a Batch AI job.json; report every problem by its JSON path."""
-    from azbai.migrate import validate_files
+@source_options()
+def validate(job_file: str, as_json: bool, source: SourceOptions) -> None:
+    """Check a Batch AI job.json (or an azbai pipeline file and its jobs); report every problem by JSON path."""
+    from azbai.facade import check
 
-    report = validate_files(
-        job_file,
-        cluster_file,
-        merge_files,
-        mounts,
-        storage_account_name=storage_account_name,
-        storage_account_key=storage_account_key,
-    )
+    report = check(job_file, source)
     if as_json:
-        click.echo(json.dumps([{"file": f, **d.to_dict()} for f, d in report.diagnostics], indent=2))
+        click.echo(json.dumps([d.to_dict() for d in report.diagnostics], indent=2))
     else:
-        for source, d in report.diagnostics:
-            click.echo(f"{source}: {d}", err=True)
-    errors = sum(1 for _, d in report.diagnostics if d.is_error)
-    warnings = len(report.diagnostics) - errors
-    if not as_json:
-        click.echo(
-            f"{job_file}: {'invalid' if errors else 'valid'} ({errors} error(s), {warnings} warning(s))"
-        )
-    sys.exit(1 if errors else 0)
+        print_diagnostics(report.diagnostics)
+        errors, warnings = len(report.errors), len(report.warnings)
+        click.echo(f"{job_file}: {'valid' if report.ok else 'invalid'} ({errors} error(s), {warnings} warning(s))")
+    sys.exit(0 if report.ok else 1)
 
 
 @main.command()
@@ -91,45 +64,24 @@ def validate(
     "-o", "--output-dir", type=click.Path(file_okay=False), help="Where to write (default: migrated/<name>)."
 )
 @click.option("-n", "--name", help="The job name (default: from the file's folder).")
+@click.option("-e", "--experiment", help="The Azure ML experiment (default: batchai-migration).")
 @click.option(
-    "-e", "--experiment", default="batchai-migration", show_default=True, help="The Azure ML experiment."
-)
-@job_source_options
-@click.option(
-    "--vm-size", help="The AmlCompute VM size (default: the current size replacing the Batch AI one)."
-)
-@click.option("--max-nodes", type=click.IntRange(min=1), help="The cluster's maximum node count.")
-@click.option(
-    "--image", help="The docker image for the step (default: the job's, or a current one for retired images)."
-)
-@click.option(
-    "--keep-image", is_flag=True, help="Keep the job's image even when it is a retired framework image."
-)
-@click.option(
-    "--inputs",
-    "input_mode",
-    type=click.Choice(["mount", "download"]),
-    default="mount",
+    "--target",
+    type=click.Choice(["all", *TARGETS]),
+    default="all",
     show_default=True,
-    help="How input directories reach the job.",
+    help="What to write: Azure ML SDK v1 code, CLI v2 YAML and azure-ai-ml code, or both.",
 )
-@click.option(
-    "--outputs",
-    "output_mode",
-    type=click.Choice(["upload", "mount"]),
-    default="upload",
-    show_default=True,
-    help="How output directories reach their datastore.",
-)
-def migrate(job_file: str, output_dir: str | None, **kwargs: Any) -> None:
-    """Translate a Batch AI job.json into an Azure ML v1 pipeline: plan.json, pipeline.py, migrate.ipynb, MIGRATION.md."""
-    from azbai.migrate import migrate_file
+@source_options(migration=True)
+def migrate(job_file: str, output_dir: str | None, target: str, source: SourceOptions) -> None:
+    """Translate a Batch AI job.json or an azbai pipeline file for Azure ML: plan.json, Azure ML code, MIGRATION.md."""
+    from azbai.facade import migrate as migrate_source
+    from azbai.facade import options_dict
 
-    result = migrate_file(job_file, output_dir, **kwargs)
-    for source, d in result.diagnostics:
-        click.echo(f"{source}: {d}", err=True)
+    result = migrate_source(job_file, output_dir, target=target, **options_dict(source))
+    print_diagnostics(result.diagnostics)
     for note in result.plan.notes:
-        click.echo(f"{note.severity.value}: {note.field}: {note.message}", err=True)
+        click.echo(f"{note.severity.value}: {note.field}: {note.message} [{note.code}]", err=True)
     for path in result.files:
         click.echo(f"wrote {path}")
     click.echo(f"next: python {Path(result.output_dir) / 'pipeline.py'} --dry-run")

@@ -9,13 +9,16 @@ azbai job file stream -n NAME -f stdout.txt|stderr.txt|FILE [-d …]
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
 
 import click
 
-from azbai.cli_options import job_source_options
+from azbai.cli_options import print_diagnostics, source_options
+from azbai.convert import DEFAULT_EXPERIMENT
+from azbai.facade import SourceOptions
 from azbai.local.workspace import WORKSPACE_ENV, Workspace
 
 _name = click.option("-n", "--name", required=True, help="The job's name.")
@@ -38,18 +41,23 @@ def job(ctx: click.Context, workspace: str | None) -> None:
 @click.option(
     "-f", "--config-file", "job_file", required=True, type=click.Path(dir_okay=False), help="The job.json."
 )
-@_name
+@click.option("-n", "--name", "job_name", required=True, help="The job's name.")
 @click.option(
-    "-e", "--experiment", default="batchai-migration", show_default=True, help="The job's experiment."
+    "-e", "--experiment", "job_experiment", default=DEFAULT_EXPERIMENT, show_default=True, help="The job's experiment."
 )
-@job_source_options
+@source_options()
 @click.option("--wait", is_flag=True, help="Wait for the job to end (exit code non-zero when it fails).")
 @click.pass_obj
-def create(workspace: Workspace, **options: Any) -> None:
+def create(
+    workspace: Workspace, job_file: str, job_name: str, job_experiment: str, wait: bool, source: SourceOptions
+) -> None:
     """Create a job from a Batch AI job.json and run it."""
+    from azbai.facade import read, secret_values
     from azbai.local.service import create_job
 
-    record = create_job(workspace, **options)
+    loaded = read(job_file, dataclasses.replace(source, name=job_name, experiment=job_experiment))
+    print_diagnostics(loaded.diagnostics)
+    record = create_job(workspace, loaded.plan, wait=wait, secrets=secret_values(loaded.plan))
     click.echo(json.dumps(record.to_dict(), indent=2))
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from azbai import launcher
-from azbai.plan.build import PlanOptions, build_plan
+from azbai.convert.job import PlanOptions, build_plan
 from azbai.plan.model import DataMode
 from azbai.plan.serialize import job_to_json
 from azbai.source.reader import load_job

@@ -13,17 +13,19 @@ States follow Batch AI's ``executionState``: queued → running → succeeded | 
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from azbai.errors import JobError
+from azbai.local.records import load_record, save_record, strict_fields
 from azbai.local.workspace import Workspace
+
+#: the format of ``record.json``
+RECORD_FORMAT = 1
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, TERMINATED = "queued", "running", "succeeded", "failed", "terminated"
 FINAL_STATES = (SUCCEEDED, FAILED, TERMINATED)
@@ -93,22 +95,26 @@ class JobRecord:
         return self.state in FINAL_STATES
 
     def save(self) -> None:
-        """Write ``record.json`` atomically."""
-        data = asdict(self)
-        handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".record.", suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-        os.replace(temporary, self.path / "record.json")
+        """Write ``record.json`` atomically, with its format number."""
+        save_record(self.path / "record.json", asdict(self), RECORD_FORMAT)
 
     @classmethod
     def load(cls, directory: Path) -> JobRecord:
-        """Read ``record.json``."""
-        try:
-            data: dict[str, Any] = json.loads((directory / "record.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise JobError(f"cannot read the job record in {directory}: {exc}") from exc
-        data["outputs"] = {k: OutputLocation(**v) for k, v in data.get("outputs", {}).items()}
-        return cls(**data)
+        """Read ``record.json``; :class:`JobError` for a stale or foreign one."""
+
+        def build(data: dict[str, Any]) -> JobRecord:
+            data = strict_fields(cls, data)
+            data["outputs"] = {k: OutputLocation(**v) for k, v in data.get("outputs", {}).items()}
+            return cls(**data)
+
+        return load_record(
+            directory / "record.json",
+            RECORD_FORMAT,
+            "job record",
+            JobError,
+            build,
+            hint=f"remove the directory {directory} to forget that job",
+        )
 
     def refresh(self) -> JobRecord:
         """The record as it is on disk now, with a vanished runner noticed (a job cannot stay running forever)."""

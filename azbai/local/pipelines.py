@@ -33,10 +33,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from azbai.errors import JobFailed, PipelineError, StorageError
 from azbai.local import transfer
 from azbai.local.jobs import JobBook, JobRecord, now
+from azbai.local.records import load_record, save_record, strict_fields
 from azbai.local.runner import (
     LOCAL_RESOURCE_GROUP,
     LOCAL_SUBSCRIPTION,
@@ -66,6 +68,9 @@ from azbai.plan.model import (
 from azbai.plan.serialize import job_to_json, plan_to_json, to_dict
 
 log = logging.getLogger(__name__)
+
+#: the format of a run's ``run.json``
+RUN_FORMAT = 1
 
 #: called with (step name, state) as a run progresses: "running", "succeeded", "reused", "failed"
 Progress = Callable[[str, str], None]
@@ -109,17 +114,26 @@ class PipelineRun:
         return self.path / "data" / name
 
     def save(self) -> None:
-        """Write ``run.json`` (atomically)."""
-        temporary = self.path / ".run.json.tmp"
-        temporary.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-        os.replace(temporary, self.path / "run.json")
+        """Write ``run.json`` atomically, with its format number."""
+        save_record(self.path / "run.json", asdict(self), RUN_FORMAT)
 
     @classmethod
     def load(cls, directory: Path) -> PipelineRun:
-        """Read ``run.json``."""
-        data = json.loads((directory / "run.json").read_text(encoding="utf-8"))
-        data["steps"] = {k: StepState(**v) for k, v in data["steps"].items()}
-        return cls(**data)
+        """Read ``run.json``; :class:`PipelineError` for a stale or foreign one."""
+
+        def build(data: dict[str, Any]) -> PipelineRun:
+            data = strict_fields(cls, data)
+            data["steps"] = {k: StepState(**strict_fields(StepState, v)) for k, v in data["steps"].items()}
+            return cls(**data)
+
+        return load_record(
+            directory / "run.json",
+            RUN_FORMAT,
+            "pipeline run",
+            PipelineError,
+            build,
+            hint=f"remove the directory {directory} to forget that run",
+        )
 
 
 class PipelineRunner:

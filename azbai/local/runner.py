@@ -51,7 +51,6 @@ from azbai.local.stores import AZBAI_FILE_PREFIX, Store, file_md5, iter_local_fi
 from azbai.local.workspace import Workspace
 from azbai.plan.model import DataMode, DataReference, Datastore, Job, MountRoot, Plan, StoreKind, VolumeKind
 from azbai.plan.serialize import job_from_json, plan_from_dict
-from azbai.source.storage_names import ACCOUNT_PLACEHOLDER
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def local_account(datastore: Datastore) -> str:
     """The local (Azurite) account a datastore lives in."""
     if datastore.workspace_default:
         return DEV_ACCOUNT
-    if datastore.account_name == ACCOUNT_PLACEHOLDER:
+    if datastore.account_placeholder:
         return os.environ.get(LOCAL_ACCOUNT_ENV) or DEV_ACCOUNT
     return datastore.account_name
 

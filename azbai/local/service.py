@@ -1,6 +1,6 @@
 """``azbai job …`` as a library: create, show, list, wait, terminate, delete a local job, and read its files.
 
->>> record = create_job(Workspace.resolve(), "job.json", name="mnist", wait=True)
+>>> record = create_job(Workspace.resolve(), azbai.load("job.json"), name="mnist", wait=True)
 >>> record.state, record.exit_code
 ('succeeded', 0)
 """
@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,44 +29,35 @@ from azbai.local.runner import (
 )
 from azbai.local.stores import open_store
 from azbai.local.workspace import Workspace
-from azbai.migrate import plan_files
-from azbai.plan.build import DEFAULT_EXPERIMENT
-from azbai.plan.model import SEGMENT_TEMPLATE
+from azbai.plan.model import SEGMENT_TEMPLATE, Job, Plan
 from azbai.plan.serialize import job_to_json, plan_to_json
-from azbai.source.reader import LoadedJob
 
 STDOUTERR = "stdouterr"
 
 
 def create_job(
     workspace: Workspace,
-    job_file: str | Path,
+    plan: Plan,
     *,
-    name: str,
-    experiment: str = DEFAULT_EXPERIMENT,
+    name: str | None = None,
+    experiment: str | None = None,
     wait: bool = False,
-    cluster_file: str | Path | None = None,
-    merge_files: Sequence[str | Path] = (),
-    mounts: Sequence[str] = (),
-    storage_account_name: str | None = None,
-    storage_account_key: str | None = None,
+    secrets: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> JobRecord:
-    """Create a local job from a Batch AI job file and start it (in the background unless ``wait``).
+    """Create a local job from a single-job plan and start it (in the background unless ``wait``).
 
-    With ``wait`` the call returns when the job ends; a failed job raises :class:`JobFailed` (its record is kept).
+    ``name`` and ``experiment`` default to the plan's. ``secrets`` are the values of the job's secrets (never
+    written anywhere); a secret missing from it is taken from the caller's environment variable of that name.
+    ``env`` is added to the runner's environment. With ``wait`` the call returns when the job ends; a failed job
+    raises :class:`JobFailed` (its record is kept).
     """
-    check_name(name)
-    plan, loaded = plan_files(
-        job_file,
-        cluster_file=cluster_file,
-        merge_files=merge_files,
-        name=name,
-        experiment=experiment,
-        mounts=mounts,
-        storage_account_name=storage_account_name,
-        storage_account_key=storage_account_key,
-    )
-    secrets = secret_environment(loaded.job)
+    if len(plan.steps) != 1 or not plan.job_steps:
+        raise JobError(f"{plan.name!r} is a pipeline: run it as a pipeline (azbai pipeline run)")
+    name = check_name(name or plan.name)
+    experiment = experiment or plan.experiment
+    job = plan.job_steps[0].job
+    values = secret_environment(job, secrets or {})
     book = JobBook(workspace.ensure())
     record = book.create(experiment, name)
     record.segment = SEGMENT_TEMPLATE.format(
@@ -77,20 +68,20 @@ def create_job(
         job=name,
         job_uuid=str(uuid.uuid4()),
     )
-    record.tool_type = plan.job_steps[0].job.launch.toolkit
-    record.node_count = plan.job_steps[0].job.node_count
-    record.source = str(Path(job_file).resolve())
+    record.tool_type = job.launch.toolkit
+    record.node_count = job.node_count
+    record.source = plan.source.file
     (record.path / "plan.json").write_text(plan_to_json(plan), encoding="utf-8")
-    (record.path / "azbai_job.json").write_text(job_to_json(plan.job_steps[0].job), encoding="utf-8")
+    (record.path / "azbai_job.json").write_text(job_to_json(job), encoding="utf-8")
     record.save()
-    env = {**os.environ, **secrets, "AZBAI_WORKSPACE": str(workspace.root)}
+    runner_env = {**os.environ, **(env or {}), **values, "AZBAI_WORKSPACE": str(workspace.root)}
     if wait:
         runner = JobRunner(workspace, record)
         # Ctrl-C stops the job (its logs and outputs are still staged out); handlers belong to the main thread only
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, lambda signum, frame: runner.terminate()) if main else None
         try:
-            code = runner.run(env=env)
+            code = runner.run(env=runner_env)
         finally:
             if main:
                 signal.signal(signal.SIGINT, previous)
@@ -101,7 +92,7 @@ def create_job(
     with open(record.path / "runner.log", "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "azbai.local.runner", str(record.path)],
-            env=env,
+            env=runner_env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -112,23 +103,24 @@ def create_job(
     return record
 
 
-def secret_environment(job: LoadedJob) -> dict[str, str]:
+def secret_environment(job: Job, given: Mapping[str, str]) -> dict[str, str]:
     """The job's secrets as environment variables for its runner (never written anywhere).
 
-    A secret kept in Key Vault cannot be read locally: its value must be in the caller's environment.
+    A value comes from ``given`` (job.json's inline values, read by the façade), else from the caller's
+    environment; a secret kept in Key Vault cannot be read locally, so its value must be in one of them.
     """
     values: dict[str, str] = {}
     missing = []
-    for secret in job.properties.secrets:
-        if secret.value is not None:
-            values[secret.name] = secret.value.reveal()
+    for secret in job.secrets:
+        if secret.name in given:
+            values[secret.name] = given[secret.name]
         elif secret.name in os.environ:
             values[secret.name] = os.environ[secret.name]
         else:
             missing.append(secret.name)
     if missing:
         raise JobError(
-            f"secret(s) {', '.join(missing)} are kept in Key Vault, which a local run cannot read: "
+            f"secret(s) {', '.join(missing)} have no value here (a Key Vault secret cannot be read locally): "
             "set them as environment variables of the same name"
         )
     return values

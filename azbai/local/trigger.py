@@ -15,9 +15,7 @@ added after the schedule was created).
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
-import os
 import posixpath
 import time
 from collections.abc import Callable
@@ -26,12 +24,15 @@ from pathlib import Path
 
 from azbai.errors import AzbaiError, PipelineError, StorageError
 from azbai.local.pipelines import PipelineRun, PipelineRunner, check_datastore_path
+from azbai.local.records import load_record, save_record
 from azbai.local.runner import open_datastore
 from azbai.local.workspace import Workspace
 from azbai.plan.model import Plan
 
 log = logging.getLogger(__name__)
 MAX_TRIGGER_FILE = 4096
+#: the format of the trigger's memory of the blobs it has seen
+TRIGGER_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -129,16 +130,16 @@ class TriggerWatcher:
         return check_datastore_path(text, what=f"trigger file {blob!r}")
 
     def _load(self) -> dict[str, str | None]:
-        try:
-            data = json.loads(self.state_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not self.state_file.exists():
             return {}
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"cannot read {self.state_file}: {exc}") from exc
-        return dict(data.get("seen", {}))
+        return load_record(
+            self.state_file,
+            TRIGGER_FORMAT,
+            "trigger memory",
+            PipelineError,
+            lambda data: dict(data["seen"]),
+            hint="remove it to let the trigger fire again for every blob",
+        )
 
     def _save(self, seen: dict[str, str | None]) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"seen": seen}, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, self.state_file)
+        save_record(self.state_file, {"seen": dict(sorted(seen.items()))}, TRIGGER_FORMAT)

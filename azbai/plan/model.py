@@ -10,10 +10,14 @@ It never holds a secret value: storage keys, registry passwords and job ``secret
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
+
+#: the account name of a datastore whose job.json left the Batch AI CLI's placeholder (``account_placeholder``)
+ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
 
 #: the Batch AI 2018-05-01 layout of ``jobOutputDirectoryPathSegment`` (catalogue §8.3)
 SEGMENT_TEMPLATE = (
@@ -366,9 +370,13 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Note:
-    """Something a target cannot honour, or a choice azbai made, tied to the Batch AI field it concerns."""
+    """Something a target cannot honour, or a choice azbai made, tied to the Batch AI field it concerns.
+
+    ``code`` is stable (``undescribed-mount``, ``retired-vm-size``, …): match on it, never on the message.
+    """
 
     field: str
+    code: str
     message: str
     severity: Severity = Severity.WARNING
 
@@ -438,6 +446,34 @@ class Plan:
     def job_steps(self) -> tuple[Step, ...]:
         """The steps that run a Batch AI job through the launcher."""
         return tuple(s for s in self.steps if isinstance(s, Step))
+
+    def to_json(self) -> str:
+        """The plan as deterministic JSON (``plan.json``): no secret in it."""
+        from azbai.plan.serialize import plan_to_json
+
+        return plan_to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """The plan of :meth:`to_json`'s text; :class:`~azbai.errors.PlanError` for another format or a damaged one."""
+        from azbai.plan.serialize import plan_from_json
+
+        return plan_from_json(text)
+
+    def with_parameters(self, **values: str) -> Plan:
+        """A copy whose pipeline parameters default to ``values``; :class:`~azbai.errors.PlanError` for unknown ones."""
+        from azbai.errors import PlanError
+
+        known = {p.name for p in self.parameters}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PlanError(
+                f"{self.name!r} has no parameter {', '.join(unknown)} (parameters: {', '.join(sorted(known)) or 'none'})"
+            )
+        parameters = tuple(
+            dataclasses.replace(p, default=str(values[p.name])) if p.name in values else p for p in self.parameters
+        )
+        return dataclasses.replace(self, parameters=parameters)
 
     def compute_named(self, name: str | None) -> Compute:
         """A compute by name (None: the plan's main compute)."""

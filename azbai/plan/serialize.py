@@ -11,7 +11,7 @@ import typing
 from typing import Any, TypeVar, get_args, get_origin
 
 from azbai.errors import PlanError
-from azbai.plan.model import Job, Plan
+from azbai.plan.model import PLAN_FORMAT, Job, Plan
 
 T = TypeVar("T")
 
@@ -41,8 +41,22 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:
-    """The inverse of :func:`plan_to_dict`."""
+    """The inverse of :func:`plan_to_dict`; :class:`PlanError` for another format (an older azbai's plan)."""
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != PLAN_FORMAT:
+        raise PlanError(
+            f"not a plan of format {PLAN_FORMAT} (found {found!r}): migrate the job again with this azbai"
+        )
     return from_dict(Plan, data)
+
+
+def plan_from_json(text: str) -> Plan:
+    """The inverse of :func:`plan_to_json`."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise PlanError(f"not a plan: invalid JSON ({exc})") from exc
+    return plan_from_dict(data)
 
 
 def plan_to_json(plan: Plan) -> str:

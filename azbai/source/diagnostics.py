@@ -33,6 +33,8 @@ class Diagnostic:
     severity: Severity = field(default=Severity.ERROR, compare=False)
     line: int | None = field(default=None, compare=False)
     column: int | None = field(default=None, compare=False)
+    #: the file it was found in, once the façade has labelled it
+    file: str | None = field(default=None, compare=False)
 
     @property
     def is_error(self) -> bool:
@@ -56,6 +58,8 @@ class Diagnostic:
         if self.line is not None:
             out["line"] = self.line
             out["column"] = self.column
+        if self.file is not None:
+            out = {"file": self.file, **out}
         return out
 
 

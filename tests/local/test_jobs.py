@@ -264,7 +264,7 @@ RECIPES = sorted((CORPUS / "recipes").rglob("*.json"))
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(CORPUS / "recipes")))
 def test_every_recipe_runs_against_small_scripts(workspace: Workspace, tmp_path: Path, recipe: Path) -> None:
     """Each Batch AI recipe, unchanged, with our report.py at every script path it names and stubs for apt/pip/cntk."""
-    from azbai.plan.build import build_plan
+    from azbai.convert.job import build_plan
     from azbai.source.reader import load_job
 
     inputs = {d.id: d.path for d in build_plan(load_job(recipe)).steps[0].job.input_directories}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from azbai.migrate import plan_files
-from azbai.plan.build import build_plan
+from azbai.convert.job import build_plan
 from azbai.plan.model import DataMode, Distribution
 from azbai.source.reader import load_job
 from azbai.targets.azureml_v1 import build_objects, offline

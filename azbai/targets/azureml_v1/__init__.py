@@ -1,6 +1,6 @@
 """The Azure ML SDK v1 target: the plan as real ``azureml`` objects and as readable generated code.
 
-:func:`azbai.targets.azureml_v1.codegen.render_pipeline` writes ``pipeline.py``; :func:`build_objects` imports that
+:func:`azbai.targets.azureml_v1.files.render_files` writes ``pipeline.py``; :func:`build_objects` imports that
 same code and calls its ``build``, so a notebook, a test or another pipeline gets the very objects the script would
 submit. ``azureml`` is imported only here, lazily, never by ``azbai migrate``.
 """
@@ -23,7 +23,8 @@ def write_pipeline(plan: Plan, directory: str | Path, base_dir: str | Path | Non
 
     ``base_dir`` is where a pipeline file's relative paths (parallel steps' source directories) start.
     """
-    from azbai.migrate import render_files, write_tree
+    from azbai.fsutil import write_tree
+    from azbai.targets.azureml_v1.files import render_files
 
     rendered = render_files(plan, Path(base_dir) if base_dir else None)
     files = {k: v for k, v in rendered.items() if k == "pipeline.py" or k.startswith("snapshot/")}

@@ -40,16 +40,16 @@ def snapshot_dir(step: Step | ParallelStep) -> str:
 def render_pipeline_plan(plan: Plan) -> str:
     """The source of ``pipeline.py`` for a multi-step plan."""
     parts = [
-        codegen._header(plan),
-        codegen._imports(plan)
+        codegen.header_section(plan),
+        codegen.imports_section(plan)
         + """
     from azureml.data.datapath import DataPath, DataPathComputeBinding
     from azureml.pipeline.core import PipelineParameter
     from azureml.pipeline.core.schedule import Schedule
     from azureml.pipeline.steps import ParallelRunConfig, ParallelRunStep
     """,
-        codegen._constants(plan),
-        codegen._datastores(plan),
+        codegen.constants_section(plan),
+        codegen.datastores_section(plan),
         _computes(plan),
         _environments(plan),
         _parameters(plan),
@@ -57,7 +57,7 @@ def render_pipeline_plan(plan: Plan) -> str:
         *[_step(plan, step) for step in plan.steps],
         _pipeline(plan),
         _schedule(plan),
-        codegen._secrets(plan),
+        codegen.secrets_section(plan),
         _build(plan),
         _main(plan),
     ]
@@ -186,7 +186,7 @@ def _job_step(plan: Plan, step: Step) -> str:
             lines += [f"data[{name!r}] = params[{name!r}]", f"inputs.append(params[{name!r}])"]
         else:
             ref = plan.data_reference(name)
-            store, path = f"stores[{ref.datastore!r}]", codegen._path_expr(ref.path_on_datastore)
+            store, path = f"stores[{ref.datastore!r}]", codegen.path_expr(ref.path_on_datastore)
             if ref.mode is DataMode.UPLOAD:
                 expr = (
                     f"OutputFileDatasetConfig(name={name!r}, destination=({store}, {path}))"

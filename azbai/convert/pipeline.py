@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 
+from azbai.convert.job import PlanOptions, build_plan
+from azbai.convert.storage import WORKSPACE_DEFAULT_DATASTORE, sanitize, unique_name
 from azbai.errors import SpecError
-from azbai.plan.build import PlanOptions, build_plan
 from azbai.plan.model import (
     Compute,
     CredentialKind,
@@ -44,11 +46,10 @@ from azbai.plan.model import (
     VariableMapping,
     Volume,
 )
-from azbai.plan.storage import WORKSPACE_DEFAULT_DATASTORE, sanitize, unique_name
 from azbai.source.diagnostics import Diagnostic
 from azbai.source.pipeline_spec import LoadedPipeline, StepSpec
 from azbai.source.placeholders import StorageAccount
-from azbai.source.reader import load_job
+from azbai.source.reader import LoadedJob
 from azbai.source.storage_names import ACCOUNT_PLACEHOLDER
 
 
@@ -78,9 +79,13 @@ class _Merger:
 
 
 def build_pipeline_plan(
-    loaded: LoadedPipeline, *, storage: StorageAccount | None = None, experiment: str | None = None
-) -> tuple[Plan, tuple[tuple[str, Diagnostic], ...]]:
-    """The plan of a pipeline file, with the diagnostics of every job file it names."""
+    loaded: LoadedPipeline,
+    jobs: Mapping[str, LoadedJob],
+    *,
+    storage: StorageAccount | None = None,
+    experiment: str | None = None,
+) -> Plan:
+    """The plan of a pipeline file; ``jobs`` holds each job step's loaded job.json, by step name."""
     spec = loaded.spec
     storage = storage or StorageAccount.resolve()
     merger = _Merger()
@@ -88,7 +93,6 @@ def build_pipeline_plan(
     notes: list[Note] = []
     rows: list[MappingRow] = []
     variables: dict[str, VariableMapping] = {}
-    diagnostics: list[tuple[str, Diagnostic]] = [(str(loaded.source), d) for d in loaded.diagnostics]
     pipeline_data: list[PipelineData] = []
     main: Plan | None = None
 
@@ -132,11 +136,8 @@ def build_pipeline_plan(
             )
             continue
         assert step_spec.job is not None
-        job_file = loaded.source.parent / step_spec.job
-        job = load_job(job_file, storage=storage)
-        diagnostics += [(str(job_file), d) for d in job.diagnostics]
         sub = build_plan(
-            job,
+            jobs[step_spec.name],
             options=PlanOptions(name=step_spec.name, experiment=experiment or spec.experiment or spec.name),
         )
         main = main or sub
@@ -195,7 +196,7 @@ def build_pipeline_plan(
         extra_computes=extra,
         trigger=trigger,
     )
-    return plan, tuple(diagnostics)
+    return plan
 
 
 def _wire(step_spec: StepSpec, sub: Plan, merger: _Merger, loaded: LoadedPipeline) -> tuple[Step, list[str]]:

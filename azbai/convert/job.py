@@ -7,8 +7,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from azbai.convert.compute import CURRENT_BASE_IMAGE, RECIPE_VM_SIZE, replacement_for, vm_size
+from azbai.convert.storage import ExtraMount, StorageLayout
+from azbai.convert.toolkits import launch_for
 from azbai.errors import PlanError
-from azbai.plan.compute import CURRENT_BASE_IMAGE, RECIPE_VM_SIZE, replacement_for, vm_size
 from azbai.plan.model import (
     Compute,
     Container,
@@ -30,8 +32,6 @@ from azbai.plan.model import (
     VariableMapping,
     VariableSource,
 )
-from azbai.plan.storage import ExtraMount, StorageLayout
-from azbai.plan.toolkits import launch_for
 from azbai.source.checks import shell_fields
 from azbai.source.reader import LoadedCluster, LoadedJob
 from azbai.source.variables import BATCHAI_VARIABLES, input_variable, output_variable
@@ -98,6 +98,7 @@ def build_plan(
         layout.notes.append(
             Note(
                 _field(job, "stdOutErrPathPrefix"),
+                "stdouterr-on-node",
                 "the stdout/stderr directory is on no datastore, so the files stay on the node; the launcher also "
                 "copies the job's output into the Azure ML run's own logs",
                 Severity.INFO,
@@ -238,6 +239,7 @@ def _output(
         layout.notes.append(
             Note(
                 path + ".pathPrefix",
+                "output-on-default-datastore",
                 f"the output directory {d.id} is on no datastore; its files are uploaded to the workspace's default "
                 f"datastore under {on_store}/<segment>/outputs instead",
             )
@@ -295,6 +297,7 @@ def _launch_notes(job: LoadedJob, mode: LaunchMode, nodes: int, processes: int, 
         notes.append(
             Note(
                 _field(job, key),
+                "custom-toolkit-master-only",
                 f"customToolkitSettings runs once, on the master node; with nodeCount {nodes} a command that starts "
                 "mpirun itself must use $AZ_BATCHAI_MPI_HOST_FILE, which the launcher writes from Azure ML's hosts",
             )
@@ -303,6 +306,7 @@ def _launch_notes(job: LoadedJob, mode: LaunchMode, nodes: int, processes: int, 
         notes.append(
             Note(
                 _field(job, key),
+                "uneven-processes",
                 f"{processes} processes do not divide evenly over {nodes} nodes; Azure ML starts the same number on "
                 f"every node, so the step asks for {-(-processes // nodes)} per node and the launcher runs only "
                 f"ranks below {processes}",
@@ -315,7 +319,7 @@ def _other_field_notes(job: LoadedJob, notes: list[Note], rows: list[MappingRow]
     if props.scheduling_priority is not None or props.priority is not None:
         key = "schedulingPriority" if props.scheduling_priority is not None else "priority"
         value = props.scheduling_priority if props.scheduling_priority is not None else str(props.priority)
-        notes.append(Note(_field(job, key), "Azure ML v1 has no job priority; ignored"))
+        notes.append(Note(_field(job, key), "priority-ignored", "Azure ML v1 has no job priority; ignored"))
         rows.append(MappingRow(_field(job, key), value, "nothing (Azure ML v1 has no job priority)"))
     if props.cluster is not None:
         rows.append(
@@ -335,6 +339,7 @@ def _container(job: LoadedJob, options: PlanOptions, notes: list[Note], rows: li
         notes.append(
             Note(
                 _field(job, "containerSettings"),
+                "container-added",
                 f"the job ran directly on the VM image; Azure ML runs every step in a container: {CURRENT_BASE_IMAGE}",
                 Severity.INFO,
             )
@@ -349,6 +354,7 @@ def _container(job: LoadedJob, options: PlanOptions, notes: list[Note], rows: li
             notes.append(
                 Note(
                     _field(job, "containerSettings.imageSourceRegistry.image"),
+                    "retired-image",
                     f"{original} is retired: {replacement.why}. The step uses {CURRENT_BASE_IMAGE} with "
                     f"pip {', '.join(replacement.pip_packages)} instead (--image to choose, --keep-image to keep it)",
                 )
@@ -371,6 +377,7 @@ def _container(job: LoadedJob, options: PlanOptions, notes: list[Note], rows: li
             notes.append(
                 Note(
                     job.path_of(credentials) + ".password",
+                    "registry-password-from-env",
                     "the registry password is not copied: pipeline.py reads it from AZBAI_REGISTRY_PASSWORD",
                     Severity.INFO,
                 )
@@ -417,6 +424,7 @@ def _compute(
             notes.append(
                 Note(
                     where,
+                    "retired-vm-size",
                     f"{source_size.upper()} ({info.gpus}× {info.gpu}) is retired: {info.retired}. The cluster uses "
                     f"{chosen} ({replacement.gpus}× {replacement.gpu}) instead; choose another with --vm-size",
                 )
@@ -425,6 +433,7 @@ def _compute(
                 notes.append(
                     Note(
                         where,
+                        "assumed-vm-size",
                         f"no cluster.json given: assuming the recipes' {RECIPE_VM_SIZE}; pass --cluster or --vm-size",
                         Severity.INFO,
                     )
@@ -456,6 +465,7 @@ def _compute(
         notes.append(
             Note(
                 "properties.nodeSetup.setupTask",
+                "setup-task-unsupported",
                 "AmlCompute has no per-node setup task; put its steps in the image or in jobPreparation",
             )
         )
@@ -463,6 +473,7 @@ def _compute(
         notes.append(
             Note(
                 "properties.userAccountSettings",
+                "admin-user-only",
                 "AmlCompute takes an admin user only for SSH (admin_username / admin_user_ssh_key); the password is "
                 "not copied",
                 Severity.INFO,

@@ -107,6 +107,7 @@ class StorageLayout:
             self.notes.append(
                 Note(
                     path,
+                    "nfs-unsupported",
                     "Batch AI NFS file servers have no Azure ML equivalent: copy the data to an Azure Files share or "
                     "a blob container and describe it with --mount; until then the job gets an empty local "
                     "directory here",
@@ -118,6 +119,7 @@ class StorageLayout:
             self.notes.append(
                 Note(
                     path,
+                    "unmanaged-mount-unsupported",
                     f"Azure ML cannot run a mount command ({fs.mount_command.split()[0]} …) on its nodes: move the "
                     "data to Azure Files or blob storage and describe it with --mount; until then the job gets an "
                     "empty local directory here",
@@ -153,6 +155,7 @@ class StorageLayout:
                 self.notes.append(
                     Note(
                         path,
+                        "undescribed-mount",
                         f"uses the mount '{first}' (${root.value}/{first}) that this file does not describe; "
                         f"{advice}. Until then the job gets an empty local directory there",
                     )
@@ -246,6 +249,7 @@ class StorageLayout:
             self.notes.append(
                 Note(
                     path + ".mountOptions",
+                    "mount-options-ignored",
                     "blobfuse mount options are not configurable in Azure ML v1; ignored",
                 )
             )
