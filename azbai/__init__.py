@@ -28,8 +28,7 @@ from azbai.errors import (
     TargetError,
     TransferError,
 )
-
-__version__ = "0.1.0"
+from azbai.version import __version__
 
 #: public name → the module that defines it, imported on first use
 _LAZY = {

@@ -54,7 +54,9 @@ def validate(job_file: str, as_json: bool, source: SourceOptions) -> None:
     else:
         print_diagnostics(report.diagnostics)
         errors, warnings = len(report.errors), len(report.warnings)
-        click.echo(f"{job_file}: {'valid' if report.ok else 'invalid'} ({errors} error(s), {warnings} warning(s))")
+        click.echo(
+            f"{job_file}: {'valid' if report.ok else 'invalid'} ({errors} error(s), {warnings} warning(s))"
+        )
     sys.exit(0 if report.ok else 1)
 
 

@@ -43,7 +43,12 @@ def job(ctx: click.Context, workspace: str | None) -> None:
 )
 @click.option("-n", "--name", "job_name", required=True, help="The job's name.")
 @click.option(
-    "-e", "--experiment", "job_experiment", default=DEFAULT_EXPERIMENT, show_default=True, help="The job's experiment."
+    "-e",
+    "--experiment",
+    "job_experiment",
+    default=DEFAULT_EXPERIMENT,
+    show_default=True,
+    help="The job's experiment.",
 )
 @source_options()
 @click.option("--wait", is_flag=True, help="Wait for the job to end (exit code non-zero when it fails).")

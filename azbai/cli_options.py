@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,10 +38,16 @@ _READING = (
 )
 
 _MIGRATION = (
-    click.option("--vm-size", help="The AmlCompute VM size (default: the current size replacing the Batch AI one)."),
+    click.option(
+        "--vm-size", help="The AmlCompute VM size (default: the current size replacing the Batch AI one)."
+    ),
     click.option("--max-nodes", type=click.IntRange(min=1), help="The cluster's maximum node count."),
-    click.option("--image", help="The step's docker image (default: the job's, or a current one for retired images)."),
-    click.option("--keep-image", is_flag=True, help="Keep the job's image even when it is a retired framework image."),
+    click.option(
+        "--image", help="The step's docker image (default: the job's, or a current one for retired images)."
+    ),
+    click.option(
+        "--keep-image", is_flag=True, help="Keep the job's image even when it is a retired framework image."
+    ),
     click.option(
         "--inputs",
         type=click.Choice(["mount", "download"]),
@@ -57,8 +64,8 @@ _MIGRATION = (
     ),
 )
 
-_FIELDS = ("cluster", "merge", "mounts", "storage_account", "storage_key", "vm_size", "max_nodes", "image")
-_FIELDS += ("keep_image", "inputs", "outputs", "name", "experiment")
+#: the command parameters that make up the SourceOptions
+_FIELDS = frozenset(f.name for f in dataclasses.fields(SourceOptions))
 
 
 def source_options(*, migration: bool = False) -> Callable[[Callable[..., Any]], Any]:

@@ -7,12 +7,16 @@ azbai pipeline runs  -f pipeline.json
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from azbai.cli_options import print_diagnostics
 from azbai.errors import AzbaiError
 from azbai.local.workspace import WORKSPACE_ENV, Workspace
+
+if TYPE_CHECKING:
+    from azbai.facade import Loaded
 
 _file = click.option(
     "-f",
@@ -40,19 +44,26 @@ def pipeline(ctx: click.Context, workspace: str | None) -> None:
     ctx.obj = Workspace.resolve(workspace)
 
 
+def _read(pipeline_file: str, storage_account_name: str | None) -> Loaded:
+    """The pipeline file's plan; :class:`AzbaiError` for a job.json (``azbai job create`` runs those)."""
+    from azbai.facade import SourceOptions, read
+    from azbai.source.pipeline_spec import is_pipeline_file
+
+    if not is_pipeline_file(pipeline_file):
+        raise AzbaiError(
+            f"{pipeline_file} is not a pipeline file (no 'steps'): run a job.json with azbai job create"
+        )
+    return read(pipeline_file, SourceOptions(storage_account=storage_account_name))
+
+
 def _runner(
     workspace: Workspace, pipeline_file: str, storage_account_name: str | None, reuse: bool = True
 ) -> Any:
-    from pathlib import Path
-
     from azbai.local.pipelines import PipelineRunner
-    from azbai.migrate import plan_pipeline_file
 
-    plan, diagnostics = plan_pipeline_file(pipeline_file, storage_account_name=storage_account_name)
-    for source, d in diagnostics:
-        if d.code != "unresolved-placeholder":
-            click.echo(f"{source}: {d}", err=True)
-    return PipelineRunner(workspace, plan, Path(pipeline_file).resolve().parent, reuse=reuse)
+    loaded = _read(pipeline_file, storage_account_name)
+    print_diagnostics([d for d in loaded.diagnostics if d.code != "unresolved-placeholder"])
+    return PipelineRunner(workspace, loaded.plan, loaded.base_dir, reuse=reuse)
 
 
 def _progress(step: str, state: str) -> None:
@@ -106,13 +117,10 @@ def watch(
     storage_account_name: str | None,
 ) -> None:
     """Start a run for each new blob under the pipeline's trigger path."""
-    from pathlib import Path
-
     from azbai.local.trigger import Fired, TriggerWatcher
-    from azbai.migrate import plan_pipeline_file
 
-    plan, _ = plan_pipeline_file(pipeline_file, storage_account_name=storage_account_name)
-    watcher = TriggerWatcher(workspace, plan, Path(pipeline_file).resolve().parent)
+    loaded = _read(pipeline_file, storage_account_name)
+    watcher = TriggerWatcher(workspace, loaded.plan, loaded.base_dir)
     failures = []
 
     def report(fired: Fired) -> None:
@@ -142,9 +150,7 @@ def watch(
 def runs(workspace: Workspace, pipeline_file: str, storage_account_name: str | None) -> None:
     """List the local runs of a pipeline."""
     from azbai.local.pipelines import list_runs
-    from azbai.migrate import plan_pipeline_file
 
-    plan, _ = plan_pipeline_file(pipeline_file, storage_account_name=storage_account_name)
-    for r in list_runs(workspace, plan.name):
+    for r in list_runs(workspace, _read(pipeline_file, storage_account_name).plan.name):
         steps = ", ".join(f"{name}:{s.state}" for name, s in r.steps.items())
         click.echo(f"{r.run_id:<36} {r.state:<10} {r.started}  {steps}")

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from azbai.convert import DEFAULT_EXPERIMENT, ExtraMount, PlanOptions, build_pipeline_plan, build_plan
 from azbai.errors import AzbaiError, SpecError
@@ -79,8 +79,8 @@ class SourceOptions:
     def job_only(self) -> list[str]:
         """The options set here that a pipeline file cannot take (each step's job says them)."""
         defaults = SourceOptions()
-        names = ("cluster", "merge", "mounts", "name", "vm_size", "max_nodes", "image", "keep_image")
-        names += ("inputs", "outputs")
+        reading = ("cluster", "merge", "mounts", "name", "vm_size", "max_nodes")
+        names = (*reading, "image", "keep_image", "inputs", "outputs")
         return [n for n in names if getattr(self, n) != getattr(defaults, n)]
 
 
@@ -175,14 +175,14 @@ class _Reader:
         pipeline = self._attempt(lambda: load_pipeline_spec(path))
         if pipeline is None:
             return None
-        jobs = {}
-        for step in pipeline.spec.steps:
-            if step.job is not None:
-                jobs[step.name] = self.job(pipeline.source.parent / step.job)
-        if any(job is None for job in jobs.values()):
+        found = {s.name: self.job(pipeline.source.parent / s.job) for s in pipeline.spec.steps if s.job}
+        jobs = {name: job for name, job in found.items() if job is not None}
+        if len(jobs) < len(found):
             return None
         plan = self._attempt(
-            lambda: build_pipeline_plan(pipeline, jobs, storage=self.storage, experiment=self.options.experiment)
+            lambda: build_pipeline_plan(
+                pipeline, jobs, storage=self.storage, experiment=self.options.experiment
+            )
         )
         if plan is not None:
             self._file_notes(plan, str(path))
@@ -193,7 +193,9 @@ class _Reader:
             return
         for note in plan.notes:
             if note.code in FILE_NOTE_CODES:
-                self.diagnostics.append(Diagnostic(note.field, note.code, note.message, Severity.WARNING, file=source))
+                self.diagnostics.append(
+                    Diagnostic(note.field, note.code, note.message, Severity.WARNING, file=source)
+                )
 
 
 def _labelled(diagnostic: Diagnostic, source: str) -> Diagnostic:
@@ -253,12 +255,12 @@ def options_dict(options: SourceOptions) -> LoadOptions:
 
 def options_from(options: LoadOptions) -> SourceOptions:
     """A :class:`SourceOptions` from :func:`load`'s keyword arguments."""
-    values: dict[str, object] = dict(options)
+    values: dict[str, Any] = dict(options)
     for key in ("merge", "mounts"):
         if key in values:
-            values[key] = tuple(values[key])  # type: ignore[call-overload]
+            values[key] = tuple(values[key])
     try:
-        return SourceOptions(**values)  # type: ignore[arg-type]
+        return SourceOptions(**values)
     except TypeError as exc:
         raise AzbaiError(str(exc).replace("SourceOptions.__init__()", "azbai.load()")) from None
 
@@ -320,7 +322,8 @@ def migrate(
     if isinstance(source, Plan):
         if options:
             raise AzbaiError(f"{', '.join(options)}: options of reading a file, not of migrating a plan")
-        plan, diagnostics, folder = source, (), Path(base_dir) if base_dir else Path.cwd()
+        plan, folder = source, Path(base_dir) if base_dir else Path.cwd()
+        diagnostics: tuple[Diagnostic, ...] = ()
     else:
         loaded = read(source, options_from(options))
         plan, diagnostics, folder = loaded.plan, loaded.diagnostics, loaded.base_dir

@@ -6,7 +6,6 @@ median (read, plan, render, write) is reported beside it.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -14,9 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import azbai
 from azbai.errors import SpecError
-from azbai.migrate import migrate_file
-
 
 #: the vendored Batch AI corpus (tests/data/corpus, MIT)
 CORPUS = Path(__file__).resolve().parents[1] / "tests/data/corpus/batchai"
@@ -41,7 +39,7 @@ def run() -> dict[str, float]:
                 process_times.append(elapsed)
                 started = time.perf_counter()
                 try:
-                    migrate_file(job, Path(tmp) / f"{index}-in")
+                    azbai.migrate(job, Path(tmp) / f"{index}-in")
                 except SpecError:
                     continue
                 in_process_times.append(time.perf_counter() - started)

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import azbai
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.service import create_job, stream_file
 from azbai.local.stores import open_store
@@ -63,7 +64,9 @@ def run() -> dict[str, float]:
                     direct.append(time.perf_counter() - started)
                     rates += _rates(result.stderr)
                     started = time.perf_counter()
-                    record = create_job(workspace, RECIPE / "job.json", name=f"bench{index}", wait=True)
+                    record = create_job(
+                        workspace, azbai.load(RECIPE / "job.json"), name=f"bench{index}", wait=True
+                    )
                     job.append(time.perf_counter() - started)
                     rates += _rates(b"".join(stream_file(record, "stderr.txt", follow=False)).decode())
                     ratios.append(job[-1] / direct[-1])

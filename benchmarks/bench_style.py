@@ -41,11 +41,11 @@ def run() -> dict[str, float]:
     from PIL import Image
     from video import frame_paths, make_clip, split
 
+    import azbai
     from azbai.local.azurite import DEV_ACCOUNT, Emulator
     from azbai.local.stores import open_store
     from azbai.local.trigger import TriggerWatcher
     from azbai.local.workspace import Workspace
-    from azbai.migrate import plan_pipeline_file
 
     threads = torch.get_num_threads()
     rates, ratios, walls = [], [], []
@@ -60,7 +60,7 @@ def run() -> dict[str, float]:
             scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
             for name in ("split.py", "stitch.py", "video.py", "stylenet.py"):
                 scripts.upload_file(RECIPE / name, f"style-transfer/{name}")
-            plan, _ = plan_pipeline_file(RECIPE / "pipeline.json")
+            plan = azbai.load(RECIPE / "pipeline.json")
             media = open_store(workspace, DEV_ACCOUNT, container="media")
             for index in range(ROUNDS):
                 rate = max(_steady_rate(frames, 1), _steady_rate(frames, threads))

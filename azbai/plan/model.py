@@ -471,7 +471,8 @@ class Plan:
                 f"{self.name!r} has no parameter {', '.join(unknown)} (parameters: {', '.join(sorted(known)) or 'none'})"
             )
         parameters = tuple(
-            dataclasses.replace(p, default=str(values[p.name])) if p.name in values else p for p in self.parameters
+            dataclasses.replace(p, default=str(values[p.name])) if p.name in values else p
+            for p in self.parameters
         )
         return dataclasses.replace(self, parameters=parameters)
 

@@ -23,11 +23,11 @@ sys.path.insert(0, str(HERE))
 
 from video import contact_sheet, make_clip, probe  # noqa: E402
 
+import azbai  # noqa: E402
 from azbai.local.azurite import DEV_ACCOUNT  # noqa: E402
 from azbai.local.stores import open_store  # noqa: E402
 from azbai.local.trigger import TriggerWatcher  # noqa: E402
 from azbai.local.workspace import Workspace  # noqa: E402
-from azbai.migrate import plan_pipeline_file  # noqa: E402
 
 STEP_SCRIPTS = ("split.py", "stitch.py", "video.py", "stylenet.py")
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
     for name in STEP_SCRIPTS:
         scripts.upload_file(HERE / name, f"style-transfer/{name}")
-    plan, _ = plan_pipeline_file(HERE / "pipeline.json")
+    plan = azbai.load(HERE / "pipeline.json")
     plan = _with_style(plan, args.style)
     watcher = TriggerWatcher(workspace, plan, HERE)
     watcher.poll(skip_existing=True)  # like a new Azure ML schedule: only what arrives from now on

@@ -6,10 +6,15 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import azbai
+from azbai.facade import secret_values
 from azbai.local.azurite import Emulator
+from azbai.local.jobs import JobRecord
+from azbai.local.service import create_job
 from azbai.local.stores import BlobStore, ShareStore, Store
 from azbai.local.workspace import Workspace
 
@@ -69,3 +74,11 @@ def share_store(tmp_path: Path) -> Iterator[ShareStore]:
 def store(request: pytest.FixtureRequest) -> Store:
     """Each Store implementation in turn: the conformance suite runs against all of them."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+def run_job(
+    workspace: Workspace, path: Path, load: dict[str, Any] | None = None, **options: Any
+) -> JobRecord:
+    """``azbai job create``: read the job file (with ``load`` options), then create the job with its secrets."""
+    plan = azbai.load(path, **(load or {}))
+    return create_job(workspace, plan, secrets=secret_values(plan), **options)

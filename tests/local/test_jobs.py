@@ -19,10 +19,11 @@ import pytest
 from azbai.errors import JobError, JobFailed
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.jobs import JobBook
-from azbai.local.service import create_job, delete_job, list_files, stream_file, terminate_job, wait_job
+from azbai.local.service import delete_job, list_files, stream_file, terminate_job, wait_job
 from azbai.local.stores import open_store
 from azbai.local.workspace import Workspace
 from tests.conftest import CORPUS, DATA
+from tests.local.conftest import run_job
 
 pytestmark = pytest.mark.azurite
 SCRIPT = DATA / "jobs" / "report.py"
@@ -84,7 +85,7 @@ def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Pat
             {"id": "SCRATCH", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/data/scratch"},
         ],
     )
-    record = create_job(workspace, path, name="env", wait=True)
+    record = run_job(workspace, path, name="env", wait=True)
     assert (record.state, record.exit_code) == ("succeeded", 0)
     report = stdout_report(record)
     env = report["env"]
@@ -143,7 +144,7 @@ def test_a_blob_mount_reads_and_writes_the_container(workspace: Workspace, tmp_p
             ],
         },
     )
-    create_job(workspace, path, name="blobmount", wait=True, storage_account_name=DEV_ACCOUNT)
+    run_job(workspace, path, {"storage_account": DEV_ACCOUNT}, name="blobmount", wait=True)
     assert sorted(e.path for e in data.list()) == ["in/a.txt", "in/copy.txt"]
     assert data.read_bytes("in/copy.txt") == b"a\n"
 
@@ -159,7 +160,7 @@ def test_two_nodes_run_every_rank(workspace: Workspace, tmp_path: Path) -> None:
             "processCount": 4,
         },
     )
-    record = create_job(workspace, path, name="ranks", wait=True)
+    record = run_job(workspace, path, name="ranks", wait=True)
     reports = [stdout_report(record, f"stdout-{rank}.txt") for rank in range(4)]
     assert [r["argv"][1] for r in reports] == ["0", "1", "2", "3"]
     assert reports[0]["argv"][3].startswith("file://")
@@ -176,7 +177,7 @@ def test_a_failing_job_keeps_its_logs_and_partial_outputs(workspace: Workspace, 
         outputDirectories=[{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}],
     )
     with pytest.raises(JobFailed) as failed:
-        create_job(workspace, path, name="fails", wait=True)
+        run_job(workspace, path, name="fails", wait=True)
     assert failed.value.exit_code == 3
     record = JobBook(workspace).get("fails")
     assert (record.state, record.exit_code) == ("failed", 3)
@@ -201,7 +202,7 @@ def test_the_wall_clock_limit_kills_the_job(workspace: Workspace, tmp_path: Path
     )
     started = time.monotonic()
     with pytest.raises(JobFailed) as failed:
-        create_job(workspace, path, name="slow", wait=True)
+        run_job(workspace, path, name="slow", wait=True)
     assert time.monotonic() - started < 30
     assert failed.value.exit_code == 124
     record = JobBook(workspace).get("slow")
@@ -211,7 +212,7 @@ def test_the_wall_clock_limit_kills_the_job(workspace: Workspace, tmp_path: Path
 
 def test_background_job_stream_terminate_and_delete(workspace: Workspace, tmp_path: Path) -> None:
     path = job_file(tmp_path, environmentVariables=[{"name": "MODE", "value": "sleep"}])
-    record = create_job(workspace, path, name="background")
+    record = run_job(workspace, path, name="background")
     assert record.state in ("queued", "running") and record.runner_pid
     first = next(iter(stream_file(record, "stdout.txt")))  # follows until the first output arrives
     assert b'"argv"' in first
@@ -233,7 +234,7 @@ def test_records_survive_azurite_restarts(workspace: Workspace, tmp_path: Path) 
         "produce.json",
         outputDirectories=[{"id": "OUT", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/data/produced"}],
     )
-    first = create_job(workspace, producer, name="producer", wait=True)
+    first = run_job(workspace, producer, name="producer", wait=True)
     Emulator(workspace).stop()
     assert not Emulator(workspace).status().running
     consumer = job_file(
@@ -243,17 +244,17 @@ def test_records_survive_azurite_restarts(workspace: Workspace, tmp_path: Path) 
             "commandLine": f"cat $AZ_BATCHAI_JOB_MOUNT_ROOT/data/produced/{first.segment}/outputs/result-0.txt"
         },
     )
-    second = create_job(workspace, consumer, name="consumer", wait=True)
+    second = run_job(workspace, consumer, name="consumer", wait=True)
     assert b"".join(stream_file(second, "stdout.txt", follow=False)) == b"written by rank 0\n"
     assert JobBook(workspace).get("producer").state == "succeeded"
 
 
 def test_job_names_are_unique_per_experiment(workspace: Workspace, tmp_path: Path) -> None:
     path = job_file(tmp_path)
-    create_job(workspace, path, name="twice", experiment="one", wait=True)
+    run_job(workspace, path, name="twice", experiment="one", wait=True)
     with pytest.raises(JobError, match="already exists"):
-        create_job(workspace, path, name="twice", experiment="one")
-    create_job(workspace, path, name="twice", experiment="two", wait=True)
+        run_job(workspace, path, name="twice", experiment="one")
+    run_job(workspace, path, name="twice", experiment="two", wait=True)
     with pytest.raises(JobError, match="several experiments"):
         JobBook(workspace).get("twice")
 
@@ -291,7 +292,7 @@ def test_every_recipe_runs_against_small_scripts(workspace: Workspace, tmp_path:
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        record = create_job(workspace, recipe, name=name, wait=True)
+        record = run_job(workspace, recipe, name=name, wait=True)
     finally:
         for key, value in old.items():
             if value is None:
@@ -318,7 +319,7 @@ def test_a_job_waited_for_in_the_foreground_is_not_taken_for_dead(
 
     def run() -> None:
         try:
-            create_job(workspace, path, name="foreground", wait=True)
+            run_job(workspace, path, name="foreground", wait=True)
         except BaseException as exc:
             errors.append(exc)
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+import azbai
 from azbai.errors import JobFailed, PipelineError
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.pipelines import PipelineRunner, check_datastore_path, list_runs
 from azbai.local.stores import open_store
 from azbai.local.trigger import TriggerWatcher
 from azbai.local.workspace import Workspace
-from azbai.migrate import plan_pipeline_file
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.azurite
@@ -42,7 +42,7 @@ def joined(workspace: Workspace) -> list[str]:
 
 
 def runner(workspace: Workspace, reuse: bool = True) -> PipelineRunner:
-    plan, _ = plan_pipeline_file(PIPELINE / "pipeline.json")
+    plan = azbai.load(PIPELINE / "pipeline.json")
     return PipelineRunner(workspace, plan, PIPELINE, reuse=reuse)
 
 
@@ -130,7 +130,7 @@ def test_malicious_paths_are_rejected(value: str) -> None:
 
 def test_the_trigger_runs_new_blobs_once_and_rejects_bad_ones(workspace: Workspace, tmp_path: Path) -> None:
     inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
-    plan, _ = plan_pipeline_file(PIPELINE / "pipeline.json")
+    plan = azbai.load(PIPELINE / "pipeline.json")
     watcher = TriggerWatcher(workspace, plan, PIPELINE)
     assert watcher.poll() == []  # nothing there yet
     inbox.write_bytes("incoming/first.txt", b"red green\n")
@@ -158,7 +158,7 @@ def test_trigger_files_with_content(workspace: Workspace, tmp_path: Path) -> Non
     folder = tmp_path / "pipeline"
     shutil.copytree(PIPELINE, folder)
     (folder / "pipeline.json").write_text(json.dumps(spec))
-    plan, _ = plan_pipeline_file(folder / "pipeline.json")
+    plan = azbai.load(folder / "pipeline.json")
     inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
     inbox.write_bytes("videos/words.txt", b"cat dog\n")
     inbox.write_bytes("triggers/trigger_0.txt", b"videos/words.txt\n")

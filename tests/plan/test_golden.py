@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from azbai.migrate import plan_files, render_files
+import azbai
 from azbai.plan.serialize import plan_from_dict, plan_to_dict
+from azbai.targets.azureml_v1.files import render_files
 from tests.conftest import CORPUS, DATA
-
 
 RECIPES = sorted((CORPUS / "recipes").rglob("*.json"))
 CLUSTER = CORPUS / "doc-examples/documentation/using-azure-cli-20/block31.cluster.json"
@@ -34,7 +34,7 @@ def check(name: str, rendered: dict[str, str], update: bool) -> None:
 
 @pytest.mark.parametrize("path", RECIPES, ids=golden_name)
 def test_recipe_golden(path: Path, update_golden: bool) -> None:
-    plan, _ = plan_files(path)
+    plan = azbai.load(path)
     assert plan_from_dict(plan_to_dict(plan)) == plan
     check(golden_name(path), render_files(plan), update_golden)
 
@@ -42,12 +42,12 @@ def test_recipe_golden(path: Path, update_golden: bool) -> None:
 def test_recipe_with_a_cluster_and_a_storage_account_golden(update_golden: bool) -> None:
     """The 2017 style: paths under a cluster mount, described by a cluster.json (doc example) and --mount."""
     job = CORPUS / "doc-examples/documentation/using-azure-cli-20/block55.job.json"
-    plan, _ = plan_files(
+    plan = azbai.load(
         job,
-        cluster_file=CLUSTER,
+        cluster=CLUSTER,
         mounts=["external=afs://mystorage/external"],
-        storage_account_name="mystorage",
-        input_mode="download",
+        storage_account="mystorage",
+        inputs="download",
         name="cntk-external",
     )
     check("with-cluster", render_files(plan), update_golden)

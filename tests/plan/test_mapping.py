@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from azbai.convert.job import PlanOptions, build_plan
 from azbai.convert.compute import VM_SIZES, replacement_for, vm_size
-from azbai.plan.model import DataMode, Distribution, LaunchMode, MountRoot, Plan, StoreKind, VolumeKind
+from azbai.convert.job import PlanOptions, build_plan
 from azbai.convert.storage import ExtraMount
+from azbai.plan.model import DataMode, Distribution, LaunchMode, MountRoot, Plan, StoreKind, VolumeKind
 from azbai.source.reader import load_job
 
 SHARE = {"azureFileUrl": "https://acct.file.core.windows.net/logs", "relativeMountPath": "logs"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import azbai
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.jobs import JobBook
 from azbai.local.pipelines import PipelineRunner
@@ -20,7 +21,6 @@ from azbai.local.service import create_job, list_files
 from azbai.local.stores import open_store
 from azbai.local.trigger import TriggerWatcher
 from azbai.local.workspace import Workspace
-from azbai.migrate import migrate_file, plan_pipeline_file
 from azbai.targets.azureml_v1 import build_objects, offline
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "style-transfer"
@@ -54,7 +54,7 @@ def small_plan(tmp_path: Path, mini_batch: int = 4) -> tuple[object, Path]:
     for name in ("split.job.json", "stitch.job.json"):
         (folder / name).write_text((RECIPE / name).read_text())
     (folder / "pipeline.json").write_text(json.dumps(spec))
-    plan, _ = plan_pipeline_file(folder / "pipeline.json")
+    plan = azbai.load(folder / "pipeline.json")
     return plan, folder
 
 
@@ -103,8 +103,8 @@ def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspa
     code = (
         "import sys; from pathlib import Path\n"
         "from azbai.local.pipelines import PipelineRunner; from azbai.local.workspace import Workspace\n"
-        "from azbai.migrate import plan_pipeline_file\n"
-        f"plan, _ = plan_pipeline_file({str(folder / 'pipeline.json')!r})\n"
+        "import azbai\n"
+        f"plan = azbai.load({str(folder / 'pipeline.json')!r})\n"
         f"PipelineRunner(Workspace(Path({str(workspace.root)!r})), plan, Path({str(folder)!r})).run("
         "{'video': 'incoming/crash.mp4'}, run_id='first')\n"
     )
@@ -140,7 +140,7 @@ def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspa
 
 
 def test_the_azure_ml_pipeline_and_its_schedule(tmp_path: Path) -> None:
-    result = migrate_file(RECIPE / "pipeline.json", tmp_path / "out", storage_account_name="mystorage")
+    result = azbai.migrate(RECIPE / "pipeline.json", tmp_path / "out", storage_account="mystorage")
     summary = offline.summarize(
         build_objects(result.plan, account_name="mystorage", base_dir=RECIPE, directory=tmp_path / "b")
     )
@@ -168,9 +168,8 @@ def test_the_batch_ai_job_for_one_batch_of_frames(workspace: Workspace, tmp_path
         media.upload_file(path, f"clip/{path.name}")
     for name in ("style_batch.py", "stylenet.py", "style_entry.py"):
         media.upload_file(RECIPE / name, f"scripts/{name}")
-    record = create_job(
-        workspace, RECIPE / "batch.job.json", name="job0", cluster_file=RECIPE / "cluster.json", wait=True
-    )
+    plan = azbai.load(RECIPE / "batch.job.json", cluster=RECIPE / "cluster.json")
+    record = create_job(workspace, plan, name="job0", wait=True)
     assert record.state == "succeeded"
     styled = sorted(e.path for e in media.list("output_clip/"))
     assert styled == [

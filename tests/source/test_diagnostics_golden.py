@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from azbai.migrate import validate_files
+import azbai
 from tests.conftest import DATA
 
 BAD = sorted((DATA / "bad").glob("*.json"))
 
 
 def render(path: Path) -> str:
-    lines = [str(d) for _, d in validate_files(path).diagnostics]
+    lines = [str(d) for d in azbai.validate(path).diagnostics]
     return "\n".join(lines) + "\n"
 
 

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from azbai.errors import SpecError
 from azbai.convert.job import build_plan
+from azbai.errors import SpecError
 from azbai.plan.serialize import plan_from_dict, plan_to_dict
 from azbai.source.reader import load_cluster, load_job
 from tests.conftest import CORPUS

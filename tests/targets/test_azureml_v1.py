@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from azbai.migrate import plan_files
+import azbai
 from azbai.convert.job import build_plan
 from azbai.plan.model import DataMode, Distribution
 from azbai.source.reader import load_job
 from azbai.targets.azureml_v1 import build_objects, offline
 from tests.conftest import CORPUS, corpus_files, corpus_id
 from tests.source.test_corpus import FRAGMENTS, INVALID_JSON
-
 
 RUNNABLE = [p for p in corpus_files("job") if corpus_id(p) not in {*INVALID_JSON, *FRAGMENTS}]
 COMMUNICATOR = {
@@ -51,7 +50,7 @@ def test_every_corpus_job_builds_offline(path: Path, tmp_path: Path) -> None:
 
 
 def test_the_cntk_quickstart_in_detail(tmp_path: Path) -> None:
-    plan, _ = plan_files(CORPUS / "recipes/CNTK/CNTK-GPU-Python/job.json", storage_account_name="mystorage")
+    plan = azbai.load(CORPUS / "recipes/CNTK/CNTK-GPU-Python/job.json", storage_account="mystorage")
     objects = build_objects(plan, directory=tmp_path, account_name="mystorage", with_estimator=True)
     summary = offline.summarize(objects)
 

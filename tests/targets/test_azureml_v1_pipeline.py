@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from azbai.migrate import migrate_file
+import azbai
 from azbai.targets.azureml_v1 import build_objects, offline
 from tests.conftest import DATA
 
@@ -15,7 +15,7 @@ PIPELINE = DATA / "pipeline"
 
 
 def test_a_pipeline_of_jobs_and_a_parallel_step_builds_offline(tmp_path: Path) -> None:
-    result = migrate_file(PIPELINE / "parallel.json", tmp_path / "out", storage_account_name="mystorage")
+    result = azbai.migrate(PIPELINE / "parallel.json", tmp_path / "out", storage_account="mystorage")
     assert (tmp_path / "out/snapshot/shout/entry.py").is_file()  # the parallel step's code travels with it
     assert (tmp_path / "out/snapshot/produce/azbai_job.json").is_file()
     objects = build_objects(

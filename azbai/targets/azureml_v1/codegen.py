@@ -31,7 +31,6 @@ import json
 import textwrap
 from collections.abc import Iterable
 
-from azbai import __version__
 from azbai.plan.model import (
     ACCOUNT_PLACEHOLDER,
     SEGMENT_TEMPLATE,
@@ -42,6 +41,7 @@ from azbai.plan.model import (
     Distribution,
     Plan,
 )
+from azbai.version import __version__
 
 SDK_V1_END_OF_SUPPORT = "2026-06-30"
 LAUNCHER_FILE = "azbai_launcher.py"

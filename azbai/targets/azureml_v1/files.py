@@ -1,12 +1,12 @@
 """Every file of the Azure ML SDK v1 migration of a plan, rendered in memory (nothing is written here).
 
-    plan.json            the neutral plan (no secrets)
-    pipeline.py          Azure ML SDK v1 code: --dry-run builds it offline, --submit submits it
-    migrate.ipynb        the same, step by step, as a notebook
-    MIGRATION.md         each Batch AI field and what it became, and what Azure ML does differently
-    snapshot/            the pipeline step's source directory (one folder per step for a multi-step plan)
-      azbai_launcher.py  the compatibility launcher (stdlib only)
-      azbai_job.json     the job section of the plan, which the launcher reads
+plan.json            the neutral plan (no secrets)
+pipeline.py          Azure ML SDK v1 code: --dry-run builds it offline, --submit submits it
+migrate.ipynb        the same, step by step, as a notebook
+MIGRATION.md         each Batch AI field and what it became, and what Azure ML does differently
+snapshot/            the pipeline step's source directory (one folder per step for a multi-step plan)
+  azbai_launcher.py  the compatibility launcher (stdlib only)
+  azbai_job.json     the job section of the plan, which the launcher reads
 """
 
 from __future__ import annotations
