@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,17 @@ def test_recipe_with_a_cluster_and_a_storage_account_golden(update_golden: bool)
         name="cntk-external",
     )
     check("with-cluster", render_files(plan), update_golden)
+
+
+def test_generated_code_is_formatted() -> None:
+    """Every golden pipeline.py passes ``ruff format --check`` as a person's code would (azbai's line length)."""
+    from ruff.__main__ import find_ruff_bin
+
+    files = sorted(GOLDEN.glob("*/pipeline.py"))
+    assert len(files) >= len(RECIPES)
+    done = subprocess.run(
+        [find_ruff_bin(), "format", "--check", "--isolated", "--line-length=110", *map(str, files)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -20,6 +20,7 @@ from azbai.targets.azureml_v1.codegen import JOB_FILE, LAUNCHER_FILE, render_job
 from azbai.targets.azureml_v1.codegen_pipeline import render_pipeline_plan, snapshot_dir
 from azbai.targets.azureml_v1.notebook import render_notebook
 from azbai.targets.azureml_v1.report import render_report
+from azbai.targets.pyformat import format_python
 
 LAUNCHER_SOURCE = Path(__file__).parents[2] / "launcher.py"
 
@@ -34,8 +35,9 @@ def is_multi_step(plan: Plan) -> bool:
 
 
 def render_pipeline(plan: Plan) -> str:
-    """The source of ``pipeline.py`` for ``plan``."""
-    return render_pipeline_plan(plan) if is_multi_step(plan) else render_job_pipeline(plan)
+    """The source of ``pipeline.py`` for ``plan``, formatted."""
+    source = render_pipeline_plan(plan) if is_multi_step(plan) else render_job_pipeline(plan)
+    return format_python(source, name="pipeline.py")
 
 
 def launcher_source() -> str:

@@ -30,7 +30,12 @@ from pathlib import Path
 from azureml.core import Datastore, Environment, Experiment, ScriptRunConfig, Workspace
 from azureml.core.compute import AmlCompute, ComputeTarget
 from azureml.core.conda_dependencies import CondaDependencies
-from azureml.core.runconfig import DockerConfiguration, MpiConfiguration, PyTorchConfiguration, TensorflowConfiguration
+from azureml.core.runconfig import (
+    DockerConfiguration,
+    MpiConfiguration,
+    PyTorchConfiguration,
+    TensorflowConfiguration,
+)
 from azureml.data import OutputFileDatasetConfig
 from azureml.data.data_reference import DataReference
 from azureml.pipeline.core import Pipeline
@@ -39,27 +44,42 @@ from azureml.pipeline.steps import PythonScriptStep
 HERE = Path(__file__).resolve().parent
 #: the step's source directory: the compatibility launcher and the job section of the plan
 SNAPSHOT = HERE / "snapshot"
-JOB_NAME = 'cntk-gpu-python-distributed'
-EXPERIMENT = 'batchai-migration'
-COMPUTE_NAME = 'gpu-cluster'
+JOB_NAME = "cntk-gpu-python-distributed"
+EXPERIMENT = "batchai-migration"
+COMPUTE_NAME = "gpu-cluster"
 #: Batch AI's jobOutputDirectoryPathSegment layout; outputs and stdout/stderr of one job share it
-SEGMENT = '{subscription}/{resource_group}/workspaces/{workspace}/experiments/{experiment}/jobs/{job}/{job_uuid}'
-ACCOUNT_PLACEHOLDER = '<AZURE_BATCHAI_STORAGE_ACCOUNT>'
+SEGMENT = (
+    "{subscription}/{resource_group}/workspaces/{workspace}/experiments/{experiment}/jobs/{job}/{job_uuid}"
+)
+ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
 #: job.json used <AZURE_BATCHAI_STORAGE_ACCOUNT>: the account name must be given when submitting
 NEEDS_ACCOUNT = True
+
 
 def datastores(ws: Workspace, account_name: str, account_key: str | None, dry_run: bool = False) -> dict:
     """Batch AI mountVolumes → Azure ML datastores (registered once; re-registering updates them)."""
     stores = {}
-        # file share 'logs'
-    stores['logs_share'] = _register(
-        ws, 'file_share', 'logs_share', 'logs', account_name, account_key,
-        'core.windows.net', dry_run,
+    # file share 'logs'
+    stores["logs_share"] = _register(
+        ws,
+        "file_share",
+        "logs_share",
+        "logs",
+        account_name,
+        account_key,
+        "core.windows.net",
+        dry_run,
     )
     # file share 'scripts'
-    stores['scripts_share'] = _register(
-        ws, 'file_share', 'scripts_share', 'scripts', account_name, account_key,
-        'core.windows.net', dry_run,
+    stores["scripts_share"] = _register(
+        ws,
+        "file_share",
+        "scripts_share",
+        "scripts",
+        account_name,
+        account_key,
+        "core.windows.net",
+        dry_run,
     )
     return stores
 
@@ -75,43 +95,70 @@ def _register(ws, kind, name, container, account_name, account_key, endpoint, dr
         return Datastore.get(ws, name)
     if kind == "file_share":
         return Datastore.register_azure_file_share(
-            ws, datastore_name=name, file_share_name=container, account_name=account_name,
-            account_key=account_key, endpoint=endpoint, overwrite=True,
+            ws,
+            datastore_name=name,
+            file_share_name=container,
+            account_name=account_name,
+            account_key=account_key,
+            endpoint=endpoint,
+            overwrite=True,
         )
     return Datastore.register_azure_blob_container(
-        ws, datastore_name=name, container_name=container, account_name=account_name,
-        account_key=account_key, endpoint=endpoint, overwrite=True,
+        ws,
+        datastore_name=name,
+        container_name=container,
+        account_name=account_name,
+        account_key=account_key,
+        endpoint=endpoint,
+        overwrite=True,
     )
+
 
 def run_references(stores: dict, segment: str) -> dict:
     """The job's data as one run's DataReferences: mounted volumes, downloaded inputs, uploaded outputs."""
     return {
-        'logs': DataReference(stores['logs_share'], data_reference_name='logs', path_on_datastore=None).as_mount(),
-        'scripts': DataReference(stores['scripts_share'], data_reference_name='scripts', path_on_datastore=None).as_mount(),
-        'output_model': DataReference(stores['logs_share'], data_reference_name='output_model', path_on_datastore=f'{segment}/outputs', overwrite=True).as_upload(path_on_compute='azbai/outputs/MODEL'),
+        "logs": DataReference(
+            stores["logs_share"], data_reference_name="logs", path_on_datastore=None
+        ).as_mount(),
+        "scripts": DataReference(
+            stores["scripts_share"], data_reference_name="scripts", path_on_datastore=None
+        ).as_mount(),
+        "output_model": DataReference(
+            stores["logs_share"],
+            data_reference_name="output_model",
+            path_on_datastore=f"{segment}/outputs",
+            overwrite=True,
+        ).as_upload(path_on_compute="azbai/outputs/MODEL"),
     }
 
 
 def step_inputs(stores: dict) -> dict:
     """The pipeline step's inputs: mounted volumes and downloaded input directories."""
     return {
-        'logs': DataReference(stores['logs_share'], data_reference_name='logs', path_on_datastore=None).as_mount(),
-        'scripts': DataReference(stores['scripts_share'], data_reference_name='scripts', path_on_datastore=None).as_mount(),
+        "logs": DataReference(
+            stores["logs_share"], data_reference_name="logs", path_on_datastore=None
+        ).as_mount(),
+        "scripts": DataReference(
+            stores["scripts_share"], data_reference_name="scripts", path_on_datastore=None
+        ).as_mount(),
     }
 
 
 def step_outputs(stores: dict, segment: str) -> dict:
     """The pipeline step's outputs, uploaded when the step ends (also when it fails)."""
     return {
-        'output_model': OutputFileDatasetConfig(name='output_model', destination=(stores['logs_share'], f'{segment}/outputs')).as_upload(overwrite=True),
+        "output_model": OutputFileDatasetConfig(
+            name="output_model", destination=(stores["logs_share"], f"{segment}/outputs")
+        ).as_upload(overwrite=True),
     }
+
 
 def compute_target(ws: Workspace, dry_run: bool = False):
     """The AmlCompute GPU cluster that replaces the Batch AI cluster (created when missing)."""
     # Batch AI ran this job on STANDARD_NC6, which Azure retired; see MIGRATION.md
     config = AmlCompute.provisioning_configuration(
-        vm_size='STANDARD_NC4AS_T4_V3',
-        vm_priority='dedicated',
+        vm_size="STANDARD_NC4AS_T4_V3",
+        vm_priority="dedicated",
         min_nodes=0,
         max_nodes=2,
         idle_seconds_before_scaledown=1800,
@@ -124,18 +171,22 @@ def compute_target(ws: Workspace, dry_run: bool = False):
     target.wait_for_completion(show_output=True)
     return target
 
+
 def environment() -> Environment:
     """The docker image and Python packages of the step."""
     # job.json named 'microsoft/cntk:2.5.1-gpu-python2.7-cuda9.0-cudnn7.0', a retired image (see MIGRATION.md)
-    env = Environment('cntk-gpu-python-distributed-env')
-    env.docker.base_image = 'mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest'
-    env.python.conda_dependencies = CondaDependencies.create(python_version='3.10', pip_packages=['azureml-defaults', 'torch'])
+    env = Environment("cntk-gpu-python-distributed-env")
+    env.docker.base_image = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
+    env.python.conda_dependencies = CondaDependencies.create(
+        python_version="3.10", pip_packages=["azureml-defaults", "torch"]
+    )
     return env
 
 
 def docker_configuration() -> DockerConfiguration:
     """Docker settings of the run (containerSettings.shmSize → shm_size)."""
-    return DockerConfiguration(use_docker=True, shm_size='2g')
+    return DockerConfiguration(use_docker=True, shm_size="2g")
+
 
 NODE_COUNT = 2
 
@@ -151,20 +202,22 @@ def legacy_distribution():
 
     return Mpi(process_count_per_node=1)
 
+
 def launcher_arguments(segment: str, data: dict) -> list:
     """The launcher's command line: the job section, the output segment, and where each data reference is."""
-    arguments = ["--job", 'azbai_job.json', "--segment", segment, "--ranks", "external", "--echo"]
+    arguments = ["--job", "azbai_job.json", "--segment", segment, "--ranks", "external", "--echo"]
     for name, reference in data.items():
         # a single run takes "$AZUREML_DATAREFERENCE_<name>" strings; a pipeline step takes the objects
         arguments += ["--data", name, reference]
     return arguments
+
 
 def script_run_config(compute, stores: dict, segment: str) -> ScriptRunConfig:
     """The job as one run, what `az batchai job create` did. ScriptRunConfig is SDK v1's non-deprecated API."""
     data = run_references(stores, segment)
     src = ScriptRunConfig(
         source_directory=str(SNAPSHOT),
-        script='azbai_launcher.py',
+        script="azbai_launcher.py",
         arguments=launcher_arguments(segment, {name: str(ref) for name, ref in data.items()}),
         compute_target=compute,
         environment=environment(),
@@ -174,6 +227,7 @@ def script_run_config(compute, stores: dict, segment: str) -> ScriptRunConfig:
     src.run_config.node_count = NODE_COUNT
     src.run_config.data_references = {name: ref.to_config() for name, ref in data.items()}
     return src
+
 
 def estimator(compute, stores: dict, segment: str):
     """The same run as an Estimator (deprecated in SDK v1, kept for code that still uses Estimators).
@@ -187,19 +241,20 @@ def estimator(compute, stores: dict, segment: str):
     data = run_references(stores, segment)
     est = Estimator(
         source_directory=str(SNAPSHOT),
-        entry_script='azbai_launcher.py',
+        entry_script="azbai_launcher.py",
         script_params=None,
         inputs=list(data.values()),
         compute_target=compute,
         node_count=NODE_COUNT,
         distributed_training=legacy_distribution(),
-        custom_docker_image='mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest',
-        pip_packages=['azureml-defaults', 'torch'],
+        custom_docker_image="mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest",
+        pip_packages=["azureml-defaults", "torch"],
         use_gpu=True,
-        shm_size='2g',
+        shm_size="2g",
     )
     est.run_config.arguments = launcher_arguments(segment, {name: str(ref) for name, ref in data.items()})
     return est
+
 
 def pipeline(ws: Workspace, compute, stores: dict, segment: str, dry_run: bool = False) -> Pipeline:
     """The job as an ML pipeline of one step: the launcher, with the job's data as inputs and outputs."""
@@ -207,7 +262,7 @@ def pipeline(ws: Workspace, compute, stores: dict, segment: str, dry_run: bool =
     outputs = step_outputs(stores, segment)
     src = ScriptRunConfig(
         source_directory=str(SNAPSHOT),
-        script='azbai_launcher.py',
+        script="azbai_launcher.py",
         compute_target=compute,
         environment=environment(),
         distributed_job_config=distribution(),
@@ -215,8 +270,8 @@ def pipeline(ws: Workspace, compute, stores: dict, segment: str, dry_run: bool =
     )
     src.run_config.node_count = NODE_COUNT
     step = PythonScriptStep(
-        name='cntk-gpu-python-distributed',
-        script_name='azbai_launcher.py',
+        name="cntk-gpu-python-distributed",
+        script_name="azbai_launcher.py",
         source_directory=str(SNAPSHOT),
         arguments=launcher_arguments(segment, {**inputs, **outputs}),
         inputs=list(inputs.values()),
@@ -226,12 +281,16 @@ def pipeline(ws: Workspace, compute, stores: dict, segment: str, dry_run: bool =
         allow_reuse=False,
     )
     options = _offline().pipeline_options(ws) if dry_run else {}
-    return Pipeline(ws, steps=[step], description='Batch AI job cntk-gpu-python-distributed (migrated by azbai)', **options)
+    return Pipeline(
+        ws,
+        steps=[step],
+        description="Batch AI job cntk-gpu-python-distributed (migrated by azbai)",
+        **options,
+    )
+
 
 #: job secrets by name: (name, where the value comes from, Key Vault URL)
-SECRETS = [
-
-]
+SECRETS = []
 
 
 def store_secrets(ws: Workspace) -> list:
@@ -246,20 +305,33 @@ def store_secrets(ws: Workspace) -> list:
         vault.set_secret(name=name.replace("_", "-"), value=value)
         stored.append(name)
     if missing:
-        print("warning: set these job secrets in your environment or in the workspace Key Vault:", ", ".join(missing),
-              file=sys.stderr)
+        print(
+            "warning: set these job secrets in your environment or in the workspace Key Vault:",
+            ", ".join(missing),
+            file=sys.stderr,
+        )
     return stored
+
 
 def segment_for(ws: Workspace, job_uuid: str) -> str:
     """This job's output segment: outputs and stdout/stderr go under <prefix>/<segment>/."""
     return SEGMENT.format(
-        subscription=ws.subscription_id, resource_group=ws.resource_group, workspace=ws.name,
-        experiment=EXPERIMENT, job=JOB_NAME, job_uuid=job_uuid,
+        subscription=ws.subscription_id,
+        resource_group=ws.resource_group,
+        workspace=ws.name,
+        experiment=EXPERIMENT,
+        job=JOB_NAME,
+        job_uuid=job_uuid,
     )
 
 
-def build(ws: Workspace, account_name: str, account_key: str | None, dry_run: bool = False,
-          with_estimator: bool = True) -> dict:
+def build(
+    ws: Workspace,
+    account_name: str,
+    account_key: str | None,
+    dry_run: bool = False,
+    with_estimator: bool = True,
+) -> dict:
     """Every Azure ML object of the migrated job."""
     stores = datastores(ws, account_name, account_key, dry_run)
     compute = compute_target(ws, dry_run)
@@ -288,12 +360,15 @@ def _offline():
 
     return offline
 
+
 def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="build every object offline and print a summary")
     mode.add_argument("--submit", action="store_true", help="submit to the workspace in --config")
-    parser.add_argument("--single-run", action="store_true", help="submit one run (ScriptRunConfig), not a pipeline")
+    parser.add_argument(
+        "--single-run", action="store_true", help="submit one run (ScriptRunConfig), not a pipeline"
+    )
     parser.add_argument("--config", default="config.json", help="the workspace's config.json")
     parser.add_argument("--storage-account-name", default=os.environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT"))
     parser.add_argument("--json", action="store_true", help="print the --dry-run summary as JSON")
@@ -308,7 +383,9 @@ def main(argv: list | None = None) -> int:
         print(json.dumps(summary, indent=2) if args.json else offline.summary_text(summary))
         return 0
     if NEEDS_ACCOUNT and account_name == ACCOUNT_PLACEHOLDER:
-        parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (no file names the account)")
+        parser.error(
+            "pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (no file names the account)"
+        )
     ws = Workspace.from_config(path=args.config)
     objects = build(ws, account_name, account_key, with_estimator=False)
     store_secrets(ws)
