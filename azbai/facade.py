@@ -10,7 +10,7 @@ This module imports neither azureml nor azure.ai.ml nor azure.storage: reading a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
@@ -131,20 +131,22 @@ class _Reader:
         self.secrets: dict[str, str] = {}
 
     def _attempt(self, load: Callable[[], _T]) -> _T | None:
+        """``load()``, or None when it raised :class:`SpecError` and diagnostics are being collected."""
         try:
-            loaded = load()
+            return load()
         except SpecError as exc:
             if not self.collect:
                 raise
-            self.diagnostics += [_labelled(d, exc.source) for d in exc.diagnostics]
+            self._add(exc.diagnostics, exc.source)
             return None
-        source = getattr(loaded, "source", "")
-        self.diagnostics += [_labelled(d, str(source)) for d in getattr(loaded, "diagnostics", ())]
-        return loaded
+
+    def _add(self, diagnostics: Iterable[Diagnostic], source: str | Path) -> None:
+        self.diagnostics += [d if d.file else dataclasses.replace(d, file=str(source)) for d in diagnostics]
 
     def job(self, path: Path) -> LoadedJob | None:
         job = self._attempt(lambda: load_job(path, storage=self.storage, merge=self.options.merge))
         if job is not None:
+            self._add(job.diagnostics, job.source)
             self.secrets.update(
                 {s.name: s.value.reveal() for s in job.properties.secrets if s.value is not None}
             )
@@ -165,6 +167,7 @@ class _Reader:
             cluster = self._attempt(lambda: load_cluster(cluster_file, storage=self.storage))
             if cluster is None:
                 return None
+            self._add(cluster.diagnostics, cluster_file)
         if job is None:
             return None
         plan = build_plan(job, cluster, self.options.plan_options())
@@ -175,6 +178,7 @@ class _Reader:
         pipeline = self._attempt(lambda: load_pipeline_spec(path))
         if pipeline is None:
             return None
+        self._add(pipeline.diagnostics, pipeline.source)
         found = {s.name: self.job(pipeline.source.parent / s.job) for s in pipeline.spec.steps if s.job}
         jobs = {name: job for name, job in found.items() if job is not None}
         if len(jobs) < len(found):
@@ -196,10 +200,6 @@ class _Reader:
                 self.diagnostics.append(
                     Diagnostic(note.field, note.code, note.message, Severity.WARNING, file=source)
                 )
-
-
-def _labelled(diagnostic: Diagnostic, source: str) -> Diagnostic:
-    return diagnostic if diagnostic.file else dataclasses.replace(diagnostic, file=source)
 
 
 def read(path: str | Path, options: SourceOptions | None = None) -> Loaded:
