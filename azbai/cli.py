@@ -121,8 +121,15 @@ def validate(
     show_default=True,
     help="How output directories reach their datastore.",
 )
+@click.option(
+    "--target",
+    type=click.Choice(["v1", "v2", "all"]),
+    default="all",
+    show_default=True,
+    help="Azure ML SDK v1 code, SDK v2 / CLI v2 YAML (v2/), or both.",
+)
 def migrate(job_file: str, output_dir: str | None, **kwargs: Any) -> None:
-    """Translate a Batch AI job.json into an Azure ML v1 pipeline: plan.json, pipeline.py, migrate.ipynb, MIGRATION.md."""
+    """Translate a Batch AI job.json into Azure ML: SDK v1 pipeline.py and notebook, v2/ YAML, MIGRATION.md."""
     from azbai.migrate import migrate_file
 
     result = migrate_file(job_file, output_dir, **kwargs)
@@ -132,7 +139,10 @@ def migrate(job_file: str, output_dir: str | None, **kwargs: Any) -> None:
         click.echo(f"{note.severity.value}: {note.field}: {note.message}", err=True)
     for path in result.files:
         click.echo(f"wrote {path}")
-    click.echo(f"next: python {Path(result.output_dir) / 'pipeline.py'} --dry-run")
+    if kwargs.get("target") != "v2":
+        click.echo(f"next: python {Path(result.output_dir) / 'pipeline.py'} --dry-run")
+    if kwargs.get("target") != "v1":
+        click.echo(f"next: python {Path(result.output_dir) / 'v2' / 'submit.py'} --dry-run")
 
 
 from azbai.cli_storage import storage  # noqa: E402

@@ -5,7 +5,8 @@ Output directory::
     plan.json            the neutral plan (no secrets)
     pipeline.py          Azure ML SDK v1 code: --dry-run builds it offline, --submit submits it
     migrate.ipynb        the same, step by step, as a notebook
-    MIGRATION.md         each Batch AI field and what it became, and what Azure ML does differently
+    MIGRATION.md         each Batch AI field and what it became in SDK v1 and v2, and what Azure ML does differently
+    v2/                  Azure ML SDK v2 / CLI v2: job.yml or pipeline.yml, datastores, computes, submit.py
     snapshot/            the pipeline step's source directory
       azbai_launcher.py  the compatibility launcher (stdlib only)
       azbai_job.json     the job section of the plan, which the launcher reads
@@ -173,12 +174,35 @@ def plan_pipeline_file(
     return build_pipeline_plan(load_pipeline_spec(pipeline_file), storage=storage, experiment=experiment)
 
 
-def render_files(plan: Plan, base_dir: Path | None = None) -> dict[str, str | bytes]:
+TARGETS = ("v1", "v2", "all")
+
+
+def render_files(plan: Plan, base_dir: Path | None = None, target: str = "all") -> dict[str, str | bytes]:
     """Every output file of a migration, by relative path (text, or bytes for copied source files).
 
     A multi-step plan gets one snapshot per step: the launcher and its job for a job step, a copy of the source
-    directory (relative to ``base_dir``, where the pipeline file is) for a parallel step.
+    directory (relative to ``base_dir``, where the pipeline file is) for a parallel step. ``target`` chooses the
+    SDK v1 files, the ``v2/`` folder, or both (``plan.json`` and ``MIGRATION.md`` always).
     """
+    if target not in TARGETS:
+        raise AzbaiError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    if target == "v2":
+        from azbai.targets import azureml_v2
+
+        return {
+            "plan.json": plan_to_json(plan),
+            "MIGRATION.md": render_report(plan),
+            **azureml_v2.render_files(plan, base_dir),
+        }
+    files = _render_v1(plan, base_dir)
+    if target == "all":
+        from azbai.targets import azureml_v2
+
+        files.update(azureml_v2.render_files(plan, base_dir))
+    return files
+
+
+def _render_v1(plan: Plan, base_dir: Path | None) -> dict[str, str | bytes]:
     from azbai.plan.model import ParallelStep
     from azbai.targets.azureml_v1.codegen import is_multi_step
     from azbai.targets.azureml_v1.codegen_pipeline import snapshot_dir
@@ -235,6 +259,7 @@ def migrate_file(
     """Read, plan and write a migration (of a job file or an azbai pipeline file); returns what was written."""
     from azbai.source.pipeline_spec import is_pipeline_file
 
+    sdk = str(kwargs.pop("target", None) or "all")
     if is_pipeline_file(job_file):
         unsupported = {k for k, v in kwargs.items() if v not in (None, (), False, "mount", "upload")} - {
             "experiment", "storage_account_name", "storage_account_key",
@@ -250,11 +275,11 @@ def migrate_file(
             storage_account_name=kwargs.get("storage_account_name"),  # type: ignore[arg-type]
             storage_account_key=kwargs.get("storage_account_key"),  # type: ignore[arg-type]
         )
-        files = render_files(plan, Path(job_file).parent)
+        files = render_files(plan, Path(job_file).parent, sdk)
     else:
         plan, loaded = plan_files(job_file, **kwargs)  # type: ignore[arg-type]
         diagnostics = loaded.diagnostics
-        files = render_files(plan)
+        files = render_files(plan, target=sdk)
     target = Path(output_dir) if output_dir else Path("migrated") / plan.name
     written = write_tree(target, files)
     return MigrationResult(plan, target, written, diagnostics)

@@ -1,0 +1,187 @@
+"""Plan → every file of the ``v2/`` folder (and the snapshots its ``code:`` paths point at), in memory.
+
+Nothing here imports azure-ai-ml: the YAML comes from the plan (:mod:`.render`) through a small emitter
+(:mod:`.yaml_text`), and ``submit.py`` from a template (:mod:`.submit_template`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from azbai.errors import AzbaiError
+from azbai.plan.model import CredentialKind, ParallelStep, Plan
+from azbai.plan.serialize import job_to_json
+from azbai.targets.azureml_v2 import render, yaml_text
+from azbai.targets.azureml_v2.submit_template import TEMPLATE
+
+V2 = "v2"
+#: the compatibility launcher, beside this package (``azbai/launcher.py``)
+LAUNCHER_SOURCE = Path(__file__).resolve().parents[2] / "launcher.py"
+ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
+#: what ``--dry-run`` puts into the segment in place of a workspace
+OFFLINE_WORKSPACE = {
+    "subscription": "00000000-0000-0000-0000-000000000000",
+    "resource_group": "offline",
+    "workspace": "offline",
+}
+_SKIPPED = ("__pycache__", ".ipynb_checkpoints", ".azbai", ".git")
+_MAX_SNAPSHOT = 50 * 1024 * 1024
+
+
+def render_files(plan: Plan, base_dir: Path | None = None) -> dict[str, str | bytes]:
+    """Every v2 output file by its path relative to the migration's output directory.
+
+    ``v2/job.yml`` (one job) or ``v2/pipeline.yml`` + ``v2/components/*.yml`` (a pipeline), ``v2/datastores/*.yml``,
+    ``v2/computes/*.yml``, ``v2/schedule.yml`` (a triggered pipeline), ``v2/submit.py``, and the snapshots the
+    ``code:`` paths name: ``snapshot/`` (one job) or ``snapshot/<step>/`` (the same folders v1 writes).
+    ``base_dir`` is where a pipeline file's relative paths start (a parallel step's source directory).
+    """
+    files: dict[str, str | bytes] = {}
+    multi = render.is_multi_step(plan)
+    if multi:
+        nodes = render.pipeline_nodes(plan)
+        job_file = "pipeline.yml"
+        files[f"{V2}/pipeline.yml"] = yaml_text.dump(
+            render.pipeline_document(plan, nodes),
+            [f"az ml job create -f {V2}/pipeline.yml  (or python {V2}/submit.py)"],
+        )
+        for node in nodes:
+            files[f"{V2}/components/{node.name}.yml"] = yaml_text.dump(node.component)
+        segment_fields = {k: v for n in nodes for k, v in n.segment_keys.items()}
+        vault_fields = [
+            f"jobs.{n.name}.environment_variables.{render.VAULT_VARIABLE}" for n in nodes if n.vault
+        ]
+    else:
+        job_file = "job.yml"
+        files[f"{V2}/job.yml"] = yaml_text.dump(
+            render.job_document(plan), [f"az ml job create -f {V2}/job.yml  (or python {V2}/submit.py)"]
+        )
+        segment_fields = render.job_segment_keys(plan)
+        vault_fields = [f"environment_variables.{render.VAULT_VARIABLE}"] if render.has_secrets(plan) else []
+    for store in plan.datastores:
+        if store.workspace_default:
+            continue  # the workspace's own store exists already
+        path = f"{V2}/datastores/{store.name}.yml"
+        files[path] = yaml_text.dump(render.datastore_document(store), render.datastore_header(store, path))
+    for compute in (plan.compute, *plan.extra_computes):
+        path = f"{V2}/computes/{compute.name}.yml"
+        document = render.compute_document(compute, render.has_secrets(plan))
+        files[path] = yaml_text.dump(document, render.compute_header(compute, path))
+    schedule = render.schedule_document(plan)
+    if schedule is not None:
+        files[f"{V2}/schedule.yml"] = yaml_text.dump(
+            schedule, [f"az ml schedule create -f {V2}/schedule.yml"]
+        )
+    files[f"{V2}/submit.py"] = render_submit(
+        plan, job_file, segment_fields, vault_fields, schedule is not None
+    )
+    files.update(snapshot_files(plan, base_dir))
+    return files
+
+
+def snapshot_files(plan: Plan, base_dir: Path | None) -> dict[str, str | bytes]:
+    """The folders the ``code:`` paths point at: the launcher and its job section, or a parallel step's source."""
+    try:
+        launcher = LAUNCHER_SOURCE.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AzbaiError(f"the compatibility launcher is missing from the azbai package: {exc}") from exc
+    files: dict[str, str | bytes] = {}
+    if not render.is_multi_step(plan):
+        files[f"snapshot/{render.LAUNCHER_FILE}"] = launcher
+        files[f"snapshot/{render.JOB_FILE}"] = job_to_json(plan.job_steps[0].job)
+        return files
+    for step in plan.steps:
+        folder = f"snapshot/{step.name}"
+        if isinstance(step, ParallelStep):
+            files.update(_copy_source(Path(base_dir or ".") / step.source_directory, folder))
+        else:
+            files[f"{folder}/{render.LAUNCHER_FILE}"] = launcher
+            files[f"{folder}/{render.JOB_FILE}"] = job_to_json(step.job)
+    return files
+
+
+def _copy_source(source: Path, folder: str) -> dict[str, str | bytes]:
+    if not source.is_dir():
+        raise AzbaiError(f"the parallel step's source directory {source} does not exist")
+    files: dict[str, str | bytes] = {}
+    total = 0
+    try:
+        for path in sorted(source.rglob("*")):
+            if not path.is_file() or any(part in _SKIPPED for part in path.relative_to(source).parts):
+                continue
+            total += path.stat().st_size
+            if total > _MAX_SNAPSHOT:
+                raise AzbaiError(
+                    f"{source} holds more than {_MAX_SNAPSHOT // 2**20} MB: keep data out of a step's code"
+                )
+            files[f"{folder}/{path.relative_to(source).as_posix()}"] = path.read_bytes()
+    except OSError as exc:
+        raise AzbaiError(f"cannot read the parallel step's source directory {source}: {exc}") from exc
+    return files
+
+
+def render_submit(
+    plan: Plan, job_file: str, segment_fields: dict[str, str], vault_fields: list[str], schedule: bool
+) -> str:
+    """The text of ``v2/submit.py``."""
+    secrets = {s.name: s for step in plan.job_steps for s in step.job.secrets}.values()
+    stores = [d for d in plan.datastores if not d.workspace_default]
+    header = "\n".join(
+        [
+            f'"""Azure ML SDK v2 (azure-ai-ml) for the Batch AI job {plan.name!r}, generated by azbai.',
+            "",
+            f"The YAML files beside this script are the migration of {plan.source.file}, ready for `az ml ... create -f`",
+            "too. This script loads them with azure-ai-ml's own loaders, adds what no file holds (the storage key,",
+            "the workspace in Batch AI's output segment, where the job finds its secrets) and submits them:",
+            "",
+            "    python v2/submit.py --dry-run             load and validate every file offline, print a summary",
+            "    python v2/submit.py --submit              create datastores and computes, store secrets, submit",
+            "    python v2/submit.py --submit --schedule   create the schedule instead of one run",
+            "",
+            "The workspace comes from config.json (--config), the storage account name from --storage-account-name",
+            "or $AZURE_BATCHAI_STORAGE_ACCOUNT, its key from $AZURE_BATCHAI_STORAGE_KEY, job secrets from your",
+            "environment. None of them is ever written to a file.",
+            '"""',
+        ]
+    )
+    constants = [
+        f"JOB_FILE = {job_file!r}",
+        f"SCHEDULE_FILE = {'schedule.yml' if schedule else None!r}",
+        f"EXPERIMENT = {plan.experiment!r}",
+        f"ACCOUNT_PLACEHOLDER = {ACCOUNT_PLACEHOLDER!r}",
+        "#: job.json used <AZURE_BATCHAI_STORAGE_ACCOUNT>: the account name must be given when submitting",
+        f"NEEDS_ACCOUNT = {any(d.account_placeholder for d in stores)!r}",
+        "#: datastore name -> (its file, the file's account name is the placeholder, identity-based: no key)",
+        _block(
+            "DATASTORES",
+            "{",
+            "}",
+            [
+                f"{d.name!r}: ({f'datastores/{d.name}.yml'!r}, {d.account_placeholder!r}, "
+                f"{d.credential is CredentialKind.WORKSPACE!r}),"
+                for d in stores
+            ],
+        ),
+        _block(
+            "COMPUTES",
+            "[",
+            "]",
+            [f"{f'computes/{c.name}.yml'!r}," for c in (plan.compute, *plan.extra_computes)],
+        ),
+        "#: job fields holding Batch AI's output segment: {subscription}, {resource_group}, {workspace} filled here",
+        _block("SEGMENT_FIELDS", "{", "}", [f"{k!r}: {v!r}," for k, v in segment_fields.items()]),
+        "#: job fields telling the launcher which Key Vault holds the job's secrets",
+        _block("VAULT_FIELDS", "[", "]", [f"{k!r}," for k in vault_fields]),
+        "#: job secrets: (name, where the value comes from, Key Vault URL); values come from your environment",
+        _block("SECRETS", "[", "]", [f"({s.name!r}, {s.source!r}, {s.secret_url!r})," for s in secrets]),
+        "#: what --dry-run puts in the segment in place of a workspace",
+        _block("OFFLINE_WORKSPACE", "{", "}", [f"{k!r}: {v!r}," for k, v in OFFLINE_WORKSPACE.items()]),
+    ]
+    return TEMPLATE.replace("__HEADER__", header).replace("__CONSTANTS__", "\n".join(constants))
+
+
+def _block(name: str, opening: str, closing: str, rows: list[str]) -> str:
+    """A constant written one item per line (the trailing commas keep ``ruff format`` from joining them)."""
+    if not rows:
+        return f"{name} = {opening}{closing}"
+    return "\n".join([f"{name} = {opening}", *(f"    {row}" for row in rows), closing])
