@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import re
 import sys
 import uuid
@@ -67,13 +68,53 @@ def build_entities(
     except TargetError:
         raise
     except Exception as exc:  # azure-ai-ml raises ValidationError, ValidationException, marshmallow errors...
-        raise TargetError(f"azure-ai-ml refused {folder}: {type(exc).__name__}: {exc}") from exc
+        lines = explain(str(exc))
+        raise TargetError(
+            f"azure-ai-ml refused {folder} ({type(exc).__name__}):\n  - " + "\n  - ".join(lines)
+        ) from exc
     if problems:
         raise TargetError(
             f"{folder}: azure-ai-ml found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems)
         )
     entities["module"] = module
     return entities
+
+
+def explain(message: str) -> list[str]:
+    """azure-ai-ml's message as ``path: problem`` lines (its schema errors nest JSON in JSON; this unpacks them)."""
+    start = message.find("{")
+    while start != -1:
+        try:
+            found, _ = json.JSONDecoder().raw_decode(message[start:])
+        except ValueError:
+            start = message.find("{", start + 1)
+            continue
+        if isinstance(found, dict):
+            errors = found.get("errors")
+            if isinstance(errors, list):  # validate results: each error's message may hold the schema's dict
+                return [
+                    line for e in errors if isinstance(e, dict) for line in explain(str(e.get("message", "")))
+                ]
+            return _flatten(found, "") or [message.splitlines()[0]]
+        start = message.find("{", start + 1)
+    return [message.strip().splitlines()[0] if message.strip() else "no message"]
+
+
+def _flatten(node: Any, path: str) -> list[str]:
+    if isinstance(node, dict):
+        lines = []
+        for key, value in node.items():
+            # marshmallow nests dict values under "value" and schema-level errors under "_schema"
+            here = path if key in ("value", "_schema") else (f"{path}.{key}" if path else str(key))
+            lines += _flatten(value, here)
+        return lines
+    if isinstance(node, list) and node:
+        if all(isinstance(v, str) for v in node):
+            return [f"{path or '*'}: {'; '.join(node)}"]
+        return _flatten(node[0], path)  # a union field: its first alternative says what was expected
+    if isinstance(node, str):
+        return [f"{path or '*'}: {node}"]
+    return []
 
 
 def as_job(entity: Any) -> Any:

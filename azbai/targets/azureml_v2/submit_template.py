@@ -128,8 +128,11 @@ def summarize(entities: dict) -> dict:
     return {
         "job": describe(entities["job"]),
         "datastores": {name: type(s).__name__ for name, s in entities["datastores"].items()},
-        "computes": {name: [c.size, c.min_instances, c.max_instances, c.tier] for name, c in entities["computes"].items()},
-        "schedule": None if schedule is None else {"name": schedule.name, "trigger": type(schedule.trigger).__name__},
+        "computes": {
+            name: [c.size, c.min_instances, c.max_instances, c.tier]
+            for name, c in entities["computes"].items()
+        },
+        "schedule": None if schedule is None else [schedule.name, type(schedule.trigger).__name__],
     }
 
 
@@ -151,7 +154,7 @@ def store_secrets(ml_client, credential) -> str | None:
         # Key Vault names allow letters, digits and dashes; the launcher asks for the same name
         client.set_secret(name.replace("_", "-"), value)
     if missing:
-        print("warning: set these job secrets in your environment or in the Key Vault:", ", ".join(missing), file=sys.stderr)
+        print("warning: set these secrets in your environment or Key Vault:", *missing, file=sys.stderr)
     return vault_url
 
 
@@ -190,9 +193,9 @@ def submit(args, account_name: str, account_key: str | None) -> int:
 def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--dry-run", action="store_true", help="load and validate every file offline, print a summary")
+    mode.add_argument("--dry-run", action="store_true", help="load and validate every file offline")
     mode.add_argument("--submit", action="store_true", help="submit to the workspace in --config")
-    parser.add_argument("--schedule", action="store_true", help="with --submit: create the schedule, not one run")
+    parser.add_argument("--schedule", action="store_true", help="with --submit: create the schedule")
     parser.add_argument("--config", default="config.json", help="the workspace's config.json")
     parser.add_argument("--storage-account-name", default=os.environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT"))
     parser.add_argument("--json", action="store_true", help="print the --dry-run summary as JSON")
@@ -206,7 +209,7 @@ def main(argv: list | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 1 if problems else 0
     if NEEDS_ACCOUNT and account_name == ACCOUNT_PLACEHOLDER:
-        parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (no file names the account)")
+        parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (no file names it)")
     return submit(args, account_name, os.environ.get("AZURE_BATCHAI_STORAGE_KEY"))
 
 

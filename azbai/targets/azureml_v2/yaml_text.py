@@ -19,6 +19,9 @@ _RESERVED = re.compile(
     r"|[-+]?\.(inf|nan)|\d+(:\d+)+|\d{4}-\d\d-\d\d.*)"
 )
 
+#: characters YAML does not allow raw, or reads as line breaks (NEL, LS, PS): escaped in a double-quoted scalar
+_UNPRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+
 
 class Comment(str):
     """A mapping key that is written as a ``# comment`` line (its value is ignored)."""
@@ -53,7 +56,7 @@ def scalar(value: Any) -> str:
         raise TypeError(f"cannot write {type(value).__name__} as YAML")
     if _PLAIN.fullmatch(value) and not _RESERVED.fullmatch(value) and not value.endswith(":"):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
 def dump(document: Mapping[str, Any], header: Sequence[str] = ()) -> str:
