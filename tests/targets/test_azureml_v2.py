@@ -68,7 +68,8 @@ def expected_data(plan: Plan, step: Step) -> dict[str, tuple[str, str, str]]:
         workspace=OFFLINE_WORKSPACE["workspace"], experiment=plan.experiment, job=plan.name, job_uuid="${{name}}",
     )  # fmt: skip
     expected = {}
-    for name in step.data_references:
+    references = {r.name for r in plan.data_references}
+    for name in (n for n in step.data_references if n in references):  # not pipeline data or parameters
         ref = plan.data_reference(name)
         uri = f"azureml://datastores/{ref.datastore}/paths/{ref.path_on_datastore.replace('{segment}', segment)}"
         uri = uri.rstrip("/") if ref.path_on_datastore else uri
@@ -215,6 +216,10 @@ def test_distributions_and_secrets(tmp_path: Path, aml: Any) -> None:
 
 GOLDEN_CASES = {
     "cntk-mnist": lambda: plan_files(ROOT / "recipes/cntk-mnist/job.json")[0],
+    "style-batch": lambda: plan_files(
+        ROOT / "recipes/style-transfer/batch.job.json",
+        cluster_file=ROOT / "recipes/style-transfer/cluster.json",
+    )[0],
     "tensorflow-ps": lambda: plan_files(CORPUS / "recipes/TensorFlow/TensorFlow-GPU-Distributed/job.json")[0],
     "pytorch-gloo": lambda: plan_files(CORPUS / "recipes/PyTorch/PyTorch-GPU-Distributed-Gloo/job.json")[0],
     "with-secrets-download": lambda: plan_files(
