@@ -25,7 +25,7 @@ from azbai.plan.build import build_plan
 from azbai.plan.model import DataMode, Distribution, Plan, Step
 from azbai.plan.serialize import job_to_json
 from azbai.source.reader import load_job
-from azbai.targets.azureml_v2 import build_entities
+from azbai.targets.azureml_v2 import build_entities, plan_entities
 from azbai.targets.azureml_v2 import render as v2
 from azbai.targets.azureml_v2.entities import check_files
 from azbai.targets.azureml_v2.files import OFFLINE_WORKSPACE
@@ -200,7 +200,8 @@ def test_distributions_and_secrets(tmp_path: Path, aml: Any) -> None:
         cluster_file=CLUSTER_DOCS / "block29.cluster.json",
         name="with-secrets",
     )
-    entities = build_entities(migrate_v2(plan, tmp_path / "secrets"))
+    entities = plan_entities(plan, directory=tmp_path / "secrets")  # a plan's entities, for notebooks
+    assert (tmp_path / "secrets/v2/job.yml").is_file() and not (tmp_path / "secrets/pipeline.py").exists()
     assert type(entities["job"].identity).__name__ == "ManagedIdentityConfiguration"
     module = entities["module"]
     assert [s[0] for s in module.SECRETS] == ["ENVIRONMENT_VARIABLE_3", "ENVIRONMENT_VARIABLE_4"]

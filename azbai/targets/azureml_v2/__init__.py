@@ -9,12 +9,14 @@ Two entry points:
 - :func:`build_entities` (a written folder → azure-ai-ml entities): imports that folder's ``submit.py``, the code
   ``python v2/submit.py --dry-run`` runs, loads every file with azure-ai-ml's loaders offline and validates it.
 
+:func:`plan_entities` does both for a plan (written to a temporary folder), for notebooks and tests.
+
 azure-ai-ml (the ``azureml-v2`` extra) is imported only inside :func:`build_entities` and the generated code.
 """
 
 from __future__ import annotations
 
-from azbai.targets.azureml_v2.entities import build_entities
+from azbai.targets.azureml_v2.entities import build_entities, plan_entities
 from azbai.targets.azureml_v2.files import render_files
 
-__all__ = ["build_entities", "render_files"]
+__all__ = ["build_entities", "plan_entities", "render_files"]

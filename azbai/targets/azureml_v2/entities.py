@@ -14,12 +14,14 @@ import io
 import json
 import re
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from azbai.errors import TargetError
+from azbai.plan.model import Plan
 
 _CREDENTIAL_WORDS = re.compile(r"(?im)^\s*(credentials|account_key|sas_token|password|client_secret)\s*:")
 _ABSOLUTE_CODE = re.compile(r"(?m)^\s*code:\s*[\"']?(/|[A-Za-z]:\\)")
@@ -115,6 +117,31 @@ def _flatten(node: Any, path: str) -> list[str]:
     if isinstance(node, str):
         return [f"{path or '*'}: {node}"]
     return []
+
+
+def plan_entities(
+    plan: Plan,
+    *,
+    directory: str | Path | None = None,
+    base_dir: str | Path | None = None,
+    account_name: str | None = None,
+) -> dict[str, Any]:
+    """The azure-ai-ml entities of ``plan``, built offline: its ``v2/`` files written, then :func:`build_entities`.
+
+    ``directory`` keeps the written files (default: a temporary directory); ``base_dir`` is where a pipeline
+    file's relative paths start. For notebooks and tests: the same entities ``python v2/submit.py`` submits.
+    """
+    from azbai.targets.azureml_v2.files import render_files
+
+    target = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="azbai-v2-"))
+    try:
+        for relative, content in render_files(plan, Path(base_dir) if base_dir else None).items():
+            path = target / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    except OSError as exc:
+        raise TargetError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    return build_entities(target, account_name=account_name)
 
 
 def as_job(entity: Any) -> Any:
