@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from azbai.plan.model import Job, Plan, Severity, Step
+from azbai.plan.model import Job, ParallelStep, Plan, Severity, Step
 from azbai.targets.azureml_v1.codegen import SDK_V1_END_OF_SUPPORT
 from azbai.targets.azureml_v2 import render as v2
 
@@ -175,6 +175,16 @@ def _v2_section(plan: Plan) -> list[str]:
         "",
     ]
     out += [f"- **{what}**: {instead}" for what, instead in V2_GAPS]
+    for step in plan.steps:
+        if isinstance(step, ParallelStep):
+            out.append(
+                f"- **the parallel step `{step.name}`**: a `type: parallel` component runs `{step.entry_script}` "
+                f"(`init()`, `run(mini_batch)`) on every file of `{step.input}`, mini-batches of "
+                f"{step.mini_batch_size}, {step.process_count_per_node} per instance; its output `{step.output}` "
+                "is a `uri_folder` output. An entry script that writes to `$AZUREML_BI_OUTPUT_PATH`, as v1's "
+                "ParallelRunStep set it, relies on v2's parallel driver setting it too, which was not verified "
+                f"offline; otherwise give it `${{{{outputs.{v2.ident(step.output)}}}}}` in `program_arguments`."
+            )
     if plan.trigger is not None:
         t = plan.trigger
         out += [

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_PLAIN = re.compile(r"[A-Za-z0-9_./+-][A-Za-z0-9_./@+:=-]*")
+_PLAIN = re.compile(r"[A-Za-z0-9_./+$-][A-Za-z0-9_./@+:=$-]*")
 _RESERVED = re.compile(
     r"(?i)(y|yes|n|no|true|false|on|off|null|~|[-+]?(\d[\d_]*)?(\.\d*)?([eE][-+]?\d+)?|0x[0-9a-f]+|0o[0-7]+"
     r"|[-+]?\.(inf|nan)|\d+(:\d+)+|\d{4}-\d\d-\d\d.*)"
