@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import CORPUS, DATA
 
 QUICKSTART = CORPUS / "recipes/CNTK/CNTK-GPU-Python/job.json"

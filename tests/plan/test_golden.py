@@ -10,7 +10,6 @@ from azbai.migrate import plan_files, render_files
 from azbai.plan.serialize import plan_from_dict, plan_to_dict
 from tests.conftest import CORPUS, DATA
 
-
 RECIPES = sorted((CORPUS / "recipes").rglob("*.json"))
 CLUSTER = CORPUS / "doc-examples/documentation/using-azure-cli-20/block31.cluster.json"
 GOLDEN = DATA / "golden"

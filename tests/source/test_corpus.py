@@ -10,7 +10,6 @@ from azbai.errors import SpecError
 from azbai.source.reader import load_cluster, load_job
 from tests.conftest import CORPUS, corpus_files, corpus_id
 
-
 INVALID_JSON = {
     "history/2018-05-15_3d7b5583/recipes/TensorFlow/TensorFlow-GPU/job.json": (7, 9),
     "history/2018-08-23_eb018614/recipes/TensorFlow/TensorFlow-GPU-Distributed/job.json": (25, 9),

@@ -17,7 +17,6 @@ from azbai.targets.azureml_v1 import build_objects, offline
 from tests.conftest import CORPUS, corpus_files, corpus_id
 from tests.source.test_corpus import FRAGMENTS, INVALID_JSON
 
-
 RUNNABLE = [p for p in corpus_files("job") if corpus_id(p) not in {*INVALID_JSON, *FRAGMENTS}]
 COMMUNICATOR = {
     Distribution.NONE: "None",
