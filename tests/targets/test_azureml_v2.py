@@ -456,3 +456,54 @@ def test_the_launcher_says_what_is_missing_for_key_vault_without_quoting_anythin
         "are not installed in the job's environment" in proc.stderr
     )
     assert not (tmp_path / "work/jobs").exists() or not any((tmp_path / "work/jobs").rglob("stdout*.txt"))
+
+
+def test_the_v2_command_runs_the_job_through_the_launcher(tmp_path: Path, aml: Any) -> None:
+    """The command as Azure ML would run it: ``${{inputs.X}}``/``${{outputs.Y}}`` replaced by local folders."""
+    job = {
+        "properties": {
+            "nodeCount": 1,
+            "customToolkitSettings": {
+                "commandLine": "python $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/run.py $AZ_BATCHAI_OUTPUT_MODEL"
+            },
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            "outputDirectories": [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}],
+            "environmentVariables": [{"name": "MODE", "value": "train"}],
+            "mountVolumes": {
+                "azureFileShares": [
+                    {"azureFileUrl": "https://acct.file.core.windows.net/logs", "relativeMountPath": "logs"},
+                    {
+                        "azureFileUrl": "https://acct.file.core.windows.net/scripts",
+                        "relativeMountPath": "scripts",
+                    },
+                ]
+            },
+        }
+    }
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    plan, _ = plan_files(tmp_path / "job.json", name="v2run")
+    entities = plan_entities(plan, directory=tmp_path / "out")
+    command = entities["job"].command
+    local = {"inputs.scripts": tmp_path / "scripts", "outputs.logs": tmp_path / "logs"}
+    local["outputs.output_model"] = tmp_path / "model"
+    for name, folder in local.items():
+        folder.mkdir()
+        command = command.replace(f"${{{{{name}}}}}", str(folder))
+    assert "${{" not in command
+    (tmp_path / "scripts/run.py").write_text(
+        "import os, sys\nopen(os.path.join(sys.argv[1], 'model.txt'), 'w').write(os.environ['MODE'])\nprint('trained')\n"
+    )
+    env = {
+        **os.environ, "AZUREML_RUN_ID": "job_1", "AZUREML_ARM_SUBSCRIPTION": "sub",
+        "AZUREML_ARM_RESOURCEGROUP": "rg", "AZUREML_ARM_WORKSPACE_NAME": "ws",
+        "AZ_BATCHAI_LAUNCHER_WORK": str(tmp_path / "work"),
+    }  # fmt: skip
+    snapshot = tmp_path / "out/snapshot"  # the job's code: folder, where Azure ML starts the command
+    proc = subprocess.run(
+        ["bash", "-c", command], cwd=snapshot, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "model/model.txt").read_text() == "train"
+    segment = "sub/rg/workspaces/ws/experiments/batchai-migration/jobs/v2run/job_1"
+    assert (tmp_path / "logs" / segment / "stdouterr/stdout.txt").read_text() == "trained\n"
+    assert "trained" in proc.stdout  # --echo: the job's output is in the Azure ML log too

@@ -142,7 +142,8 @@ def render_submit(
             "",
             "The workspace comes from config.json (--config), the storage account name from --storage-account-name",
             "or $AZURE_BATCHAI_STORAGE_ACCOUNT, its key from $AZURE_BATCHAI_STORAGE_KEY, job secrets from your",
-            "environment. None of them is ever written to a file.",
+            "environment. None of them is ever written to a file. Needs azure-ai-ml; --submit also azure-identity,",
+            "and azure-keyvault-secrets when the job has secrets.",
             '"""',
         ]
     )
