@@ -152,3 +152,21 @@ def test_submit_py_dry_run_for_a_pipeline(tmp_path: Path) -> None:
     assert summary["job"]["jobs"]["style"]["type"] == "parallel"
     assert summary["schedule"] == ["style_transfer_trigger", "RecurrenceTrigger"]
     assert summary["job"]["inputs"] == ["style", "video"]
+
+
+def test_the_round_trip_oracle_sees_a_changed_node(tmp_path: Path, aml: Any) -> None:
+    from azbai.targets.azureml_v2.entities import absolute_code, comparable
+
+    migrate_file(STYLE / "pipeline.json", tmp_path / "out", target="v2")
+    folder = tmp_path / "out/v2"
+    first, second = (aml.load_job(folder / "pipeline.yml") for _ in range(2))
+    for job in (first, second):
+        absolute_code(job, folder)
+    assert comparable(first) == comparable(second)
+    assert Path(comparable(first)["jobs"]["style"]["component"]["task"]["code"]).is_absolute()
+    second.jobs["style"].component.mini_batch_size = 9
+    assert comparable(first) != comparable(second)
+    second = aml.load_job(folder / "pipeline.yml")
+    absolute_code(second, folder)
+    second.jobs["stitch"].outputs["output_video"].mode = "rw_mount"
+    assert comparable(first) != comparable(second)
