@@ -238,7 +238,12 @@ def main(argv: list | None = None) -> int:
     if args.dry_run:
         problems = validate()
         summary = summarize(build(account_name=account_name))
-        print(json.dumps(summary, indent=2) if args.json else f"Loaded and validated offline: {summary}")
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(f"Loaded and validated offline with azure-ai-ml: {JOB_FILE} and what it uses")
+            for key, value in summary.items():
+                print(f"  {key}: {json.dumps(value)}")
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1 if problems else 0
