@@ -507,3 +507,10 @@ def test_the_v2_command_runs_the_job_through_the_launcher(tmp_path: Path, aml: A
     segment = "sub/rg/workspaces/ws/experiments/batchai-migration/jobs/v2run/job_1"
     assert (tmp_path / "logs" / segment / "stdouterr/stdout.txt").read_text() == "trained\n"
     assert "trained" in proc.stdout  # --echo: the job's output is in the Azure ML log too
+
+
+def test_two_names_that_become_one_v2_name_are_an_error() -> None:
+    io = v2.StepIO([v2.Binding("out_a", "out-a", "outputs", {}), v2.Binding("out_a", "out_a", "inputs", {})])
+    with pytest.raises(TargetError, match="'out-a' and 'out_a' both become the Azure ML v2 name 'out_a'"):
+        v2.check_unique(io, "train")
+    assert v2.check_unique(v2.StepIO([v2.Binding("a", "a", "inputs", {})], ["b"]), "train").params == ["b"]

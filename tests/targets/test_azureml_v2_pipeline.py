@@ -125,6 +125,14 @@ def test_a_pipeline_with_parameters_and_a_parallel_step(tmp_path: Path, aml: Any
     assert pipeline.inputs["text"]._data.type == "uri_file"
 
 
+def test_a_pipeline_of_two_jobs_with_a_trigger(tmp_path: Path, aml: Any) -> None:
+    result = migrate_file(PIPELINE / "pipeline.json", tmp_path / "out", target="v2")
+    entities = build_entities(tmp_path / "out")
+    assert_pipeline_matches_plan(entities["job"], result.plan)
+    assert list(entities["job"].jobs) == ["produce", "consume"]
+    assert entities["schedule"].trigger.interval == result.plan.trigger.polling_interval_minutes
+
+
 @pytest.mark.parametrize(
     ("name", "source"),
     [("style-transfer", STYLE / "pipeline.json"), ("words-parallel", PIPELINE / "parallel.json")],

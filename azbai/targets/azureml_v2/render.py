@@ -40,6 +40,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from azbai.errors import TargetError
 from azbai.plan.model import (
     SEGMENT_TEMPLATE,
     Compute,
@@ -128,6 +129,18 @@ class StepIO:
     bindings: list[Binding] = field(default_factory=list)
     #: string parameters the launcher gets with ``--param``
     params: list[str] = field(default_factory=list)
+
+
+def check_unique(io: StepIO, step: str) -> StepIO:
+    """Two plan names that become the same v2 name would overwrite each other: an error that says which."""
+    seen: dict[str, str] = {}
+    pairs = [(b.reference, b.name) for b in io.bindings] + [(p, ident(p)) for p in io.params]
+    for original, key in pairs:
+        if seen.setdefault(key, original) != original:
+            raise TargetError(
+                f"step {step!r}: {seen[key]!r} and {original!r} both become the Azure ML v2 name {key!r}; rename one"
+            )
+    return io
 
 
 def written_volumes(job: Job) -> set[str]:
@@ -253,7 +266,7 @@ def step_io(plan: Plan, step: Step) -> StepIO:
         if name in names:
             ref = plan.data_reference(name)
             io.bindings.append(reference_binding(plan, job, ref, by_reference.get(name) in writable))
-    return io
+    return check_unique(io, step.name)
 
 
 def job_document(plan: Plan) -> dict[str, Any]:
@@ -369,6 +382,7 @@ def _job_node(plan: Plan, step: Step) -> Node:
             io.params.append(parameter.name)
             component_inputs[ident(parameter.name)] = {"type": "string"}
             node_inputs[ident(parameter.name)] = f"${{{{parent.inputs.{ident(parameter.name)}}}}}"
+    check_unique(io, step.name)
     component: dict[str, Any] = {
         "$schema": SCHEMA.format("commandComponent"),
         "type": "command",
