@@ -36,8 +36,8 @@ def render_report(plan: Plan) -> str:
         "# Azure ML SDK v2 / CLI v2 (v2/, with the azureml-v2 extra: pip install azure-ai-ml)",
         "python v2/submit.py --dry-run                      # loads and validates every v2 file offline",
         "python v2/submit.py --submit --storage-account-name ACCOUNT",
-        f"az ml job create -f v2/{'pipeline' if v2.is_multi_step(plan) else 'job'}.yml"
-        "   # the same files with the CLI (see each file's first line)",
+        "# or the same files with the CLI, in this order (each file's first line says how)",
+        *_cli_lines(plan),
         "```",
         "",
         "## Summary",
@@ -157,6 +157,27 @@ V2_GAPS = (
         "(`--set outputs.X.path=…` with `az ml`)",
     ),
 )
+
+
+def _cli_lines(plan: Plan) -> list[str]:
+    lines = []
+    for store in plan.datastores:
+        if not store.workspace_default:
+            account = " --set account_name=ACCOUNT" if store.account_placeholder else ""
+            lines.append(
+                f"az ml datastore create -f v2/datastores/{store.name}.yml{account} "
+                '--set credentials.account_key="$AZURE_BATCHAI_STORAGE_KEY"'
+            )
+    lines += [
+        f"az ml compute create -f v2/computes/{c.name}.yml" for c in (plan.compute, *plan.extra_computes)
+    ]
+    job = "pipeline" if v2.is_multi_step(plan) else "job"
+    lines.append(
+        f"az ml job create -f v2/{job}.yml   # outputs under the segment: --set ...path= with your workspace"
+    )
+    if plan.trigger is not None:
+        lines.append("az ml schedule create -f v2/schedule.yml")
+    return lines
 
 
 def _v2_section(plan: Plan) -> list[str]:

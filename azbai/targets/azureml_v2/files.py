@@ -17,6 +17,8 @@ from azbai.targets.azureml_v2 import render, yaml_text
 from azbai.targets.azureml_v2.submit_template import TEMPLATE
 
 V2 = "v2"
+#: the first line of a job file says what the CLI leaves to the user
+FILLS = "(python v2/submit.py fills in the {subscription}, {resource_group}, {workspace} of output paths)"
 #: the compatibility launcher, beside this package (``azbai/launcher.py``)
 LAUNCHER_SOURCE = Path(__file__).resolve().parents[2] / "launcher.py"
 ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
@@ -45,7 +47,7 @@ def render_files(plan: Plan, base_dir: Path | None = None) -> dict[str, str | by
         job_file = "pipeline.yml"
         files[f"{V2}/pipeline.yml"] = yaml_text.dump(
             render.pipeline_document(plan, nodes),
-            [f"az ml job create -f {V2}/pipeline.yml  (or python {V2}/submit.py)"],
+            [f"az ml job create -f {V2}/pipeline.yml  {FILLS}"],
         )
         for node in nodes:
             files[f"{V2}/components/{node.name}.yml"] = yaml_text.dump(node.component)
@@ -56,7 +58,8 @@ def render_files(plan: Plan, base_dir: Path | None = None) -> dict[str, str | by
     else:
         job_file = "job.yml"
         files[f"{V2}/job.yml"] = yaml_text.dump(
-            render.job_document(plan), [f"az ml job create -f {V2}/job.yml  (or python {V2}/submit.py)"]
+            render.job_document(plan),
+            [f"az ml job create -f {V2}/job.yml  {FILLS}"],
         )
         segment_fields = render.job_segment_keys(plan)
         vault_fields = [f"environment_variables.{render.VAULT_VARIABLE}"] if render.has_secrets(plan) else []
