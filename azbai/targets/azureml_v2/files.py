@@ -13,7 +13,7 @@ from pathlib import Path
 from azbai.errors import AzbaiError
 from azbai.plan.model import CredentialKind, ParallelStep, Plan
 from azbai.plan.serialize import job_to_json
-from azbai.targets.azureml_v2 import render, yaml_text
+from azbai.targets.azureml_v2 import assets, pipeline, render, yaml_text
 from azbai.targets.azureml_v2.submit_template import TEMPLATE
 
 V2 = "v2"
@@ -43,10 +43,10 @@ def render_files(plan: Plan, base_dir: Path | None = None) -> dict[str, str | by
     files: dict[str, str | bytes] = {}
     multi = render.is_multi_step(plan)
     if multi:
-        nodes = render.pipeline_nodes(plan)
+        nodes = pipeline.pipeline_nodes(plan)
         job_file = "pipeline.yml"
         files[f"{V2}/pipeline.yml"] = yaml_text.dump(
-            render.pipeline_document(plan, nodes),
+            pipeline.pipeline_document(plan, nodes),
             [f"az ml job create -f {V2}/pipeline.yml  {FILLS}"],
         )
         for node in nodes:
@@ -67,12 +67,12 @@ def render_files(plan: Plan, base_dir: Path | None = None) -> dict[str, str | by
         if store.workspace_default:
             continue  # the workspace's own store exists already
         path = f"{V2}/datastores/{store.name}.yml"
-        files[path] = yaml_text.dump(render.datastore_document(store), render.datastore_header(store, path))
+        files[path] = yaml_text.dump(assets.datastore_document(store), assets.datastore_header(store, path))
     for compute in (plan.compute, *plan.extra_computes):
         path = f"{V2}/computes/{compute.name}.yml"
-        document = render.compute_document(compute, render.has_secrets(plan))
-        files[path] = yaml_text.dump(document, render.compute_header(compute, path))
-    schedule = render.schedule_document(plan)
+        document = assets.compute_document(compute, render.has_secrets(plan))
+        files[path] = yaml_text.dump(document, assets.compute_header(compute, path))
+    schedule = pipeline.schedule_document(plan)
     if schedule is not None:
         files[f"{V2}/schedule.yml"] = yaml_text.dump(
             schedule, [f"az ml schedule create -f {V2}/schedule.yml"]
