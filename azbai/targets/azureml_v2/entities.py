@@ -23,7 +23,7 @@ from typing import Any
 from azbai.errors import TargetError
 from azbai.plan.model import Plan
 
-_CREDENTIAL_WORDS = re.compile(r"(?im)^\s*(credentials|account_key|sas_token|password|client_secret)\s*:")
+_CREDENTIAL_WORDS = re.compile(r"(?m)^\s*(credentials|account_key|sas_token|client_secret)\s*:")
 _ABSOLUTE_CODE = re.compile(r"(?m)^\s*code:\s*[\"']?(/|[A-Za-z]:\\)")
 
 
