@@ -19,7 +19,7 @@ $(PY):
 # constraints.txt pins every package (the resolver otherwise backtracks for many minutes over the azureml caps).
 $(STAMP): $(PY) setup.cfg pyproject.toml constraints.txt
 	$(PIP) install --quiet --quiet torch==2.13.0
-	$(PIP) install --quiet --quiet -c constraints.txt -e '.[azureml,local,recipes,dev]'
+	$(PIP) install --quiet --quiet -c constraints.txt -e '.[azureml,azureml-v2,local,recipes,dev]'
 	$(PY) -c "import azureml.train.estimator" 2>/dev/null  # unpacks azureml's metadata once, not in every test
 	touch $@
 
@@ -53,7 +53,7 @@ lint: setup
 lock: setup
 	$(PIP) install --quiet uv
 	$(VENV)/bin/uv pip compile --python-version 3.11 --no-annotate --no-header \
-	  --extra azureml --extra local --extra recipes --extra dev setup.cfg -o constraints.txt
+	  --extra azureml --extra azureml-v2 --extra local --extra recipes --extra dev setup.cfg -o constraints.txt
 	sed -i 's/+cpu$$//' constraints.txt
 
 clean:

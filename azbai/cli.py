@@ -86,7 +86,10 @@ def migrate(job_file: str, output_dir: str | None, target: str, source: SourceOp
         click.echo(f"{note.severity.value}: {note.field}: {note.message} [{note.code}]", err=True)
     for path in result.files:
         click.echo(f"wrote {path}")
-    click.echo(f"next: python {Path(result.output_dir) / 'pipeline.py'} --dry-run")
+    if target != "v2":
+        click.echo(f"next: python {Path(result.output_dir) / 'pipeline.py'} --dry-run")
+    if target != "v1":
+        click.echo(f"next: python {Path(result.output_dir) / 'v2' / 'submit.py'} --dry-run")
 
 
 from azbai.cli_storage import storage  # noqa: E402

@@ -295,8 +295,8 @@ class MigrationResult:
     diagnostics: tuple[Diagnostic, ...]
 
 
-#: the migration targets: ``v1`` (Azure ML SDK v1 code), ``v2`` (CLI v2 YAML and azure-ai-ml code)
-TARGETS = ("v1",)
+#: the migration targets: ``v1`` (Azure ML SDK v1 code), ``v2`` (CLI v2 YAML and azure-ai-ml code); ``all``: both
+TARGETS = ("v1", "v2")
 
 
 def migrate(
@@ -315,10 +315,7 @@ def migrate(
     """
     from azbai.fsutil import write_tree
 
-    chosen = TARGETS if target == "all" else (target,)
-    unknown = [t for t in chosen if t not in TARGETS]
-    if unknown:
-        raise AzbaiError(f"unknown target {unknown[0]!r}: choose {', '.join((*TARGETS, 'all'))}")
+    _targets(target)
     if isinstance(source, Plan):
         if options:
             raise AzbaiError(f"{', '.join(options)}: options of reading a file, not of migrating a plan")
@@ -327,9 +324,7 @@ def migrate(
     else:
         loaded = read(source, options_from(options))
         plan, diagnostics, folder = loaded.plan, loaded.diagnostics, loaded.base_dir
-    files: dict[str, str | bytes] = {}
-    for name in chosen:
-        files.update(_renderer(name)(plan, folder))
+    files = render_files(plan, folder, target)
     directory = Path(output_dir) if output_dir else Path("migrated") / plan.name
     try:
         written = write_tree(directory, files)
@@ -338,7 +333,30 @@ def migrate(
     return MigrationResult(plan, directory, written, diagnostics)
 
 
-def _renderer(target: str) -> Callable[[Plan, Path | None], dict[str, str | bytes]]:
-    from azbai.targets.azureml_v1.files import render_files
+def _targets(target: str) -> tuple[str, ...]:
+    if target == "all":
+        return TARGETS
+    if target not in TARGETS:
+        raise AzbaiError(f"unknown target {target!r}: choose {', '.join((*TARGETS, 'all'))}")
+    return (target,)
 
-    return render_files
+
+def render_files(plan: Plan, base_dir: Path | None = None, target: str = "all") -> dict[str, str | bytes]:
+    """Every file of a migration to ``target`` (v1, v2 or all), by its path in the output folder, in memory.
+
+    ``plan.json`` and ``MIGRATION.md`` (which has both targets' columns) are always among them.
+    """
+    targets = _targets(target)
+    from azbai.plan.serialize import plan_to_json
+    from azbai.targets.report import render_report
+
+    files: dict[str, str | bytes] = {"plan.json": plan_to_json(plan), "MIGRATION.md": render_report(plan)}
+    if "v1" in targets:
+        from azbai.targets.azureml_v1.files import render_files as render_v1
+
+        files.update(render_v1(plan, base_dir))
+    if "v2" in targets:
+        from azbai.targets.azureml_v2 import render_files as render_v2
+
+        files.update(render_v2(plan, base_dir))
+    return files

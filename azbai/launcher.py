@@ -8,7 +8,10 @@ as ``azbai_launcher.py`` into every Azure ML snapshot and runs the same way loca
                              [--ranks all|external] [--echo]
 
 ``--job`` is the plan's job section (``azbai.plan.serialize.job_to_json``). ``--segment`` is Batch AI's
-``jobOutputDirectoryPathSegment`` (``{run-id}`` in it becomes ``$AZUREML_RUN_ID``). ``--ranks all`` (local runs) starts every process of the job itself,
+``jobOutputDirectoryPathSegment`` (``{run-id}`` in it becomes ``$AZUREML_RUN_ID``; ``{subscription}``,
+``{resource_group}``, ``{workspace}`` become ``$AZUREML_ARM_SUBSCRIPTION``, ``_RESOURCEGROUP``, ``_WORKSPACE_NAME``).
+``--data NAME PATH`` gives a data reference's path (an Azure ML v2 command line passes ``${{inputs.X}}`` and
+``${{outputs.Y}}`` there). ``--ranks all`` (local runs) starts every process of the job itself,
 simulating ``nodeCount`` nodes; ``--ranks external`` (inside Azure ML, which starts one launcher per process
 with its MPI, PyTorch or TensorFlow distribution) runs only this process's rank.
 
@@ -46,8 +49,10 @@ Variables (catalogue §8.1). ``$VAR`` in paths and values is expanded like a she
 ``OMPI_COMM_WORLD_*``, ``PMI_*``         MPI toolkits: rank, size, local rank
 user ``environmentVariables``            their values as written (Batch AI did not expand them); a pipeline's
                                          ``{parameters.NAME}`` is replaced by ``--param NAME VALUE``
-``secrets``                              the launcher's own environment variable of that name, else (inside
-                                         Azure ML only) ``Run.get_secret``; never written to a file or log
+``secrets``                              the launcher's own environment variable of that name, else the Key
+                                         Vault at ``$AZBAI_KEY_VAULT_URL`` (Azure ML v2, with the job's
+                                         identity), else (inside Azure ML v1) ``Run.get_secret``; never
+                                         written to a file or log
 =======================================  =====================================================================
 
 Processes (catalogue §8.6): ``jobPreparation`` first, on every node, then the toolkit's process groups, each
@@ -109,6 +114,13 @@ WORK_ENV = "AZ_BATCHAI_LAUNCHER_WORK"
 DEFAULT_WORK = "azbai_work"
 DATAREFERENCE_PREFIX = "AZUREML_DATAREFERENCE_"
 RANK_MODES = ("all", "external")
+#: the workspace Key Vault of an Azure ML v2 job (v2 jobs have no secrets API: the job reads Key Vault itself)
+KEY_VAULT_ENV = "AZBAI_KEY_VAULT_URL"
+_WORKSPACE_TOKENS = (
+    ("{subscription}", "AZUREML_ARM_SUBSCRIPTION"),
+    ("{resource_group}", "AZUREML_ARM_RESOURCEGROUP"),
+    ("{workspace}", "AZUREML_ARM_WORKSPACE_NAME"),
+)
 
 _POLL_SECONDS = 0.05
 _PARAMETER_RE = re.compile(r"\{parameters\.([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -262,7 +274,14 @@ def run(
 
 
 def resolve_segment(segment: str, env: Mapping[str, str]) -> str:
-    """Fill ``{run-id}`` (how a pipeline step names its own run) from ``$AZUREML_RUN_ID``, else a fresh uuid."""
+    """Fill ``{run-id}`` (how a pipeline step names its own run) from ``$AZUREML_RUN_ID``, else a fresh uuid.
+
+    An Azure ML v2 job's command line leaves the workspace in the segment as ``{subscription}``,
+    ``{resource_group}`` and ``{workspace}``; they come from ``$AZUREML_ARM_*`` and stay as written without them.
+    """
+    for token, name in _WORKSPACE_TOKENS:
+        if token in segment and env.get(name):
+            segment = segment.replace(token, env[name])
     if "{run-id}" not in segment:
         return segment
     return segment.replace("{run-id}", env.get("AZUREML_RUN_ID") or str(uuid.uuid4()))
@@ -456,6 +475,11 @@ def _secret_values(job: dict[str, Any], env: Mapping[str, str], problems: list[s
         name = secret["name"]
         if name in env:
             values[name] = env[name]
+        elif env.get(KEY_VAULT_ENV):
+            try:
+                values[name] = _key_vault_secret(env[KEY_VAULT_ENV], name, env)
+            except LauncherError as exc:
+                problems.append(str(exc))
         elif env.get("AZUREML_RUN_ID"):
             try:
                 values[name] = _azureml_secret(name)
@@ -466,6 +490,34 @@ def _secret_values(job: dict[str, Any], env: Mapping[str, str], problems: list[s
                 f"secret '{name}': set the environment variable {name} (its value is never written)"
             )
     return values
+
+
+def _key_vault_secret(vault_url: str, name: str, env: Mapping[str, str]) -> str:
+    """A secret from Key Vault with the job's identity (Azure ML v2); azure-keyvault-secrets is imported only here.
+
+    ``submit.py`` stored it under the name with ``_`` as ``-`` (Key Vault names allow letters, digits, dashes).
+    """
+    try:
+        from azure.identity import DefaultAzureCredential  # type: ignore[import-not-found, unused-ignore]
+        from azure.keyvault.secrets import SecretClient  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise LauncherError(
+            f"secret '{name}': {KEY_VAULT_ENV} is set but azure-keyvault-secrets and azure-identity are not "
+            "installed in the job's environment"
+        ) from exc
+    try:
+        # on an AmlCompute cluster the job's managed identity is the cluster's (client id in DEFAULT_IDENTITY_CLIENT_ID)
+        credential = DefaultAzureCredential(managed_identity_client_id=env.get("DEFAULT_IDENTITY_CLIENT_ID"))
+        value = (
+            SecretClient(vault_url=vault_url, credential=credential).get_secret(name.replace("_", "-")).value
+        )
+    except Exception as exc:  # azure.core raises many types; none may leak a value into the message
+        raise LauncherError(
+            f"secret '{name}': Key Vault {vault_url} did not return it ({type(exc).__name__})"
+        ) from exc
+    if value is None:
+        raise LauncherError(f"secret '{name}': empty in Key Vault {vault_url}")
+    return str(value)
 
 
 def _azureml_secret(name: str) -> str:

@@ -68,8 +68,11 @@ def test_migrate_writes_every_file(tmp_path: Path) -> None:
     result = azbai("migrate", str(QUICKSTART), "-o", str(tmp_path / "out"), "-n", "quickstart", "-e", "mnist")
     assert result.returncode == 0, result.stderr
     names = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    # --target all (the default): the SDK v1 files and the v2/ folder
     assert names == [
         "MIGRATION.md", "migrate.ipynb", "pipeline.py", "plan.json", "snapshot/azbai_job.json", "snapshot/azbai_launcher.py",
+        "v2/computes/gpu-cluster.yml", "v2/datastores/data_blob.yml", "v2/datastores/logs_share.yml",
+        "v2/datastores/scripts_share.yml", "v2/job.yml", "v2/submit.py",
     ]  # fmt: skip
     plan = json.loads((tmp_path / "out/plan.json").read_text())
     assert (plan["name"], plan["experiment"]) == ("quickstart", "mnist")

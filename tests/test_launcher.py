@@ -182,8 +182,10 @@ def test_the_module_is_stdlib_only_python38_and_runs_alone(tmp_path: Path) -> No
     tree = ast.parse(source, feature_version=(3, 8))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    # azureml is imported lazily, inside Azure ML only, for secrets
-    assert imported - sys.stdlib_module_names == {"azureml"}
+    # azureml (v1) and azure.keyvault/azure.identity (v2) are imported lazily, inside Azure ML only, for secrets
+    assert imported - sys.stdlib_module_names == {"azureml", "azure"}
+    top_level_azure = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in top_level_azure if m.startswith("azure")}
     top_level = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
     assert "azureml.core" not in top_level
     command = launcher_command(tmp_path, {"not": "a job"})

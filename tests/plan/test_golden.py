@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import azbai
+from azbai.facade import render_files
 from azbai.plan.serialize import plan_from_dict, plan_to_dict
-from azbai.targets.azureml_v1.files import render_files
 from tests.conftest import CORPUS, DATA
 
 RECIPES = sorted((CORPUS / "recipes").rglob("*.json"))

@@ -41,11 +41,10 @@ from azbai.plan.model import (
     Distribution,
     Plan,
 )
+from azbai.targets.snapshot import JOB_FILE, LAUNCHER_FILE
 from azbai.version import __version__
 
 SDK_V1_END_OF_SUPPORT = "2026-06-30"
-LAUNCHER_FILE = "azbai_launcher.py"
-JOB_FILE = "azbai_job.json"
 
 
 def render_job_pipeline(plan: Plan) -> str:

@@ -29,12 +29,7 @@ from azbai.plan.model import (
     Step,
 )
 from azbai.targets.azureml_v1 import codegen
-from azbai.targets.azureml_v1.codegen import JOB_FILE, LAUNCHER_FILE
-
-
-def snapshot_dir(step: Step | ParallelStep) -> str:
-    """The step's source directory inside the migration's ``snapshot/``."""
-    return f"snapshot/{step.name}"
+from azbai.targets.snapshot import JOB_FILE, LAUNCHER_FILE, snapshot_dir
 
 
 def render_pipeline_plan(plan: Plan) -> str:
@@ -219,7 +214,7 @@ def _job_step(plan: Plan, step: Step) -> str:
         """Step {step.name!r}: the Batch AI job {step.job.name!r} through the launcher ({launch.toolkit}, {launch.process_count} process(es) on {launch.node_count} node(s))."""
 {body}
         src = ScriptRunConfig(
-            source_directory=str(HERE / {snapshot_dir(step)!r}),
+            source_directory=str(HERE / {snapshot_dir(plan, step)!r}),
             script={LAUNCHER_FILE!r},
             compute_target=computes[{compute!r}],
             environment=environment({step.name!r}),
@@ -233,7 +228,7 @@ def _job_step(plan: Plan, step: Step) -> str:
         return PythonScriptStep(
             name={step.name!r},
             script_name={LAUNCHER_FILE!r},
-            source_directory=str(HERE / {snapshot_dir(step)!r}),
+            source_directory=str(HERE / {snapshot_dir(plan, step)!r}),
             arguments=arguments{params_args},
             inputs=inputs,
             outputs=outputs,
@@ -274,7 +269,7 @@ def _parallel_step(plan: Plan, step: ParallelStep) -> str:
     def step_{_ident(step.name)}(computes: dict, stores: dict, params: dict, produced: dict, segment: str) -> ParallelRunStep:
         """Step {step.name!r}: {step.entry_script} on every file of {step.input!r}, in mini-batches of {step.mini_batch_size}."""
         config = ParallelRunConfig(
-            source_directory=str(HERE / {snapshot_dir(step)!r}),
+            source_directory=str(HERE / {snapshot_dir(plan, step)!r}),
             entry_script={step.entry_script!r},
             mini_batch_size={str(step.mini_batch_size)!r},
             error_threshold={step.error_threshold!r},
