@@ -106,13 +106,15 @@ def watch(
     storage_account_name: str | None,
 ) -> None:
     """Start a run for each new blob under the pipeline's trigger path."""
-    from pathlib import Path
+    from azbai.aml.schedule import Schedule
+    from azbai.aml.workspace import Workspace as AmlWorkspace
+    from azbai.facade import SourceOptions, read
+    from azbai.local.trigger import Fired
 
-    from azbai.local.trigger import Fired, TriggerWatcher
-    from azbai.migrate import plan_pipeline_file
-
-    plan, _ = plan_pipeline_file(pipeline_file, storage_account_name=storage_account_name)
-    watcher = TriggerWatcher(workspace, plan, Path(pipeline_file).resolve().parent)
+    loaded = read(pipeline_file, SourceOptions(storage_account=storage_account_name))
+    schedule = Schedule.create(
+        AmlWorkspace(workspace.root), f"{loaded.plan.name}-trigger", loaded.plan, base_dir=loaded.base_dir
+    )
     failures = []
 
     def report(fired: Fired) -> None:
@@ -122,13 +124,13 @@ def watch(
             failures.append(fired)
             click.echo(f"{fired.blob}: {fired.error}", err=True)
 
-    trigger = watcher.trigger
+    trigger = schedule.trigger
     interval_text = f"{interval:g} s" if interval is not None else f"{trigger.polling_interval_minutes} min"
     click.echo(
         f"watching {trigger.datastore}:{trigger.path_on_datastore}/{trigger.pattern} every {interval_text}",
         err=True,
     )
-    watcher.watch(
+    schedule.watch(
         interval=interval, max_polls=1 if once else None, skip_existing=skip_existing, on_fired=report
     )
     if once and failures:
