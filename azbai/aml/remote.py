@@ -62,11 +62,20 @@ def sdk_errors(doing: str, secrets: Iterable[str | None] = ()) -> Iterator[None]
             f"{doing}: the Azure ML SDK v1 is not installed (pip install 'azbai[azureml]')"
         ) from exc
     except Exception as exc:  # the SDK raises many unrelated types
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = _message(exc)
         for secret in secrets:
             if secret:
                 message = message.replace(secret, "***")
         raise TargetError(f"{doing}: {type(exc).__name__}: {message}") from exc
+
+
+def _message(exc: Exception) -> str:
+    """The SDK's message on one line ("TrainingException:\n\tMessage: …" → "Message: …"), at most 400 characters."""
+    text = str(getattr(exc, "message", None) or exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if line.rstrip(":") != type(exc).__name__]
+    joined = " ".join(lines)
+    return joined if len(joined) <= 400 else joined[:399] + "…"
 
 
 # -- workspaces ----------------------------------------------------------------------------------------------------
