@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import azbai
+from azbai.aml import Workspace
 from azbai.local.azurite import Emulator
 from azbai.local.workspace import Workspace as LocalWorkspace
 from tests.aml.conftest import needs_exports
@@ -48,6 +50,7 @@ def test_the_section_has_examples() -> None:
 
 @needs_exports
 def test_the_examples_run(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert azbai.Workspace is Workspace  # the examples use the public face
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for number, code in enumerate(blocks(), 1):
         try:
