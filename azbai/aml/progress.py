@@ -1,8 +1,8 @@
 """Progress bars for ``show_progress=True`` transfers, shown only at the user's edge.
 
-In Jupyter a ``tqdm`` bar (``tqdm.auto``) when tqdm is installed, else a line of text rewritten in place; on a
-terminal a text bar on stderr; anywhere else (a pipe, a log file, a test) nothing is drawn and the transfer is only
-logged. The library never prints otherwise.
+In Jupyter a ``tqdm`` bar (its widget with ipywidgets, else its text) when tqdm is installed, else a line of text
+rewritten in place; on a terminal a text bar on stderr; anywhere else (a pipe, a log file, a test) nothing is drawn
+and the transfer is only logged. The library never prints otherwise.
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ def progress_bar(description: str, show: bool) -> Iterator[Progress | None]:
         yield None
         return
     if in_jupyter():
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
+        tqdm = _jupyter_tqdm()
+        if tqdm is None:
             with _text_bar(description, sys.stdout) as callback:
                 yield callback
             return
@@ -53,23 +52,37 @@ def progress_bar(description: str, show: bool) -> Iterator[Progress | None]:
         yield callback
 
 
+def _jupyter_tqdm() -> Any:
+    """tqdm's widget bar when ipywidgets is there, else its text bar (on stdout); None without tqdm."""
+    try:
+        import ipywidgets  # noqa: F401
+        from tqdm.notebook import tqdm
+    except ImportError:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return lambda **options: tqdm(file=sys.stdout, **options)
+    return tqdm
+
+
 @contextmanager
 def _tqdm_bar(tqdm: Any, description: str) -> Iterator[Progress]:
-    bar = tqdm(total=0, unit="B", unit_scale=True, desc=description, leave=True)
-    seen = {"bytes": 0}
+    state: dict[str, Any] = {"bar": None, "bytes": 0}
 
     def update(done: int, total: int, files: int, total_files: int) -> None:
-        if bar.total != total:
-            bar.total = total
-            bar.refresh()
-        bar.update(done - seen["bytes"])
-        seen["bytes"] = done
+        bar = state["bar"]
+        if bar is None:  # made at the first call, when the total is known
+            bar = state["bar"] = tqdm(total=total, unit="B", unit_scale=True, desc=description, leave=True)
+        bar.update(done - state["bytes"])
+        state["bytes"] = done
         bar.set_postfix_str(f"{files}/{total_files} files", refresh=False)
 
     try:
         yield update
     finally:
-        bar.close()
+        if state["bar"] is not None:
+            state["bar"].close()
 
 
 @contextmanager
