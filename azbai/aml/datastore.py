@@ -3,8 +3,8 @@
 Locally a blob container datastore is a container in the Azurite emulator (its account is an Azurite account of the
 same name) and a file share datastore is a directory ``<workspace>/shares/<account>/<share>/``. Registrations are
 kept in ``<workspace>/aml/datastores.json`` (name, type, account, container or share; never a key or a SAS token:
-those stay in this process's memory, and Azurite needs neither). ``workspaceblobstore`` and ``workspacefilestore``
-are always there, as in every Azure ML workspace.
+Azurite needs neither, so a local registration drops them, and an Azure ML one hands them to the SDK only).
+``workspaceblobstore`` and ``workspacefilestore`` are always there, as in every Azure ML workspace.
 
 Transfers are verified (MD5, by the stores) and parallel; ``show_progress`` draws a bar on a terminal or in Jupyter
 (:mod:`azbai.aml.progress`). With an Azure ML workspace every call goes to ``azureml.core.Datastore``.
@@ -59,9 +59,6 @@ BUILT_IN = {
     DEFAULT_BLOB_STORE: Definition(BLOB, DEV_ACCOUNT, DEFAULT_BLOB_STORE),
     DEFAULT_FILE_STORE: Definition(FILE, DEV_ACCOUNT, DEFAULT_FILE_STORE),
 }
-
-#: credentials given to ``register_*`` in this process, by (workspace root, datastore name): memory only
-_CREDENTIALS: dict[tuple[str, str], dict[str, str]] = {}
 
 
 @dataclass
@@ -436,10 +433,7 @@ def _register_local(workspace: Workspace, datastore_type: str, arguments: dict[s
     for key in ("protocol", "endpoint"):
         if arguments.get(key):
             log.debug("%s=%r has no meaning locally (Azurite serves every account)", key, arguments[key])
-    secrets = {k: arguments[k] for k in ("account_key", "sas_token") if arguments.get(k)}
-    local = workspace.local_workspace()
-    if secrets:  # kept for this process only; the local stores use Azurite's development key
-        _CREDENTIALS[(str(local.root), name)] = secrets
+    # account_key and sas_token are not kept: Azurite serves every local account with its development key
     if arguments["create_if_not_exists"]:
         _create(workspace, definition)
     registry.datastores[name] = definition

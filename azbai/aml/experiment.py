@@ -85,6 +85,7 @@ class Experiment:
         directory = JobBook(local).directory(self.name, run_id)
         config.check()
         references = local_plan.local_references(config, self.workspace)
+        local_plan.check_inputs(references)
         try:
             snapshot = local_plan.snapshot(config, directory / "snapshot", local.root)
             plan = local_plan.job_plan(

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from azbai.aml.workspace import Workspace
 
 _REFERENCE_RE = re.compile(r"\$\{?" + ENV_PREFIX + r"([A-Za-z0-9_]+)\}?")
-_IGNORED = (".git", "__pycache__", ".ipynb_checkpoints", ".azbai", ".amlignore")
+_IGNORED = (".git", "__pycache__", ".ipynb_checkpoints", ".azbai")
 STDOUTERR_PREFIX = "$AZ_BATCHAI_MOUNT_ROOT/azureml-logs"
 JOB_NAME = "azureml"
 
@@ -55,6 +55,21 @@ def local_references(spec: Estimator | ScriptRunConfig, workspace: Workspace) ->
                 "azbai.Workspace() datastores (ds.path(...))"
             )
     return found
+
+
+def check_inputs(references: dict[str, DataReference]) -> None:
+    """A download of a path where there is nothing is a mistake: say so before the run (Azure ML fails the run)."""
+    for name, ref in references.items():
+        if ref.mode != "download":
+            continue
+        store = ref.datastore.store()
+        prefix = (ref.path_on_datastore or "").strip("/")
+        entries = store.list(prefix) if store.root_exists() else []
+        if not any(not prefix or e.path == prefix or e.path.startswith(prefix + "/") for e in entries):
+            raise StorageError(
+                f"data reference {name!r} downloads {store.url_for(prefix)}, where there is nothing: upload the "
+                "data first (ds.upload), or give an output as_upload() or as_mount()"
+            )
 
 
 def shell_word(value: Any, references: dict[str, DataReference]) -> str:

@@ -247,3 +247,8 @@ def test_sdk_errors_are_translated_without_secrets() -> None:
     ):
         raise ValueError(f"bad key {KEY}\nmore")
     assert KEY not in str(failure.value) and isinstance(failure.value.__cause__, ValueError)
+
+
+def test_from_config_without_a_config_says_so(azureml: Any, tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match=r"reading the Azure ML workspace config: .*config"):
+        Workspace.from_config(path=str(tmp_path))

@@ -20,9 +20,10 @@ from azbai.aml import (
     ScriptRunConfig,
     Workspace,
 )
+from azbai.aml.run import job_status
 from azbai.errors import JobFailed, PlanError, StorageError
 from azbai.facade import load
-from azbai.local.jobs import JobBook
+from azbai.local.jobs import JobBook, JobRecord
 from tests.aml.conftest import unique, write
 
 pytestmark = pytest.mark.azurite
@@ -245,6 +246,9 @@ def test_bad_submissions_say_what_is_wrong(ws: Workspace, tmp_path: Path) -> Non
     )
     with pytest.raises(PlanError, match="two different data references are named 'same'"):
         experiment.submit(clash)
+    empty = Datastore.register_azure_blob_container(ws, unique("empty"), unique(), "devstoreaccount1")
+    with pytest.raises(StorageError, match=r"downloads http://127\.0\.0\.1:\d+/devstoreaccount1/.*nothing"):
+        experiment.submit(Estimator(tmp_path / "src", "ok.py", inputs=[empty.path("none").as_download()]))
     with pytest.raises(PlanError, match="pipeline_parameters are for pipelines"):
         experiment.submit(Estimator(tmp_path / "src", "ok.py"), pipeline_parameters={"a": "b"})
     assert not any((ws.local_workspace().jobs_dir / "bad").glob("*/record.json"))  # nothing half-made
@@ -254,3 +258,23 @@ def test_bad_submissions_say_what_is_wrong(ws: Workspace, tmp_path: Path) -> Non
 def _stdout(run: Any) -> str:
     path = run.get_details()["logFiles"].get("azureml-logs/stdout.txt")
     return Path(path).read_text() if path is not None else ""
+
+
+def test_statuses_follow_the_local_job(tmp_path: Path) -> None:
+    logs = tmp_path / "stdouterr"
+    record = JobRecord(name="r", experiment="e", directory=str(tmp_path), state="queued")
+    assert job_status(record) == "Queued"
+    record.state = "running"
+    assert job_status(record) == "Preparing"  # staging in: no log directory yet
+    record.stdouterr_dir = str(logs)
+    logs.mkdir()
+    (logs / "execution-node-0-20261201t000000z.log").write_text(
+        "job 'azureml' (custom …) running all ranks\n"
+    )
+    assert job_status(record) == "Running"
+    with open(logs / "execution-node-0-20261201t000000z.log", "a") as log:
+        log.write("job finished with exit code 0 after 1.0 s\n")
+    assert job_status(record) == "Finalizing"  # staging out
+    for state, status in (("succeeded", "Completed"), ("failed", "Failed"), ("terminated", "Canceled")):
+        record.state = state
+        assert job_status(record) == status
