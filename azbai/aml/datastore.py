@@ -29,7 +29,7 @@ from azbai.errors import AzbaiError, StorageError
 from azbai.local import transfer
 from azbai.local.azurite import DEV_ACCOUNT, Emulator, check_account_name
 from azbai.local.records import load_record, save_record
-from azbai.local.stores import Store, check_container_name, iter_local_files, open_store
+from azbai.local.stores import Store, check_container_name, check_path, iter_local_files, open_store
 from azbai.plan import model
 
 if TYPE_CHECKING:
@@ -105,9 +105,11 @@ def save_registry(workspace: Workspace, registry: Registry) -> None:
         for name, d in sorted(registry.datastores.items())
         if BUILT_IN.get(name) != d
     }
-    save_record(
-        _registry_file(workspace), {"default": registry.default, "datastores": stores}, REGISTRY_FORMAT
-    )
+    path = _registry_file(workspace)
+    try:
+        save_record(path, {"default": registry.default, "datastores": stores}, REGISTRY_FORMAT)
+    except OSError as exc:
+        raise StorageError(f"cannot write the datastore registry {path}: {exc.strerror or exc}") from exc
 
 
 def check_datastore_name(name: str) -> str:
@@ -465,8 +467,6 @@ def _prefix(path: str | None) -> str:
     """A datastore path as a store prefix: no leading or trailing '/'; None and '' are the root."""
     prefix = (path or "").strip("/")
     if prefix:
-        from azbai.local.stores import check_path
-
         check_path(prefix)
     return prefix
 

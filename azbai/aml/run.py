@@ -250,6 +250,13 @@ class PipelineRun:
         """A pipeline run's files are its steps' (``get_steps()``): none of its own."""
         return []
 
+    def download_file(self, name: str, output_file_path: str | Path | None = None) -> Path:
+        """:class:`JobError`: the files are the steps' (``run.get_steps()[i].download_file(name)``)."""
+        steps = ", ".join(s.id for s in self.get_steps()) or "none yet"
+        raise JobError(
+            f"pipeline run {self.id!r} has no file {name!r}: its steps' runs have the files ({steps})"
+        )
+
     def cancel(self) -> None:
         """Stop the step that is running; the run ends Canceled."""
         self._canceled.set()
@@ -288,7 +295,10 @@ def job_status(record: JobRecord) -> str:
 
 def write_definition(directory: Path, definition: dict[str, Any]) -> None:
     """Keep what was submitted beside the job record (no secret in it)."""
-    save_record(directory / RUN_FILE, definition, RUN_FORMAT)
+    try:
+        save_record(directory / RUN_FILE, definition, RUN_FORMAT)
+    except OSError as exc:
+        raise JobError(f"cannot write {directory / RUN_FILE}: {exc.strerror or exc}") from exc
 
 
 def _definition(record: JobRecord) -> dict[str, Any]:

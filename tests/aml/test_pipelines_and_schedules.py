@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from azbai.aml import Datastore, Experiment, PipelineRun, Run, Schedule, Workspace
 from azbai.cli import main
-from azbai.errors import PipelineError, PlanError
+from azbai.errors import JobError, PipelineError, PlanError
 from azbai.facade import load
 from azbai.local.azurite import DEV_ACCOUNT
 from azbai.local.stores import open_store
@@ -52,6 +52,9 @@ def test_a_pipeline_plan_runs_as_a_pipeline_run_with_step_runs(pipeline_ws: Work
     assert [type(s) for s in steps] == [Run, Run]
     assert [s.get_status() for s in steps] == ["Completed", "Completed"]
     assert any(name.startswith("azureml-logs/") for name in steps[0].get_file_names())
+    assert run.get_file_names() == []
+    with pytest.raises(JobError, match="its steps' runs have the files"):
+        run.download_file("azureml-logs/stdout.txt")
     with pytest.raises(PlanError, match="has no parameter nope"):
         experiment.submit(plan, pipeline_parameters={"nope": "1"}, base_dir=PIPELINE)
 
