@@ -108,7 +108,31 @@ class Experiment:
     def _submit_job(self, plan: Plan) -> Run:
         local = self.workspace.local_workspace().ensure()
         run_id = self._new_run_id()
-        service.create_job(local, plan, name=run_id, experiment=self.name, secrets=facade.secret_values(plan))
+        directory = JobBook(local).directory(self.name, run_id)
+        job = plan.job_steps[0].job
+        definition = {
+            "batchAiJob": plan.source.file,
+            "toolkit": job.launch.toolkit,
+            "nodeCount": job.node_count,
+            "dataReferences": {
+                ref.name: {
+                    "dataStoreName": ref.datastore,
+                    "pathOnDataStore": ref.path_on_datastore,
+                    "mode": ref.mode.value,
+                    "pathOnCompute": ref.path_on_compute,
+                    "overwrite": ref.overwrite,
+                }
+                for ref in plan.data_references
+            },
+        }
+        try:
+            write_definition(directory, {"target": plan.compute.name, "runDefinition": definition})
+            service.create_job(
+                local, plan, name=run_id, experiment=self.name, secrets=facade.secret_values(plan)
+            )
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         return Run(self.workspace, self.name, run_id)
 
     def _submit_pipeline(self, plan: Plan, parameters: dict[str, str], base_dir: Path) -> PipelineRun:

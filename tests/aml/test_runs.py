@@ -215,6 +215,16 @@ def test_a_batch_ai_job_runs_through_the_launcher(ws: Workspace, tmp_path: Path)
     run = Experiment(ws, "batchai").submit(load(path))
     assert run.wait_for_completion()["status"] == "Completed"
     assert "outputs/MODEL/m.txt" in run.get_file_names()
+    definition = run.get_details()["runDefinition"]
+    assert (definition["batchAiJob"], definition["toolkit"], definition["nodeCount"]) == (
+        "job.json",
+        "custom",
+        1,
+    )
+    assert sorted(r["mode"] for r in definition["dataReferences"].values()) == [
+        "mount",
+        "upload",
+    ]  # logs, MODEL
     assert "hello from batch ai" in _stdout(run)
     with pytest.raises(PlanError, match="single job"):
         Experiment(ws, "batchai").submit(load(path), pipeline_parameters={"x": "1"})
