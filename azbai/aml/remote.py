@@ -29,14 +29,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from azbai.aml.data_reference import MODES, DataReference, DataReferenceConfiguration
-from azbai.aml.datastore import (
-    BLOB,
-    DEFAULT_BLOB_STORE,
-    Datastore,
-    check_datastore_name,
-    unknown_datastore,
-)
+from azbai.aml.datastore import Datastore
 from azbai.aml.estimator import Estimator, ScriptRunConfig, is_reference
+from azbai.aml.registry import BLOB, DEFAULT_BLOB_STORE, check_datastore_name, unknown_datastore
 from azbai.errors import AzbaiError, PlanError, StorageError, TargetError
 from azbai.plan.model import Plan
 

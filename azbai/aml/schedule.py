@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azbai import facade
-from azbai.aml.datastore import BLOB, Datastore
+from azbai.aml.datastore import Datastore
+from azbai.aml.registry import BLOB
 from azbai.errors import PipelineError
 from azbai.local.runner import local_account
 from azbai.local.trigger import Fired, TriggerWatcher

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from azbai.aml import datastore as registry
+from azbai.aml import datastore as local_datastores
 from azbai.local.workspace import Workspace as LocalWorkspace
 
 
@@ -83,7 +83,7 @@ class Workspace:
             from azbai.aml import remote
 
             return remote.default_datastore(self)
-        return registry.default_datastore(self)
+        return local_datastores.default_datastore(self)
 
     def set_default_datastore(self, name: str) -> None:
         """Make the registered datastore ``name`` the default one."""
@@ -92,7 +92,7 @@ class Workspace:
 
             remote.set_default_datastore(self, name)
             return
-        registry.set_default_datastore(self, name)
+        local_datastores.set_default_datastore(self, name)
 
     @property
     def datastores(self) -> dict[str, Any]:
@@ -101,7 +101,7 @@ class Workspace:
             from azbai.aml import remote
 
             return remote.datastores(self)
-        return registry.datastores(self)
+        return local_datastores.datastores(self)
 
     def __repr__(self) -> str:
         if self.azureml is None:
