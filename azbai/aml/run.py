@@ -161,7 +161,10 @@ class Run:
 
 
 class PipelineRun:
-    """A local pipeline run started by ``Experiment.submit(plan)``; its steps are :class:`Run` objects."""
+    """A local pipeline run started by ``Experiment.submit(plan)``; its steps are :class:`Run` objects.
+
+    The steps run in a thread of this process (not a daemon: a script that ends before the run waits for it).
+    """
 
     def __init__(self, workspace: Workspace, experiment: str, pipeline: str, run_id: str) -> None:
         self.workspace = workspace
