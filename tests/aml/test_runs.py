@@ -146,8 +146,10 @@ def test_a_script_run_on_two_nodes_with_references_in_text(
         import os, pathlib, sys
         path = sys.argv[1].split("=", 1)[1]
         assert path == os.environ["AZUREML_DATAREFERENCE_mnist"] + "/train", (path, os.environ)
-        print("rank", os.environ["OMPI_COMM_WORLD_RANK"], "of", os.environ["OMPI_COMM_WORLD_SIZE"],
-              sorted(os.listdir(path)), flush=True)
+        rank, size = os.environ["OMPI_COMM_WORLD_RANK"], os.environ["OMPI_COMM_WORLD_SIZE"]
+        # one write per line: the ranks share stdout.txt, as under Batch AI's MPI toolkits
+        sys.stdout.write(f"rank {rank} of {size} {sorted(os.listdir(path))}\\n")
+        sys.stdout.flush()
         """,
     )
     ref = data.path("mnist", data_reference_name="mnist").as_download()
