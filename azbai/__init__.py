@@ -40,23 +40,47 @@ _LAZY = {
     "SourceOptions": "azbai.facade",
     "Plan": "azbai.plan.model",
     "Diagnostic": "azbai.source.diagnostics",
+    "Workspace": "azbai.aml.workspace",
+    "Datastore": "azbai.aml.datastore",
+    "DataReference": "azbai.aml.data_reference",
+    "DataReferenceConfiguration": "azbai.aml.data_reference",
+    "Estimator": "azbai.aml.estimator",
+    "ScriptRunConfig": "azbai.aml.estimator",
+    "MpiConfiguration": "azbai.aml.estimator",
+    "RunConfiguration": "azbai.aml.estimator",
+    "Experiment": "azbai.aml.experiment",
+    "Run": "azbai.aml.run",
+    "PipelineRun": "azbai.aml.run",
+    "Schedule": "azbai.aml.schedule",
 }
 
 __all__ = [
     "AzbaiError",
+    "DataReference",
+    "DataReferenceConfiguration",
+    "Datastore",
     "Diagnostic",
+    "Estimator",
+    "Experiment",
     "JobError",
     "JobFailed",
     "MigrationResult",
+    "MpiConfiguration",
     "PipelineError",
+    "PipelineRun",
     "Plan",
     "PlanError",
+    "Run",
+    "RunConfiguration",
+    "Schedule",
+    "ScriptRunConfig",
     "SourceOptions",
     "SpecError",
     "StorageError",
     "TargetError",
     "TransferError",
     "ValidationReport",
+    "Workspace",
     "__version__",
     "load",
     "migrate",
@@ -64,6 +88,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from azbai.aml.data_reference import DataReference, DataReferenceConfiguration
+    from azbai.aml.datastore import Datastore
+    from azbai.aml.estimator import Estimator, MpiConfiguration, RunConfiguration, ScriptRunConfig
+    from azbai.aml.experiment import Experiment
+    from azbai.aml.run import PipelineRun, Run
+    from azbai.aml.schedule import Schedule
+    from azbai.aml.workspace import Workspace
     from azbai.facade import MigrationResult, SourceOptions, ValidationReport, load, migrate, validate
     from azbai.plan.model import Plan
     from azbai.source.diagnostics import Diagnostic

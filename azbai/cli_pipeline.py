@@ -117,10 +117,14 @@ def watch(
     storage_account_name: str | None,
 ) -> None:
     """Start a run for each new blob under the pipeline's trigger path."""
-    from azbai.local.trigger import Fired, TriggerWatcher
+    from azbai.aml.schedule import Schedule
+    from azbai.aml.workspace import Workspace as AmlWorkspace
+    from azbai.local.trigger import Fired
 
     loaded = _read(pipeline_file, storage_account_name)
-    watcher = TriggerWatcher(workspace, loaded.plan, loaded.base_dir)
+    schedule = Schedule.create(
+        AmlWorkspace(workspace.root), f"{loaded.plan.name}-trigger", loaded.plan, base_dir=loaded.base_dir
+    )
     failures = []
 
     def report(fired: Fired) -> None:
@@ -130,13 +134,13 @@ def watch(
             failures.append(fired)
             click.echo(f"{fired.blob}: {fired.error}", err=True)
 
-    trigger = watcher.trigger
+    trigger = schedule.trigger
     interval_text = f"{interval:g} s" if interval is not None else f"{trigger.polling_interval_minutes} min"
     click.echo(
         f"watching {trigger.datastore}:{trigger.path_on_datastore}/{trigger.pattern} every {interval_text}",
         err=True,
     )
-    watcher.watch(
+    schedule.watch(
         interval=interval, max_polls=1 if once else None, skip_existing=skip_existing, on_fired=report
     )
     if once and failures:

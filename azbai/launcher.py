@@ -53,6 +53,7 @@ user ``environmentVariables``            their values as written (Batch AI did n
                                          Vault at ``$AZBAI_KEY_VAULT_URL`` (Azure ML v2, with the job's
                                          identity), else (inside Azure ML v1) ``Run.get_secret``; never
                                          written to a file or log
+``AZUREML_DATAREFERENCE_<NAME>``         each data reference's path (as Azure ML sets it on a node)
 =======================================  =====================================================================
 
 Processes (catalogue §8.6): ``jobPreparation`` first, on every node, then the toolkit's process groups, each
@@ -638,6 +639,8 @@ def _job_environment(
     env["AZ_BATCHAI_STDOUTERR_DIR"] = str(stdouterr)
     env.update(user_variables({**env, **secrets}))
     env.update(secrets)
+    # as Azure ML sets them on a node: a script may read its data from $AZUREML_DATAREFERENCE_<name>
+    env.update({DATAREFERENCE_PREFIX + name: str(path) for name, path in paths.items()})
     return env
 
 

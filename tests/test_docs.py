@@ -1,4 +1,7 @@
-"""The examples of ``docs/api.md`` run, in order, as one script, from a folder that holds the repository's recipes."""
+"""The examples of ``docs/api.md`` before its Azure ML section run, in order, as one script, beside the recipes.
+
+``tests/aml/test_docs.py`` runs the section "Azure ML's datastore and estimator API" and what follows it.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,11 @@ from tests.conftest import ROOT
 DOC = ROOT / "docs/api.md"
 
 
+AML_SECTION = "## Azure ML's datastore and estimator API"
+
+
 def python_blocks(text: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```python\n(.*?)```", text.split(AML_SECTION, 1)[0], flags=re.S)
 
 
 def test_the_api_examples_run(tmp_path: Path) -> None:

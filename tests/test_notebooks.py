@@ -10,6 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import azbai
+from azbai.aml import Workspace as AmlWorkspace
 from azbai.local.azurite import Emulator
 from azbai.local.workspace import Workspace
 
@@ -72,3 +74,22 @@ def test_the_style_transfer_notebook(workspace: Workspace, tmp_path: Path) -> No
     )
     assert (tmp_path / "out" / "before_after.png").stat().st_size > 1000
     assert (tmp_path / "out" / "notebook-clip_styled.mp4").is_file()
+
+
+def test_the_datastores_notebook(workspace: Workspace, tmp_path: Path) -> None:
+    assert azbai.Workspace is AmlWorkspace  # the notebook uses only the public face
+    notebook = execute("00-datastores.ipynb", 'N_IMAGES = 5\nEXPERIMENT = "datastores-test"\n', tmp_path)
+    text = outputs(notebook)
+    assert "mnist_data           AzureBlob  mystorageacct/mnist" in text
+    assert "downloaded 5 files back; identical: True" in text
+    assert "upload mnist_data: 100%" in text  # the progress bar, in Jupyter
+    assert "5 images, 5 labels, 3 epochs" in text and "status: Completed" in text
+    assert "(= $AZUREML_DATAREFERENCE_images: True)" in text
+    assert "outputs/metrics.json" in text and '"images": 5' in text
+    assert "written back to the blob mount: 1 file" in text
+    assert "azureml.train.estimator" in text and "Estimator" in text
+    assert "images  mount     mnist_data:mnist/images" in text
+    assert "model   upload    models:model  on compute: outputs/model" in text
+    assert "did you mean 'mnist_data'?" in text and "offline: nothing is submitted" in text
+    assert (workspace.root / "aml" / "datastores.json").is_file()
+    assert "<your account key>" not in (workspace.root / "aml" / "datastores.json").read_text()
