@@ -38,12 +38,6 @@ from azbai.plan.model import Plan
 if TYPE_CHECKING:
     from azbai.aml.workspace import Workspace
 
-#: what an offline workspace is called (nothing with these names exists on Azure)
-OFFLINE_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-OFFLINE_RESOURCE_GROUP = "offline-rg"
-OFFLINE_WORKSPACE = "offline-ws"
-_OFFLINE_WORKSPACE_ID = "11111111-1111-1111-1111-111111111111"
-
 
 @contextlib.contextmanager
 def sdk_errors(doing: str, secrets: Iterable[str | None] = ()) -> Iterator[None]:
@@ -87,18 +81,9 @@ def workspace_from_config(path: str | None, auth: Any) -> Any:
 def offline_workspace() -> Any:
     """An ``azureml.core.Workspace`` with a fake token that never contacts Azure."""
     with sdk_errors("building an offline workspace"):
-        from azureml.core import Workspace
-        from azureml.core.authentication import ArmTokenAuthentication
+        from azbai.targets.azureml_v1 import offline
 
-        return Workspace(
-            OFFLINE_SUBSCRIPTION,
-            OFFLINE_RESOURCE_GROUP,
-            OFFLINE_WORKSPACE,
-            auth=ArmTokenAuthentication("offline", cloud="AzureCloud"),
-            _location="westeurope",
-            _disable_service_check=True,
-            _workspace_id=_OFFLINE_WORKSPACE_ID,
-        )
+        return offline.workspace()
 
 
 # -- datastores ----------------------------------------------------------------------------------------------------
