@@ -35,6 +35,7 @@ _LAZY = {
     "load": "azbai.facade",
     "validate": "azbai.facade",
     "migrate": "azbai.facade",
+    "azureml_objects": "azbai.facade",
     "ValidationReport": "azbai.facade",
     "MigrationResult": "azbai.facade",
     "SourceOptions": "azbai.facade",
@@ -82,6 +83,7 @@ __all__ = [
     "ValidationReport",
     "Workspace",
     "__version__",
+    "azureml_objects",
     "load",
     "migrate",
     "validate",
@@ -95,7 +97,15 @@ if TYPE_CHECKING:
     from azbai.aml.run import PipelineRun, Run
     from azbai.aml.schedule import Schedule
     from azbai.aml.workspace import Workspace
-    from azbai.facade import MigrationResult, SourceOptions, ValidationReport, load, migrate, validate
+    from azbai.facade import (
+        MigrationResult,
+        SourceOptions,
+        ValidationReport,
+        azureml_objects,
+        load,
+        migrate,
+        validate,
+    )
     from azbai.plan.model import Plan
     from azbai.source.diagnostics import Diagnostic
 

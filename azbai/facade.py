@@ -10,6 +10,7 @@ This module imports neither azureml nor azure.ai.ml nor azure.storage: reading a
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,3 +361,34 @@ def render_files(plan: Plan, base_dir: Path | None = None, target: str = "all") 
 
         files.update(render_v2(plan, base_dir))
     return files
+
+
+def azureml_objects(
+    plan: Plan,
+    target: str = "v1",
+    *,
+    account_name: str | None = None,
+    base_dir: str | Path | None = None,
+    directory: str | Path | None = None,
+) -> dict[str, Any]:
+    """The plan's Azure ML objects, built offline by the very code ``azbai migrate`` writes (nothing contacts Azure).
+
+    ``v1``: the azureml objects of ``pipeline.py`` (``datastores``, ``references``, ``compute``, ``environment``,
+    ``pipeline`` …); ``v2``: the azure-ai-ml entities of ``v2/`` (``job``, ``datastores``, ``computes``,
+    ``schedule``). Either way ``summary`` is what ``--dry-run`` prints. ``account_name`` replaces the CLI's
+    account placeholder; ``directory`` keeps the generated files (default: a temporary folder).
+    """
+    if target == "v1":
+        from azbai.targets.azureml_v1 import build_objects, offline
+
+        objects = build_objects(plan, account_name=account_name, directory=directory, base_dir=base_dir)
+        objects["summary"] = offline.summary_text(offline.summarize(objects))
+        return objects
+    if target == "v2":
+        from azbai.targets.azureml_v2 import plan_entities
+
+        entities = plan_entities(plan, directory=directory, base_dir=base_dir, account_name=account_name)
+        summary = entities["module"].summarize(entities)
+        entities["summary"] = "\n".join(f"{key}: {json.dumps(value)}" for key, value in summary.items())
+        return entities
+    raise AzbaiError(f"unknown target {target!r}: choose v1 or v2")

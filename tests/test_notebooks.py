@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,14 +52,15 @@ def outputs(notebook: nbformat.NotebookNode) -> str:
 
 def test_the_mnist_notebook(workspace: Workspace, tmp_path: Path) -> None:
     notebook = execute(
-        "01-cntk-mnist.ipynb", 'EPOCHS = 2\nEPOCH_SIZE = 2000\nJOB_NAME = "mnist-notebook-test"\n', tmp_path
+        "01-cntk-mnist.ipynb", 'EPOCHS = 2\nEPOCH_SIZE = 2000\nEXPERIMENT = "notebook-test"\n', tmp_path
     )
     text = outputs(notebook)
-    assert "succeeded 0" in text
-    assert "Finished Epoch[2 of 2]" in text
+    assert "Completed 0" in text
+    assert "Finished Epoch[2 of 2]" in text  # streamed by wait_for_completion(show_output=True)
     assert "test error" in text and "checkpoints" in text
     assert (tmp_path / "out" / "mnist_training_curve.png").stat().st_size > 1000
-    assert "Pipeline step 'cntk-mnist'" in text
+    assert "Pipeline step 'cntk-mnist'" in text  # the SDK v1 objects
+    assert "v2/job.yml" in text and "Command {" in text  # the SDK v2 files and entity
     assert os.environ.get("AZBAI_WORKSPACE") == str(workspace.root)
 
 
@@ -73,7 +75,8 @@ def test_the_style_transfer_notebook(workspace: Workspace, tmp_path: Path) -> No
         and "Schedule 'style-transfer-trigger'" in text
     )
     assert (tmp_path / "out" / "before_after.png").stat().st_size > 1000
-    assert (tmp_path / "out" / "notebook-clip_styled.mp4").is_file()
+    assert list((tmp_path / "out" / "processed").rglob("notebook-clip_styled.mp4"))
+    assert "v2/pipeline.yml" in text and "'style': 'Parallel'" in text
 
 
 def test_the_datastores_notebook(workspace: Workspace, tmp_path: Path) -> None:
@@ -93,3 +96,12 @@ def test_the_datastores_notebook(workspace: Workspace, tmp_path: Path) -> None:
     assert "did you mean 'mnist_data'?" in text and "offline: nothing is submitted" in text
     assert (workspace.root / "aml" / "datastores.json").is_file()
     assert "<your account key>" not in (workspace.root / "aml" / "datastores.json").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_notebooks_use_only_the_public_api(name: str) -> None:
+    """A notebook imports ``azbai`` and nothing under it: the public face is the whole API."""
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assert "import azbai" in code
+    assert not re.search(r"^\s*(from azbai\.|import azbai\.|from azbai import)", code, flags=re.M), name

@@ -45,12 +45,14 @@ class Experiment:
         *,
         pipeline_parameters: Mapping[str, str] | None = None,
         base_dir: str | Path | None = None,
+        environment_variables: Mapping[str, str] | None = None,
     ) -> Run | PipelineRun | Any:
         """Start a run of ``config`` and return it at once (``wait_for_completion`` waits).
 
         ``config`` is an :class:`Estimator`, a :class:`ScriptRunConfig`, a :class:`~azbai.plan.model.Plan` (from
         ``azbai.load``) or the path of a job.json or pipeline file. ``pipeline_parameters`` are a pipeline's
         parameter values; ``base_dir`` is where a pipeline plan's relative paths start (default: here).
+        ``environment_variables`` are added to a Batch AI job's environment (as ``azbai job create --env``).
         """
         if not self.workspace.is_local:
             from azbai.aml import remote
@@ -62,12 +64,16 @@ class Experiment:
         if isinstance(config, Estimator | ScriptRunConfig):
             if pipeline_parameters:
                 raise PlanError("pipeline_parameters are for pipelines; an Estimator takes script_params")
+            if environment_variables:
+                raise PlanError("give an Estimator or a ScriptRunConfig its environment_variables itself")
             return self._submit_script(config)
         if isinstance(config, Plan):
             if len(config.steps) == 1 and config.job_steps and not config.parameters:
                 if pipeline_parameters:
                     raise PlanError(f"{config.name!r} is a single job: it has no pipeline parameters")
-                return self._submit_job(config)
+                return self._submit_job(config, dict(environment_variables or {}))
+            if environment_variables:
+                raise PlanError("a pipeline's steps take their variables from their jobs' environmentVariables")
             return self._submit_pipeline(
                 config, dict(pipeline_parameters or {}), Path(base_dir or Path.cwd())
             )
@@ -105,7 +111,7 @@ class Experiment:
             raise
         return Run(self.workspace, self.name, run_id)
 
-    def _submit_job(self, plan: Plan) -> Run:
+    def _submit_job(self, plan: Plan, environment: dict[str, str]) -> Run:
         local = self.workspace.local_workspace().ensure()
         run_id = self._new_run_id()
         directory = JobBook(local).directory(self.name, run_id)
@@ -128,7 +134,12 @@ class Experiment:
         try:
             write_definition(directory, {"target": plan.compute.name, "runDefinition": definition})
             service.create_job(
-                local, plan, name=run_id, experiment=self.name, secrets=facade.secret_values(plan)
+                local,
+                plan,
+                name=run_id,
+                experiment=self.name,
+                secrets=facade.secret_values(plan),
+                env=environment,
             )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)

@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from azbai.errors import TargetError
+from azbai.fsutil import write_tree
 from azbai.plan.model import Plan
 
 _CREDENTIAL_WORDS = re.compile(r"(?m)^\s*(credentials|account_key|sas_token|client_secret)\s*:")
@@ -135,10 +136,7 @@ def plan_entities(
 
     target = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="azbai-v2-"))
     try:
-        for relative, content in render_files(plan, Path(base_dir) if base_dir else None).items():
-            path = target / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        write_tree(target, render_files(plan, Path(base_dir) if base_dir else None))
     except OSError as exc:
         raise TargetError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return build_entities(target, account_name=account_name)
