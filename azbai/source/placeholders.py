@@ -37,6 +37,15 @@ from azbai.source.walker import Walker
 ACCOUNT_ENV = "AZURE_BATCHAI_STORAGE_ACCOUNT"
 KEY_ENV = "AZURE_BATCHAI_STORAGE_KEY"
 CONFIG_DIR_ENV = "AZURE_CONFIG_DIR"
+#: the CLI's messages when it needed an account (or key) it did not have
+MSG_CONFIGURE_STORAGE_ACCOUNT = (
+    "Please configure Azure Storage account name via AZURE_BATCHAI_STORAGE_ACCOUNT or provide storage_account value "
+    "in batchai section of your az configuration file."
+)
+MSG_CONFIGURE_STORAGE_KEY = (
+    "Please configure Azure Storage account key via AZURE_BATCHAI_STORAGE_KEY or provide storage_key value in "
+    "batchai section of your az configuration file."
+)
 
 
 @dataclass(frozen=True)
