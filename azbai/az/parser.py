@@ -122,6 +122,7 @@ class GroupHelp:
 
 def parse(table: Mapping[tuple[str, ...], Command], argv: Sequence[str]) -> Parsed | GroupHelp:
     """Parse ``argv`` (the words after ``az``) against ``table``; :class:`AzUsageError` as az would refuse it."""
+    argv = _globals_last(argv)
     words: list[str] = []
     for token in argv:
         if token.startswith("-"):
@@ -136,6 +137,19 @@ def parse(table: Mapping[tuple[str, ...], Command], argv: Sequence[str]) -> Pars
         return GroupHelp(group, _children(table, group))
     assert command is not None
     return _parse_flags(command, rest)
+
+
+def _globals_last(argv: Sequence[str]) -> list[str]:
+    """``az -o table batchai …``: global arguments before the command words move after them."""
+    by_name = {name: f for f in GLOBAL_FLAGS for name in f.names}
+    leading: list[str] = []
+    rest = list(argv)
+    while rest and rest[0].partition("=")[0] in by_name and rest[0] not in ("-h", "--help"):
+        spec = by_name[rest[0].partition("=")[0]]
+        take = 2 if spec.takes_value and "=" not in rest[0] else 1
+        leading += rest[:take]
+        rest = rest[take:]
+    return rest + leading
 
 
 def _find(table: Mapping[tuple[str, ...], Command], words: list[str]) -> tuple[Command | None, int]:

@@ -169,7 +169,7 @@ def _credentials(
         if account.key is None:
             collector.warning(
                 path + ".credentials.accountKey",
-                "unresolved-placeholder",
+                "key-from-azure" if account.key_from_azure else "unresolved-placeholder",
                 f"{KEY_PLACEHOLDER} is not resolved: "
                 + (
                     "the Batch AI CLI fetched the key of --storage-account-name from Azure; give it through "
