@@ -21,6 +21,7 @@ from azbai.az.context import Context, Result
 from azbai.az.shapes import sanitized
 from azbai.az.state import SUBSCRIPTION, AzError, book_experiment, check_resource_name, resource_id
 from azbai.errors import JobError
+from azbai.local.azurite import DEV_ACCOUNT
 from azbai.source.placeholders import MSG_CONFIGURE_STORAGE_ACCOUNT, StorageAccount
 from azbai.source.storage_names import ACCOUNT_PLACEHOLDER
 
@@ -121,9 +122,18 @@ def job_create(
         max_nodes=node_count(record),
     )
     loaded = read(job_file, options)
+    local_accounts = {
+        d.account_name
+        for d in loaded.plan.datastores
+        if ctx.ns.has_account(d.account_name) or d.account_name == DEV_ACCOUNT
+    }
     for diagnostic in loaded.diagnostics:
         if diagnostic.file and diagnostic.file.endswith("azbai-cluster.json"):
             continue  # the recorded cluster: its keys were never kept, which is not the user's problem
+        if diagnostic.code == "key-from-azure" and any(
+            f"'{a}'" in diagnostic.message for a in local_accounts
+        ):
+            continue  # an account made with `az storage account create`: its key is the local one
         ctx.note(f"{diagnostic.file}: {diagnostic}")
     plan = loaded.plan
     job = plan.job_steps[0].job

@@ -167,6 +167,10 @@ class Namespace:
             )
         return self.load(path)
 
+    def has_account(self, account: str) -> bool:
+        """Whether ``account`` was made with ``az storage account create`` here (False for an invalid name)."""
+        return bool(_ACCOUNT_RE.match(account)) and self.account_file(account).exists()
+
     def account(self, account: str) -> dict[str, Any] | None:
         """A storage account created with ``az storage account create`` (None: not created here)."""
         path = self.account_file(account)
