@@ -26,6 +26,13 @@ ALLOWED = {
     "local": {"errors", "plan", "fsutil", "launcher"},
     "facade": {"errors", "source", "plan", "convert", "targets", "fsutil"},
     "aml": {"errors", "plan", "local", "targets", "facade", "fsutil", "source"},
+    "az": {
+        "errors",
+        "plan",
+        "local",
+        "facade",
+        "source",
+    },  # `azbai az`: the az CLI's commands over façade and local
     "cli": {"*"},
     "__init__": {"errors", "version", "facade", "plan", "source", "aml"},
     "__main__": {"cli"},

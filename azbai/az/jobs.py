@@ -397,7 +397,10 @@ def job_delete(
     return Result(printed=False)
 
 
-def forget_job(ctx: Context, record: dict[str, Any], path: Path) -> None:
+def forget_job(ctx: Context, record: dict[str, Any], path: Path, *, settle: float = 30.0) -> None:
+    """Terminate a job if it still runs, then forget it (its record and work directory)."""
+    import time
+
     from azbai.local.service import delete_job, terminate_job
 
     try:
@@ -405,7 +408,12 @@ def forget_job(ctx: Context, record: dict[str, Any], path: Path) -> None:
     except JobError:
         local = None  # its local record is gone already
     if local is not None:
-        if not local.refresh().finished:
+        # a runner just started has not recorded its pid yet: wait for it rather than leave it running
+        deadline = time.monotonic() + settle
+        while not local.finished and local.runner_pid is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            local = local.refresh()
+        if not local.finished:
             terminate_job(local)
         delete_job(local)
     ctx.ns.remove(path)

@@ -9,6 +9,7 @@ length.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections import OrderedDict
 from collections.abc import Callable
@@ -50,7 +51,8 @@ def render(
 
 
 def _table(value: Any, *, queried: bool, transformer: Callable[[Any], Any] | None) -> str:
-    from tabulate import tabulate  # type: ignore[import-untyped]
+    # tabulate has no type information; az drew its tables with it
+    tabulate: Any = importlib.import_module("tabulate").tabulate
 
     if transformer is not None and not queried:
         value = transformer(value)

@@ -20,10 +20,9 @@ import warnings
 
 warnings.simplefilter("ignore")  # paramiko's and cryptography's deprecations, not ours
 
+import azure.cli.command_modules.batchai.custom as custom  # noqa: E402
 from knack.config import CLIConfig  # noqa: E402
 from knack.util import CLIError  # noqa: E402
-
-import azure.cli.command_modules.batchai.custom as custom  # noqa: E402
 
 AZURE_KEY = "azure-key-of-"
 
@@ -42,8 +41,8 @@ class _Cmd:
 
 
 class _Resource:
-    def __init__(self, id: str) -> None:  # noqa: A002
-        self.id = id
+    def __init__(self, resource_id: str) -> None:
+        self.id = resource_id
 
 
 class _Client:
@@ -113,7 +112,8 @@ def run(case: dict) -> dict:
 
 
 def main() -> None:
-    cases = json.load(open(sys.argv[1]))
+    with open(sys.argv[1]) as stream:
+        cases = json.load(stream)
     results = []
     saved = dict(os.environ)
     for case in cases:

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from azbai.errors import AzbaiError, SpecError
-from azbai.source.diagnostics import Diagnostic
 from azbai.facade import SourceOptions
+from azbai.source.diagnostics import Diagnostic
 from azbai.source.placeholders import StorageAccount
 from azbai.source.storage_names import parse_file_share_url
 from tests.conftest import DATA, ROOT, corpus_files, corpus_id
