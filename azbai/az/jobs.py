@@ -23,7 +23,7 @@ from azbai.az.state import SUBSCRIPTION, AzError, book_experiment, check_resourc
 from azbai.errors import JobError
 from azbai.local.azurite import DEV_ACCOUNT
 from azbai.source.placeholders import MSG_CONFIGURE_STORAGE_ACCOUNT, StorageAccount
-from azbai.source.storage_names import ACCOUNT_PLACEHOLDER
+from azbai.source.storage_names import ACCOUNT_PLACEHOLDER, KEY_PLACEHOLDER
 
 TOOL_TYPES = {
     "cntkSettings": "cntk",
@@ -95,25 +95,32 @@ def job_create(
     cluster_group, cluster_ws, cluster_id_name = _cluster_ref(cluster, group, ws["name"])
     record = ctx.ns.cluster(cluster_group, cluster_ws, cluster_id_name)
     cluster_dir = ctx.ns.cluster_dir(cluster_group, cluster_ws, cluster_id_name)
-    job_file = Path(config_file)
     storage = StorageAccount.resolve(storage_account_name, storage_account_key, ctx.environ)
+    merge: tuple[str | Path, ...] = ()
     if afs_name or bfs_name or nfs:
-        job_file = _with_mounts(
-            path.parent,
-            name,
-            config_file,
-            storage,
-            afs_name,
-            afs_mount_path,
-            bfs_name,
-            bfs_mount_path,
-            nfs,
-            nfs_mount_path,
+        merge = (
+            _with_mounts(
+                path.parent.parent / "fragments",
+                name,
+                config_file,
+                storage,
+                afs_name,
+                afs_mount_path,
+                bfs_name,
+                bfs_mount_path,
+                nfs,
+                nfs_mount_path,
+            ),
         )
+    if merge:
+        raw["mountVolumes"] = json.loads(Path(merge[0]).read_text(encoding="utf-8"))["properties"][
+            "mountVolumes"
+        ]
     key = book_experiment(group, ws["name"], exp["name"])
     path.parent.mkdir(parents=True, exist_ok=True)
     options = SourceOptions(
         cluster=cluster_file(cluster_dir, record),
+        merge=merge,
         storage_account=storage_account_name,
         storage_key=storage_account_key,
         name=name,
@@ -121,7 +128,7 @@ def job_create(
         vm_size=record["vmSize"],
         max_nodes=node_count(record),
     )
-    loaded = read(job_file, options)
+    loaded = read(config_file, options)
     local_accounts = {
         d.account_name
         for d in loaded.plan.datastores
@@ -216,32 +223,41 @@ def _with_mounts(
     nfs: str | None,
     nfs_mount_path: str,
 ) -> Path:
-    """A copy of job.json with the job-level ``--afs-name``/``--bfs-name``/``--nfs`` mounts added (no keys)."""
+    """A fragment merged over job.json: its mounts plus the job-level ``--afs-name``/``--bfs-name``/``--nfs`` ones.
+
+    A merge replaces lists, so the fragment holds the file's own mounts too, without literal keys (a local mount
+    needs none; the file's secrets stay in the file, read from there).
+    """
     if (afs_name or bfs_name) and not storage.name:
         raise AzError(MSG_CONFIGURE_STORAGE_ACCOUNT)
-    data = json.loads(Path(config_file).read_text(encoding="utf-8"))
-    props = data.setdefault("properties", {}) if "properties" in data or not data else data
-    volumes = props.setdefault("mountVolumes", {})
+    volumes = dict(_job_properties(config_file).get("mountVolumes") or {})
+    for kind in ("azureFileShares", "azureBlobFileSystems"):
+        volumes[kind] = [_without_literal_key(v) for v in volumes.get(kind) or []]
     if afs_name:
-        volumes.setdefault("azureFileShares", []).append(
-            share_mount(storage.name or "", afs_name, afs_mount_path)
-        )
+        volumes["azureFileShares"].append(share_mount(storage.name or "", afs_name, afs_mount_path))
     if bfs_name:
-        volumes.setdefault("azureBlobFileSystems", []).append(
-            container_mount(storage.name or "", bfs_name, bfs_mount_path)
-        )
+        volumes["azureBlobFileSystems"].append(container_mount(storage.name or "", bfs_name, bfs_mount_path))
     if nfs:
         volumes.setdefault("fileServers", []).append(
             {"fileServer": {"id": nfs}, "relativeMountPath": nfs_mount_path}
         )
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f".{name.lower()}.job.json"
-    path.write_text(json.dumps(sanitized(data) if _has_secret(data) else data), encoding="utf-8")
+    path = directory / f"{name.lower()}.mounts.json"
+    path.write_text(
+        json.dumps({"properties": {"mountVolumes": {k: v for k, v in volumes.items() if v}}}),
+        encoding="utf-8",
+    )
     return path
 
 
-def _has_secret(value: Any) -> bool:
-    return sanitized(value) != value
+def _without_literal_key(reference: Any) -> Any:
+    if not isinstance(reference, dict):
+        return reference
+    credentials = reference.get("credentials")
+    key = credentials.get("accountKey") if isinstance(credentials, dict) else None
+    if key and key != KEY_PLACEHOLDER:
+        return {k: v for k, v in reference.items() if k != "credentials"}
+    return reference
 
 
 def _filled(volumes: dict[str, Any], account: str) -> dict[str, Any]:

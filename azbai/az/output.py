@@ -1,7 +1,7 @@
 """``--query`` and ``-o json|jsonc|table|tsv|none``, as the az CLI (knack 0.6) formatted results.
 
 ``--query`` is JMESPath over the JSON the command would print (the ``jmespath`` library, as az used); ``json`` is
-``json.dumps(indent=2, sort_keys=True)``; ``table`` is the command's own table layout (az's table transformer) or,
+``json.dumps(indent=2, sort_keys=True)`` (``jsonc`` too: az only coloured it); ``table`` is the command's own table layout (az's table transformer) or,
 with ``--query`` or without one, az's automatic table (scalar fields, ``id``/``type``/``etag`` skipped), drawn with
 ``tabulate``; ``tsv`` is one line per item, a dict's values in key order, nested objects empty and lists as their
 length.

@@ -9,6 +9,7 @@ Azure kept these in Resource Manager; azbai keeps one small record per object un
     az/groups/<group>/workspaces/<ws>/clusters/<c>/nodes/<node>/    a simulated node: its setup task's state
     az/groups/<group>/workspaces/<ws>/experiments/<e>/experiment.json
     az/groups/<group>/workspaces/<ws>/experiments/<e>/jobs/<job>.json   the job's cluster and its local record
+    az/groups/<group>/workspaces/<ws>/experiments/<e>/fragments/<job>.mounts.json   a job's --afs/--bfs/--nfs mounts
 
 Resource names compare case-insensitively, as in Azure (directories use the lower-case name; records keep the name
 as given). A job runs as an ordinary local job (``azbai job``); its record lives in the workspace's job book under

@@ -299,6 +299,18 @@ def test_cluster_mounts_from_flags_and_from_a_cluster_file(az: Az, tmp_path: Pat
     assert wait(az, "mounts", "exp", "j2") == 0
     listing = az.json("batchai job file list -j j2 -g mounts -w ws -e exp -d OUT --query [0].downloadUrl")
     assert "written-by-job.txt" in Path(listing.removeprefix("file://")).read_text()
+    # job-level mounts: --afs-name, --bfs-name (with --storage-account-name) and --nfs
+    command = ("cat $AZ_BATCHAI_JOB_MOUNT_ROOT/jobbfs/inputs/a.txt > $AZ_BATCHAI_JOB_MOUNT_ROOT/jobafs/copied.txt; "
+               "echo kept > $AZ_BATCHAI_JOB_MOUNT_ROOT/nfs/on-nfs.txt")  # fmt: skip
+    az(f"batchai job create -n j3 -c c1 -g mounts -w ws -e exp -f {job_json(tmp_path, command, name='j3.json')} "
+       f"--storage-account-name {ACCOUNT} --afs-name logs --afs-mount-path jobafs --bfs-name data --bfs-mount-path jobbfs "
+       "--nfs mynfs")  # fmt: skip
+    assert wait(az, "mounts", "exp", "j3") == 0
+    assert (az.workspace.share_dir(ACCOUNT, "logs") / "copied.txt").read_text() == "from a blob\n"
+    assert (az.workspace.cluster_mount_dir("nfs") / "on-nfs.txt").read_text() == "kept\n"
+    mounts = az.json("batchai job show -n j3 -g mounts -w ws -e exp --query mountVolumes")
+    assert [s["relativeMountPath"] for s in mounts["azureFileShares"]] == ["logs", "jobafs"]
+    assert mounts["fileServers"][0]["relativeMountPath"] == "nfs"
     assert "secret-cluster-key" not in "".join(
         p.read_text(errors="replace") for p in az.workspace.root.rglob("*.json")
     )
