@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from azbai.az.context import Context, Result, timestamp
-from azbai.az.shapes import sanitized
+from azbai.az.shapes import node_setup, sanitized
 from azbai.az.state import SUBSCRIPTION, AzError, check_resource_name, resource_id
 from azbai.az.workspaces import experiment_create, workspace_create
 from azbai.source.placeholders import MSG_CONFIGURE_STORAGE_ACCOUNT, StorageAccount
@@ -288,7 +288,7 @@ def cluster_json(group: str, workspace: str, record: dict[str, Any]) -> dict[str
         "errors": None,
         "id": resource_id(group, "Microsoft.BatchAI/workspaces", workspace, "clusters", record["name"]),
         "name": record["name"],
-        "nodeSetup": record["nodeSetup"],
+        "nodeSetup": node_setup(record["nodeSetup"]),
         "nodeStateCounts": {
             "idleNodeCount": count,
             "leavingNodeCount": 0,

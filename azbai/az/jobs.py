@@ -277,12 +277,13 @@ _TOOLKIT_KEYS = (*TOOL_TYPES, "caffe2Settings")
 
 def job_json(ctx: Context, group: str, workspace: str, record: dict[str, Any], local: Any) -> dict[str, Any]:
     """A job as ``az batchai job show`` printed it: its job.json's properties, with the local state."""
-    from azbai.az.shapes import modelled
+    from azbai.az.shapes import modelled, mount_volumes
     from azbai.source.model import JobProperties
 
     props = record["properties"]
     tool = next((TOOL_TYPES[k] for k in TOOL_TYPES if props.get(k)), local.tool_type or "custom")
     out: dict[str, Any] = modelled(JobProperties, props)
+    out["mountVolumes"] = mount_volumes(props.get("mountVolumes"))
     end = local.end_time
     out.update(
         {

@@ -60,3 +60,36 @@ def sanitized(value: Any) -> Any:
     if isinstance(value, list):
         return [sanitized(v) for v in value]
     return value
+
+
+def mount_volumes(volumes: Any) -> Any:
+    """Mount volumes as the CLI printed them: every field, and each share's or container's ``credentials`` an
+    object of nulls (the service never returned keys)."""
+    from azbai.source.model import MountVolumes
+
+    shaped = modelled(MountVolumes, volumes)
+    if not isinstance(shaped, dict):
+        return shaped
+    for kind in ("azureFileShares", "azureBlobFileSystems"):
+        for reference in shaped.get(kind) or []:
+            credentials = reference.get("credentials") or {}
+            reference["credentials"] = {
+                "accountKey": None,
+                "accountKeySecretReference": credentials.get("accountKeySecretReference"),
+            }
+    return shaped
+
+
+def node_setup(setup: Any) -> Any:
+    """A cluster's ``nodeSetup`` as the CLI printed it (with the setup task's ``stdOutErrPathSuffix``)."""
+    from azbai.source.model import NodeSetup
+
+    if not isinstance(setup, dict):
+        return setup
+    shaped = modelled(NodeSetup, setup)
+    if setup.get("mountVolumes"):
+        shaped["mountVolumes"] = mount_volumes(setup["mountVolumes"])
+    task = setup.get("setupTask")
+    if task:
+        shaped["setupTask"]["stdOutErrPathSuffix"] = task.get("stdOutErrPathSuffix")
+    return shaped

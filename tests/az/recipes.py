@@ -103,3 +103,25 @@ def missing_fields(expected: Any, actual: Any, path: str = "") -> list[str]:
     ):
         problems += missing_fields(expected[0], actual[0], f"{path}[0]")
     return problems
+
+
+MANUAL = CORPUS / "documentation" / "using-azure-cli-20.md"
+
+
+def manual_example(command: str) -> Any:
+    """The JSON example output the Batch AI CLI manual shows after ``$ <command>`` (its first words)."""
+    lines = MANUAL.read_text(encoding="utf-8").splitlines()
+    start = next(
+        i
+        for i, line in enumerate(lines)
+        if line.split()[:2] == ["$", "az"] and line[2:].split() == command.split()
+    )
+    i = start + 1
+    while not lines[i].startswith("```") or not lines[i + 1].lstrip().startswith(("{", "[")):
+        i += 1
+    body = []
+    i += 1
+    while not lines[i].startswith("```"):
+        body.append(lines[i])
+        i += 1
+    return json.loads("\n".join(body))

@@ -154,3 +154,41 @@ def _run_steps(az: Az, md: Path, tmp_path: Path) -> None:
     # the 2017 recipes stop at job create: their job must still end well
     if ran_job is not None:
         _wait(az, ran_job)
+
+
+def test_shown_objects_have_the_fields_of_the_manual_s_examples(
+    az: Az, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cluster show``, ``cluster node list`` and ``job show`` print what the Batch AI CLI manual shows."""
+    from tests.az.recipes import manual_example
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "no-az-config"))
+    az("group create -n demoGroup -l eastus")
+    az("storage account create -n demobatchaicli -g demoGroup")
+    az("storage share create -n logs --account-name demobatchaicli")
+    az("batchai workspace create -g demoGroup -n demoWorkspace")
+    az("batchai experiment create -g demoGroup -w demoWorkspace -n demoExperiment")
+    az("batchai cluster create -g demoGroup -w demoWorkspace -n demoCluster -t 2 -s Standard_NC6 --use-auto-storage "
+       "--storage-account-name demobatchaicli --afs-name logs --setup-task true --setup-task-output $AZ_BATCHAI_MOUNT_ROOT/afs")  # fmt: skip
+    job = write(tmp_path / "job.json", json.dumps({"properties": {
+        "nodeCount": 2, "chainerSettings": {"pythonScriptFilePath": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs/report.py"},
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "mountVolumes": {"azureFileShares": [
+            {"azureFileUrl": "https://demobatchaicli.file.core.windows.net/logs", "relativeMountPath": "logs"}]}}}))  # fmt: skip
+    shutil.copy(REPORT, az.workspace.share_dir("demobatchaicli", "logs") / "report.py")
+    az(
+        f"batchai job create -g demoGroup -w demoWorkspace -e demoExperiment -n demoJob -c demoCluster -f {job}"
+    )
+    assert az("batchai job wait -g demoGroup -w demoWorkspace -e demoExperiment -n demoJob").exit_code == 0
+    for command in (
+        "az batchai cluster show -g demoGroup -w demoWorkspace -n demoCluster",
+        "az batchai cluster node list -g demoGroup -w demoWorkspace -c demoCluster",
+        "az batchai job show -g demoGroup -w demoWorkspace -e demoExperiment -n demoJob",
+    ):
+        example, printed = manual_example(command), az.json(command)
+        assert missing_fields(example, printed) == [], command
+        assert type(example) is type(printed), command
+    az.answer = True
+    for group in ("demoGroup", "batchaiautostorage"):
+        az(["group", "delete", "-n", group, "-y"])
