@@ -431,6 +431,8 @@ def test_flags_that_mean_nothing_locally_are_noted_and_secrets_never_written(az:
     assert any(n.startswith("--generate-ssh-keys: accepted and ignored") for n in az.notes)
     assert any(n.startswith("--image: accepted and ignored") for n in az.notes)
     az(f"storage share create -n other --account-name {ACCOUNT} --account-key {secrets[4]}")
+    az(["storage", "container", "create", "-n", "viaconnection", "--connection-string",
+        f"DefaultEndpointsProtocol=https;AccountName={ACCOUNT};AccountKey={secrets[4]}"])  # fmt: skip
     path = job_json(
         tmp_path,
         "echo $DB_PASSWORD | wc -c > $AZ_BATCHAI_OUTPUT_OUT/length.txt",
