@@ -2,6 +2,8 @@
 
 It defines ``az``: ``az batchai|storage|group …`` go to azbai (this interpreter, so the script needs no activated
 venv), anything else to a real ``az`` on ``PATH`` when there is one (and a one-line message when there is none).
+It also pins the local workspace (``$AZBAI_WORKSPACE``, default ``./.azbai`` of the directory it is evaluated in),
+so that a script that changes directory keeps talking to the same groups, accounts and jobs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ def alias_script(python: str | None = None) -> str:
     interpreter = shlex.quote(python or sys.executable)
     routed = "|".join(ROUTED)
     return f"""# azbai: az batchai|storage|group run locally; other az commands go to the real az CLI
+export AZBAI_WORKSPACE="${{AZBAI_WORKSPACE:-$PWD/.azbai}}"
 az() {{
   case "${{1:-}}" in
     {routed}) {interpreter} -m azbai az "$@" ;;

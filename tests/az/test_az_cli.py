@@ -466,6 +466,7 @@ def test_the_alias_sends_az_batchai_storage_group_here_and_the_rest_to_a_real_az
     script = write(tmp_path / "their-script.sh", "\n".join([
         'eval "$(azbai az --alias)"',
         "az group create -n aliased -l eastus --query name -o tsv",
+        "mkdir -p elsewhere && cd elsewhere",
         "az batchai workspace create -g aliased -n ws --query provisioningState -o tsv",
         "az account show || echo \"account show: $?\"",
     ]) + "\n")  # fmt: skip
