@@ -39,10 +39,15 @@ def run(argv: Sequence[str], ctx: Context) -> Outcome:
     parsed = parse(TABLE, argv)
     if isinstance(parsed, GroupHelp) or parsed.help:
         return Outcome(help_text(parsed))
+    quiet = bool(parsed.values.get("only_show_errors"))
     for name, why in parsed.ignored:
         ctx.note(f"{name}: accepted and ignored ({why})")
-    values = {k: v for k, v in parsed.values.items() if k not in ("output", "query", "help")}
+    values = {
+        k: v for k, v in parsed.values.items() if k not in ("output", "query", "help", "only_show_errors")
+    }
     result: Result = parsed.command.handler(ctx, **values)
+    if quiet:
+        ctx.notes.clear()
     outcome = Outcome(stream=result.stream, notes=ctx.notes, exit_code=result.exit_code)
     if result.printed and result.stream is None:
         value = query(result.value, parsed.query)

@@ -39,8 +39,8 @@ def cluster_create(
     config_file: str | None,
     vm_size: str | None,
     target: int | None,
-    min: int | None,
-    max: int | None,
+    min_nodes: int | None,
+    max_nodes: int | None,
     use_auto_storage: bool,
     storage_account_name: str | None,
     storage_account_key: str | None,
@@ -116,7 +116,7 @@ def cluster_create(
         task["stdOutErrPathSuffix"] = (
             f"{SUBSCRIPTION}/{group}/workspaces/{ws['name']}/clusters/{name}/{uuid.uuid4()}"
         )
-    nodes = _node_counts(params, target, min, max)
+    nodes = _node_counts(params, target, min_nodes, max_nodes)
     now = timestamp()
     record = {
         "name": name,
@@ -390,6 +390,23 @@ def cluster_resize(
         "autoScale": None,
         "manual": {"nodeDeallocationOption": "requeue", "targetNodeCount": target},
     }
+    ctx.ns.save(ctx.ns.cluster_dir(resource_group, workspace, name) / "cluster.json", record)
+    group = ctx.ns.group(resource_group)["name"]
+    return Result(cluster_json(group, ctx.ns.batchai_workspace(resource_group, workspace)["name"], record))
+
+
+def cluster_auto_scale(
+    ctx: Context,
+    resource_group: str,
+    workspace: str,
+    name: str,
+    min_nodes: int,
+    max_nodes: int,
+    **_: Any,
+) -> Result:
+    """``az batchai cluster auto-scale --min N --max M``: jobs may use up to ``M`` simulated nodes."""
+    record = ctx.ns.cluster(resource_group, workspace, name)
+    record["scaleSettings"] = _node_counts({}, None, min_nodes, max_nodes)
     ctx.ns.save(ctx.ns.cluster_dir(resource_group, workspace, name) / "cluster.json", record)
     group = ctx.ns.group(resource_group)["name"]
     return Result(cluster_json(group, ctx.ns.batchai_workspace(resource_group, workspace)["name"], record))

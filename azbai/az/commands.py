@@ -3,7 +3,7 @@
 Covered: ``az group create|show|list|exists|delete``; ``az storage account create|show|list|delete|keys list|
 show-connection-string``, ``share create|delete|list``, ``directory create``, ``file upload|download|list``,
 ``container create|list``, ``blob upload|upload-batch|download|list``; ``az batchai workspace|experiment
-create|show|list|delete``, ``cluster create|show|list|delete``, ``cluster node list``, ``job create|show|list|
+create|show|list|delete``, ``cluster create|show|list|delete|resize|auto-scale``, ``cluster node list``, ``job create|show|list|
 wait|terminate|delete``, ``job file list|stream``, ``job node list``.
 """
 
@@ -52,7 +52,7 @@ DATA_ACCOUNT = (
     ignored("--auth-mode", why="local accounts have one way in"),
     ignored("--timeout", why="local requests do not time out"),
 )
-NAME = flag("--name", "-n", dest="name", required=True)
+NAME = flag("--name", "-n", dest="name", required=True, help="Name of the resource.")
 
 
 def _c(
@@ -345,11 +345,11 @@ COMMANDS = [
             NAME,
             GROUP,
             LEGACY_WORKSPACE,
-            flag("--config-file", "-f"),
-            flag("--vm-size", "-s"),
-            flag("--target", "-t", convert=int),
-            flag("--min", convert=int),
-            flag("--max", convert=int),
+            flag("--config-file", "-f", help="A json file of create parameters (cluster.json / job.json)."),
+            flag("--vm-size", "-s", help="VM size (recorded; the nodes are simulated)."),
+            flag("--target", "-t", convert=int, help="Number of (simulated) nodes."),
+            flag("--min", dest="min_nodes", convert=int),
+            flag("--max", dest="max_nodes", convert=int),
             switch("--use-auto-storage"),
             *STORAGE_ACCOUNT,
             *MOUNTS,
@@ -399,6 +399,19 @@ COMMANDS = [
         tables.CLUSTER,
     ),
     _c(
+        "batchai cluster auto-scale",
+        (
+            NAME,
+            GROUP,
+            WORKSPACE,
+            flag("--min", dest="min_nodes", convert=int, required=True),
+            flag("--max", dest="max_nodes", convert=int, required=True),
+        ),
+        clusters.cluster_auto_scale,
+        "Set a cluster's auto-scale bounds.",
+        tables.CLUSTER,
+    ),
+    _c(
         "batchai cluster node list",
         (flag("--cluster", "-c", dest="cluster", required=True), GROUP, WORKSPACE),
         clusters.cluster_node_list,
@@ -413,8 +426,8 @@ COMMANDS = [
             GROUP,
             LEGACY_WORKSPACE,
             LEGACY_EXPERIMENT,
-            flag("--config-file", "-f"),
-            flag("--cluster", "-c"),
+            flag("--config-file", "-f", help="A json file of create parameters (cluster.json / job.json)."),
+            flag("--cluster", "-c", help="Name or ARM id of the cluster to run the job on."),
             flag("--cluster-name", "-r", dest="cluster_name", help="The 2017 CLI's cluster flag."),
             *STORAGE_ACCOUNT,
             *MOUNTS,

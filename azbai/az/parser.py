@@ -71,8 +71,8 @@ GLOBAL_FLAGS = (
     flag("--output", "-o", default="json", choices=OUTPUTS, help="Output format."),
     flag("--query", help="JMESPath query string."),
     ignored("--subscription", why="there is one local subscription"),
-    switch("--debug", help="Increase logging verbosity to show all debug logs."),
-    switch("--verbose", help="Increase logging verbosity."),
+    ignored("--debug", takes_value=False, why="azbai's jobs log to their runner.log and launcher.log"),
+    ignored("--verbose", takes_value=False, why="azbai's jobs log to their runner.log and launcher.log"),
     switch("--only-show-errors", help="Only show errors, suppressing warnings."),
     switch("--help", "-h", help="Show this help message and exit."),
 )

@@ -244,6 +244,9 @@ def test_the_setup_task_runs_once_on_each_node_before_its_first_job(az: Az, tmp_
         "tvm-c1-0",
         "tvm-c1-1",
     ]
+    scaled = az.json("batchai cluster auto-scale -n c1 -g nodes -w ws --min 0 --max 3 --query scaleSettings.autoScale")
+    assert scaled == {"initialNodeCount": 0, "maximumNodeCount": 3, "minimumNodeCount": 0}
+    az("batchai cluster resize -n c1 -g nodes -w ws -t 2")
     with pytest.raises(AzError, match="asks for 3 node"):
         az(
             f"batchai job create -n third -c c1 -g nodes -w ws -e exp -f {job_json(tmp_path, 'true', nodes=3)} --storage-account-name {ACCOUNT}"
