@@ -514,11 +514,17 @@ def job_file_stream(
     _group, _ws, _record, local = _job(ctx, resource_group, workspace, experiment, job)
     name = file_name if (path or ".").strip("/") in ("", ".") else f"{path.strip('/')}/{file_name}"  # type: ignore[union-attr]
     ctx.note(f'Streaming "{name}" of job "{job}" ({output_directory_id}) until the job ends.')
-    return Result(stream=_stream(stream_file(local, name, output_directory_id)))
+    return Result(stream=_stream(ctx, name, stream_file(local, name, output_directory_id)))
 
 
-def _stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    yield from chunks
+def _stream(ctx: Context, name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The file's bytes; a job that ended without writing it is a warning, as the CLI said it (exit code 0)."""
+    try:
+        yield from chunks
+    except JobError as exc:
+        if "has no file" not in str(exc):
+            raise
+        ctx.note(f'The file "{name}" not found for the completed job.')
 
 
 def job_node_list(

@@ -200,6 +200,9 @@ def test_query_and_output_formats_are_az_s(az: Az, tmp_path: Path) -> None:
     assert files[0].split() == ["Name", "Type", "Size", "Modified"]
     assert {line.split()[0] for line in files[2:]} >= {"stdout.txt", "stderr.txt"}
     assert "hi" in az("batchai job file stream -j ok -g fmt -w ws -e exp -f stdout.txt").text
+    missing = az("batchai job file stream -j ok -g fmt -w ws -e exp -f nothing.txt")
+    assert missing.text == "" and missing.exit_code == 0
+    assert 'The file "nothing.txt" not found for the completed job.' in az.notes
 
 
 # -- clusters: setup task, auto-storage, mounts ---------------------------------------------------------------------
@@ -244,7 +247,9 @@ def test_the_setup_task_runs_once_on_each_node_before_its_first_job(az: Az, tmp_
         "tvm-c1-0",
         "tvm-c1-1",
     ]
-    scaled = az.json("batchai cluster auto-scale -n c1 -g nodes -w ws --min 0 --max 3 --query scaleSettings.autoScale")
+    scaled = az.json(
+        "batchai cluster auto-scale -n c1 -g nodes -w ws --min 0 --max 3 --query scaleSettings.autoScale"
+    )
     assert scaled == {"initialNodeCount": 0, "maximumNodeCount": 3, "minimumNodeCount": 0}
     az("batchai cluster resize -n c1 -g nodes -w ws -t 2")
     with pytest.raises(AzError, match="asks for 3 node"):
