@@ -212,6 +212,7 @@ def _resolve_volumes(
 
 
 def share_mount(account: str, share: str, path: str) -> dict[str, Any]:
+    """An Azure File share mount of ``account`` at ``path`` (as ``--afs-name`` added it; no key)."""
     if not path:
         raise AzError("Azure File share relative mount path cannot be empty.")
     return {
@@ -222,6 +223,7 @@ def share_mount(account: str, share: str, path: str) -> dict[str, Any]:
 
 
 def container_mount(account: str, container: str, path: str) -> dict[str, Any]:
+    """A blob container mount of ``account`` at ``path`` (as ``--bfs-name`` added it; no key)."""
     if not path:
         raise AzError("Azure Storage Container relative mount path cannot be empty.")
     return {"accountName": account, "containerName": container, "relativeMountPath": path}

@@ -97,12 +97,15 @@ class Namespace:
     # -- paths ---------------------------------------------------------------------------------------------------
 
     def group_dir(self, group: str) -> Path:
+        """A resource group's directory."""
         return self.root / "groups" / check_group_name(group).lower()
 
     def workspace_dir(self, group: str, workspace: str) -> Path:
+        """A Batch AI workspace's directory."""
         return self.group_dir(group) / "workspaces" / check_resource_name(workspace, "workspace").lower()
 
     def cluster_dir(self, group: str, workspace: str, cluster: str) -> Path:
+        """A cluster's directory (its record, its simulated nodes)."""
         return (
             self.workspace_dir(group, workspace)
             / "clusters"
@@ -110,14 +113,17 @@ class Namespace:
         )
 
     def experiment_dir(self, group: str, workspace: str, experiment: str) -> Path:
+        """An experiment's directory."""
         name = check_resource_name(experiment, "experiment").lower()
         return self.workspace_dir(group, workspace) / "experiments" / name
 
     def job_file(self, group: str, workspace: str, experiment: str, job: str) -> Path:
+        """A job's az record (its cluster, its job.json properties without secrets, its job book key)."""
         name = check_resource_name(job, "job").lower()
         return self.experiment_dir(group, workspace, experiment) / "jobs" / f"{name}.json"
 
     def account_file(self, account: str) -> Path:
+        """A storage account's record."""
         return self.root / "storage-accounts" / f"{check_account_name(account)}.json"
 
     # -- records -------------------------------------------------------------------------------------------------
@@ -139,6 +145,7 @@ class Namespace:
         return self.load(path)
 
     def batchai_workspace(self, group: str, workspace: str) -> dict[str, Any]:
+        """A Batch AI workspace's record; Resource Manager's message when it (or its group) does not exist."""
         self.group(group)
         path = self.workspace_dir(group, workspace) / "workspace.json"
         if not path.exists():
@@ -146,6 +153,7 @@ class Namespace:
         return self.load(path)
 
     def experiment(self, group: str, workspace: str, experiment: str) -> dict[str, Any]:
+        """An experiment's record; Resource Manager's message when it does not exist."""
         self.batchai_workspace(group, workspace)
         path = self.experiment_dir(group, workspace, experiment) / "experiment.json"
         if not path.exists():
@@ -153,6 +161,7 @@ class Namespace:
         return self.load(path)
 
     def cluster(self, group: str, workspace: str, cluster: str) -> dict[str, Any]:
+        """A cluster's record; Resource Manager's message when it does not exist."""
         self.batchai_workspace(group, workspace)
         path = self.cluster_dir(group, workspace, cluster) / "cluster.json"
         if not path.exists():
@@ -160,6 +169,7 @@ class Namespace:
         return self.load(path)
 
     def job(self, group: str, workspace: str, experiment: str, job: str) -> dict[str, Any]:
+        """A job's az record; Resource Manager's message when it does not exist."""
         self.experiment(group, workspace, experiment)
         path = self.job_file(group, workspace, experiment, job)
         if not path.exists():
