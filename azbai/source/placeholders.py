@@ -53,14 +53,12 @@ class StorageAccount:
     """The effective storage account the CLI would have used; the key is a :class:`Secret`.
 
     ``key_from_azure``: the name came from ``--storage-account-name`` without a key, so the CLI fetched the key from
-    Azure (azbai leaves it to run time). ``origin`` says where the name came from (``flags``, ``environment``,
-    ``config``), for messages.
+    Azure (azbai leaves it to run time).
     """
 
     name: str | None = None
     key: Secret | None = None
     key_from_azure: bool = False
-    origin: str | None = None
 
     @classmethod
     def resolve(
@@ -70,14 +68,11 @@ class StorageAccount:
         variable, then the ``[batchai]`` section of the az configuration file."""
         env = os.environ if environ is None else environ
         if name:
-            return cls(name, Secret(key) if key else None, key_from_azure=not key, origin="flags")
+            return cls(name, Secret(key) if key else None, key_from_azure=not key)
         config = _az_config(env)
         found_name = env.get(ACCOUNT_ENV) or config.get("storage_account") or None
         found_key = env.get(KEY_ENV) or config.get("storage_key") or None
-        origin = None
-        if found_name:
-            origin = "environment" if env.get(ACCOUNT_ENV) else "config"
-        return cls(found_name, Secret(found_key) if found_key else None, origin=origin)
+        return cls(found_name, Secret(found_key) if found_key else None)
 
 
 def az_config_path(environ: Mapping[str, str] | None = None) -> str:
