@@ -197,10 +197,11 @@ def _parse_flags(command: Command, argv: list[str]) -> Parsed:
         name, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
         spec = by_name.get(name)
         if spec is None:
-            unknown.append(token)
-            # the value of an unknown flag is unrecognised too, as argparse reports it
-            if i + 1 < len(argv) and not argv[i + 1].startswith("-") and token.startswith("-"):
-                unknown.append(argv[i + 1])
+            secret = _looks_secret(name, flags)
+            unknown.append(f"{name}=***" if secret and eq else token)
+            # the value of an unknown flag is unrecognised too, as argparse reports it (a key's is never echoed)
+            if i + 1 < len(argv) and not argv[i + 1].startswith("-") and token.startswith("-") and not eq:
+                unknown.append("***" if secret else argv[i + 1])
                 i += 1
             i += 1
             continue
@@ -243,6 +244,17 @@ def _parse_flags(command: Command, argv: list[str]) -> Parsed:
             f"{command.name}: error: the following arguments are required: {', '.join(missing)}"
         )
     return Parsed(command, values, values["output"], values["query"], ignored_given, False, given)
+
+
+_SECRET_WORDS = ("key", "password", "secret", "sas", "token", "connection")
+
+
+def _looks_secret(name: str, flags: Sequence[Flag]) -> bool:
+    """Whether an unknown flag is probably a mistyped secret one (its value must not be echoed)."""
+    if any(word in name.lower() for word in _SECRET_WORDS):
+        return True
+    secret_names = [n for f in flags if f.secret for n in f.names]
+    return bool(difflib.get_close_matches(name, secret_names, n=1, cutoff=0.6))
 
 
 def _convert(command: Command, spec: Flag, raw: str) -> Any:

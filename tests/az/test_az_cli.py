@@ -405,6 +405,8 @@ def cli(args: list[str], workspace: Path, **kw: Any) -> Any:
         (["group", "create", "-n", "g", "-l"], "argument --location/-l: expected one argument"),
         (["batchai", "cluster", "create", "-n", "c", "-g", "g", "-t", "two"], "invalid int value: 'two'"),
         (["storage", "blob", "upload", "--account-key", "k"], "the following arguments are required"),
+        (["batchai", "job", "create", "--storage-acount-key", "s3cr3t-value"], "--storage-acount-key ***"),
+        (["batchai", "cluster", "create", "--pasword=s3cr3t-value"], "--pasword=***"),
     ],
 )
 def test_a_bad_command_or_flag_is_an_az_style_error_without_traceback(
@@ -413,6 +415,7 @@ def test_a_bad_command_or_flag_is_an_az_style_error_without_traceback(
     result = cli(args, tmp_path)
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert "s3cr3t-value" not in result.output
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
