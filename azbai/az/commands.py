@@ -1,7 +1,7 @@
 """The command table of ``azbai az``: every az command the Batch AI recipes and manual use, with az's flags.
 
 Covered: ``az group create|show|list|exists|delete``; ``az storage account create|show|list|delete|keys list|
-show-connection-string``, ``share create|delete|list``, ``directory create``, ``file upload|download|list``,
+show-connection-string``, ``share create|delete|list``, ``directory create``, ``file upload|upload-batch|download|list``,
 ``container create|list``, ``blob upload|upload-batch|download|list``; ``az batchai workspace|experiment
 create|show|list|delete``, ``cluster create|show|list|delete|resize|auto-scale``, ``cluster node list``, ``job create|show|list|
 wait|terminate|delete``, ``job file list|stream``, ``job node list``.
@@ -258,6 +258,23 @@ COMMANDS = [
         ),
         storage.blob_upload_batch,
         "Upload the files of a local directory to a container.",
+    ),
+    _c(
+        "storage file upload-batch",
+        (
+            flag("--source", "-s", required=True),
+            flag("--destination", "-d", required=True),
+            flag("--destination-path"),
+            flag("--pattern"),
+            switch("--dryrun"),
+            *DATA_ACCOUNT,
+            ignored("--content-type", why="content types are not kept"),
+            ignored("--max-connections", why="uploads run 8 at a time"),
+            ignored("--no-progress", takes_value=False, why="no progress is shown"),
+            ignored("--validate-content", takes_value=False, why="every local upload is MD5-checked"),
+        ),
+        storage.file_upload_batch,
+        "Upload the files of a local directory to a share.",
     ),
     _c(
         "storage blob download",

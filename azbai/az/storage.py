@@ -421,12 +421,67 @@ def blob_upload_batch(
     connection_string: str | None,
     **_: Any,
 ) -> Result:
-    """``az storage blob upload-batch -s DIR -d CONTAINER[/PATH] [--destination-path P] [--pattern GLOB]``: every
+    """``az storage blob upload-batch -s DIR -d CONTAINER[/PATH]|URL [--destination-path P] [--pattern GLOB]``: every
     file under ``DIR`` whose path relative to it matches ``GLOB`` (fnmatch, as az), to ``PATH/P/<relative path>``."""
+    uploaded = _upload_batch(
+        ctx, "blob", source, destination, destination_path, pattern, dryrun, account_name, connection_string
+    )
+    return Result(
+        [
+            {
+                "Blob": url,
+                "Last Modified": None if dryrun else timestamp(),
+                "Type": mimetypes.guess_type(url)[0] or "application/octet-stream",
+                "eTag": None,
+            }
+            for url in uploaded
+        ]
+    )
+
+
+def file_upload_batch(
+    ctx: Context,
+    source: str,
+    destination: str,
+    destination_path: str | None,
+    pattern: str | None,
+    dryrun: bool,
+    account_name: str | None,
+    connection_string: str | None,
+    **_: Any,
+) -> Result:
+    """``az storage file upload-batch -s DIR -d SHARE[/PATH]|URL [--destination-path P] [--pattern GLOB]``: the
+    URLs of the files uploaded."""
+    return Result(
+        _upload_batch(
+            ctx,
+            "share",
+            source,
+            destination,
+            destination_path,
+            pattern,
+            dryrun,
+            account_name,
+            connection_string,
+        )
+    )
+
+
+def _upload_batch(
+    ctx: Context,
+    kind: str,
+    source: str,
+    destination: str,
+    destination_path: str | None,
+    pattern: str | None,
+    dryrun: bool,
+    account_name: str | None,
+    connection_string: str | None,
+) -> list[str]:
     from azbai.local.stores import iter_local_files, open_store
 
-    account = data_account(ctx, account_name, connection_string)
-    container, _sep, prefix = destination.strip("/").partition("/")
+    url_account, container, prefix = _destination(destination)
+    account = data_account(ctx, account_name or url_account, connection_string)
     prefix = "/".join(p for p in (prefix, (destination_path or "").strip("/")) if p)
     root = Path(source)
     if not root.is_dir():
@@ -434,23 +489,32 @@ def blob_upload_batch(
     files = [
         (path, rel) for path, rel in iter_local_files(root) if not pattern or fnmatch.fnmatch(rel, pattern)
     ]
-    store = open_store(ctx.workspace, account, container=container)
+    store = open_store(ctx.workspace, account, **{"container" if kind == "blob" else "share": container})
 
-    def upload(item: tuple[Path, str]) -> dict[str, Any]:
+    def upload(item: tuple[Path, str]) -> str:
         local, rel = item
-        blob = posixpath.join(prefix, rel) if prefix else rel
+        target = posixpath.join(prefix, rel) if prefix else rel
         if not dryrun:
-            store.upload_file(local, blob)
-        return {
-            "Blob": store.url_for(blob),
-            "Last Modified": None if dryrun else timestamp(),
-            "Type": mimetypes.guess_type(rel)[0] or "application/octet-stream",
-            "eTag": None,
-        }
+            store.upload_file(local, target)
+        return store.url_for(target)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(upload, files))
-    return Result(results)
+        return list(pool.map(upload, files))
+
+
+def _destination(destination: str) -> tuple[str | None, str, str]:
+    """``CONTAINER[/PATH]`` or ``https://ACCOUNT.blob|file.core.windows.net/CONTAINER[/PATH]``: account, container,
+    path."""
+    from urllib.parse import urlsplit
+
+    account = None
+    text = destination
+    if destination.startswith(("https://", "http://")):
+        parts = urlsplit(destination)
+        account = parts.netloc.split(".", 1)[0]
+        text = parts.path
+    container, _sep, prefix = text.strip("/").partition("/")
+    return account, container, prefix.strip("/")
 
 
 def blob_list(

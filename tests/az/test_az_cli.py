@@ -342,6 +342,16 @@ def test_upload_batch_takes_a_pattern_and_a_destination_path(az: Az, tmp_path: P
     ]
     names = az.json(f"storage blob list -c data --account-name {ACCOUNT} --query [].name")
     assert names == ["images/run1/a.png", "images/run1/deep/c.png"]
+    by_url = az.json(
+        f"storage blob upload-batch -s src -d https://{ACCOUNT}.blob.core.windows.net/data/byurl --pattern b.*"
+    )
+    assert [u["Blob"].split("/data/", 1)[1] for u in by_url] == ["byurl/b.txt"]
+    az(f"storage share create -n code --account-name {ACCOUNT}")
+    shared = az.json(
+        f"storage file upload-batch -s src -d code --destination-path v1 --account-name {ACCOUNT}"
+    )
+    assert sorted(u.rsplit("/code/", 1)[1] for u in shared) == ["v1/a.png", "v1/b.txt", "v1/deep/c.png"]
+    assert (az.workspace.share_dir(ACCOUNT, "code") / "v1" / "deep" / "c.png").read_text() == "deep/c.png"
     keys = az.json(f"storage account keys list -n {ACCOUNT} -g store")
     assert [k["keyName"] for k in keys] == ["key1", "key2"]
     from azbai.local.azurite import DEV_KEY
