@@ -84,15 +84,19 @@ def group_delete(ctx: Context, name: str, yes: bool, **_: Any) -> Result:
 
 def account_json(ctx: Context, record: dict[str, Any]) -> dict[str, Any]:
     """A storage account as ``az storage account show`` printed it, with its local endpoints."""
+    from azbai.local.azurite import Emulator
+
     name = record["name"]
     share_root = (ctx.workspace.root / "shares" / name).as_uri()
+    state = Emulator(ctx.workspace).state()
+    host = f"{HOST}:{state.port}" if state else HOST
     return {
         "creationTime": record["creationTime"],
         "id": resource_id(record["resourceGroup"], "Microsoft.Storage/storageAccounts", name),
         "kind": record["kind"],
         "location": record["location"],
         "name": name,
-        "primaryEndpoints": {"blob": f"http://{HOST}/{name}/", "file": share_root + "/"},
+        "primaryEndpoints": {"blob": f"http://{host}/{name}/", "file": share_root + "/"},
         "primaryLocation": record["location"],
         "provisioningState": "Succeeded",
         "resourceGroup": record["resourceGroup"],
@@ -185,8 +189,8 @@ def _delete_account_data(ctx: Context, account: str) -> None:
     remove_tree(ctx.workspace.root / "shares" / account)
     for index in (ctx.workspace.root / "shares").glob(f"{account}/.*.md5.json"):
         index.unlink()
-    if Emulator(ctx.workspace).state() is None:
-        return  # no emulator ran here: no containers to remove
+    if not ctx.workspace.azurite_dir.exists():
+        return  # no emulator ever ran here: no containers to remove
     try:
         service = Emulator(ctx.workspace).blob_service(account)
         for container in service.list_containers():

@@ -131,6 +131,8 @@ def _run_steps(az: Az, md: Path, tmp_path: Path) -> None:
         assert outcome.exit_code == 0, (step.line, outcome)
         streamed = streamed or step.argv[:4] == ["batchai", "job", "file", "stream"]
         printed = outcome.text
+        if step.argv[:4] != ["batchai", "job", "file", "stream"] and printed:
+            json.loads(printed)  # what az printed by default: JSON
         if step.argv[:3] == ["batchai", "job", "create"]:
             ran_job = json.loads(printed)
             assert ran_job["executionState"] in ("queued", "running", "succeeded")
