@@ -11,10 +11,24 @@ The arguments are passed through unparsed (az's flag names and errors, not click
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from azbai.local.workspace import Workspace
+
+
+@contextmanager
+def _os_errors() -> Iterator[None]:
+    """The file system's errors (a file a command names, the workspace) as ``Error: …``, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        from azbai.errors import AzbaiError
+
+        where = f": {exc.filename}" if exc.filename else ""
+        raise AzbaiError(f"{exc.strerror or exc}{where}") from exc
 
 
 def _confirm(question: str) -> bool:
@@ -51,17 +65,18 @@ def az(alias: bool, args: tuple[str, ...]) -> None:
     if not args:
         args = ("--help",)
     ctx = Context(Workspace.resolve(), confirm=_confirm)
-    try:
-        outcome = run(list(args), ctx)
-    finally:
-        for note in ctx.notes:
-            click.echo(f"WARNING: {note}", err=True)
-        ctx.notes.clear()
-    if outcome.stream is not None:
-        for chunk in outcome.stream:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-    elif outcome.text:
+    with _os_errors():
+        try:
+            outcome = run(list(args), ctx)
+        finally:
+            for note in ctx.notes:
+                click.echo(f"WARNING: {note}", err=True)
+            ctx.notes.clear()
+        if outcome.stream is not None:
+            for chunk in outcome.stream:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+    if outcome.stream is None and outcome.text:
         click.echo(outcome.text, nl=False)
     for note in outcome.notes:
         click.echo(f"WARNING: {note}", err=True)
