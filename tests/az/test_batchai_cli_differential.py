@@ -80,8 +80,10 @@ def _config_dir(base: Path, scenario: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cli_results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, Any]]:
-    """The real CLI's result for every file × scenario, from one run of the driver."""
+def cli_results(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[tuple[str, str], dict[str, Any]]]:
+    """The az configuration directories, and the real CLI's result for every file × scenario (one driver run)."""
     base = tmp_path_factory.mktemp("az-config")
     cases = []
     keys = []
@@ -106,7 +108,7 @@ def cli_results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return {**dict(zip(keys, json.loads(done.stdout), strict=True)), ("", "config-base"): {"base": str(base)}}  # type: ignore[dict-item]
+    return base, dict(zip(keys, json.loads(done.stdout), strict=True))
 
 
 def _cli_key(key: str | None) -> str | None:
@@ -233,19 +235,35 @@ def _agree(cli: dict[str, Any], ours: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_azbai_reads_every_corpus_file_as_the_batch_ai_cli_did(
-    scenario: str, cli_results: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    scenario: str,
+    cli_results: tuple[Path, dict[tuple[str, str], dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    base = Path(cli_results[("", "config-base")]["base"])
+    base, results = cli_results
     disagreements = {}
     fragments = 0
     for path in FILES:
         ours = _azbai(path, scenario, str(base / scenario), monkeypatch)
         fragments += bool(ours.get("service_refused"))
-        problems = _agree(cli_results[(str(path), scenario)], ours)
+        problems = _agree(results[(str(path), scenario)], ours)
         if problems:
             disagreements[corpus_id(path) if "corpus" in path.parts else path.name] = problems
     agreed = len(FILES) - len(disagreements)
-    print(f"{scenario}: {agreed}/{len(FILES)} files agree ({fragments} fragments the service refused)")
+    cli = [results[(str(p), scenario)] for p in FILES]
+    missing = sum(1 for r in cli if not r["ok"] and any(m in r["error"] for m in MISSING))
+    refused = sum(1 for r in cli if not r["ok"]) - missing
+    from_azure = sum(
+        1
+        for r in cli
+        if r["ok"]
+        for ref in r["shares"] + r["blobs"]
+        if (ref["key"] or "").startswith(AZURE_KEY)
+    )
+    print(
+        f"{scenario}: {agreed}/{len(FILES)} files agree; the CLI sent {len(FILES) - missing - refused}, wanted an "
+        f"account or key for {missing}, refused {refused}; {from_azure} mount keys came from Azure; "
+        f"{fragments} fragments the service refused"
+    )
     assert not disagreements, json.dumps(disagreements, indent=2)[:6000]
 
 
