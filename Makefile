@@ -7,10 +7,10 @@ STAMP := $(VENV)/.azbai-setup
 AZURITE := node_modules/.bin/azurite-blob
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo demo-style test bench lint lock clean
+.PHONY: setup demo demo-style test differential bench lint lock clean
 
 ## setup: the .venv with the pinned packages (torch 2.13.0 CPU first), and Azurite from the npm registry. Idempotent.
-setup: $(STAMP) $(AZURITE)
+setup: $(STAMP) $(AZURITE) $(VENV)/share/azbai/az-alias.sh
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(STAMP): $(PY) setup.cfg pyproject.toml constraints.txt
 	$(PIP) install --quiet --quiet -c constraints.txt -e '.[azureml,azureml-v2,local,recipes,dev]'
 	$(PY) -c "import azureml.train.estimator" 2>/dev/null  # unpacks azureml's metadata once, not in every test
 	touch $@
+
+$(VENV)/share/azbai/az-alias.sh: $(STAMP)
+	mkdir -p $(dir $@)
+	$(VENV)/bin/azbai az --alias > $@
 
 $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -40,6 +44,20 @@ demo-style: setup
 test: setup
 	$(PY) -m pytest
 
+## differential: the real Batch AI CLI (azure-cli-batchai 0.4.10, in .venv-azcli) against azbai's reading rules
+AZCLI := .venv-azcli
+$(AZCLI)/.azbai-setup:
+	$(PYTHON) -m venv $(AZCLI)
+	$(AZCLI)/bin/pip install --quiet --no-deps azure-cli-batchai==0.4.10 azure-cli-core==2.0.67 \
+	  azure-mgmt-batchai==2.0.0 msrest==0.6.6
+	$(AZCLI)/bin/pip install --quiet 'paramiko<3' knack==0.6.3 msrestazure==0.6.4 azure-common==1.1.28 six \
+	  isodate requests requests-oauthlib adal colorama humanfriendly pyyaml jmespath tabulate pygments argcomplete \
+	  psutil pyperclip PyJWT azure-cli-telemetry==1.0.2 azure-mgmt-resource==2.1.0 antlr4-python3-runtime
+	touch $@
+
+differential: setup $(AZCLI)/.azbai-setup
+	$(PY) -m pytest -q -s tests/az/test_batchai_cli_differential.py
+
 ## bench: speed figures as `name: value` lines
 bench: setup
 	$(PY) -m benchmarks
@@ -57,4 +75,4 @@ lock: setup
 	sed -i 's/+cpu$$//' constraints.txt
 
 clean:
-	rm -rf $(VENV) node_modules .azbai out
+	rm -rf $(VENV) $(AZCLI) node_modules .azbai out

@@ -26,6 +26,8 @@ ALLOWED = {
     "local": {"errors", "plan", "fsutil", "launcher"},
     "facade": {"errors", "source", "plan", "convert", "targets", "fsutil"},
     "aml": {"errors", "plan", "local", "targets", "facade", "fsutil", "source"},
+    # `azbai az`: the az CLI's commands, over the façade and the local engine
+    "az": {"errors", "plan", "local", "facade", "source"},
     "cli": {"*"},
     "__init__": {"errors", "version", "facade", "plan", "source", "aml"},
     "__main__": {"cli"},

@@ -228,7 +228,8 @@ class StorageLayout:
     def _add_share(self, share: AzureFileShareReference, root: MountRoot, path: str) -> None:
         parsed = parse_file_share_url(share.azure_file_url)
         assert parsed is not None  # the reader rejects unparseable URLs
-        account = share.account_name or parsed.account
+        # Batch AI mounted what the URL names; accountName only chose the key (the CLI's and the service's rule)
+        account = parsed.account
         store = self._datastore(
             StoreKind.FILE_SHARE,
             account,

@@ -44,12 +44,14 @@ def create_job(
     wait: bool = False,
     secrets: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    segment: str | None = None,
 ) -> JobRecord:
     """Create a local job from a single-job plan and start it (in the background unless ``wait``).
 
     ``name`` and ``experiment`` default to the plan's. ``secrets`` are the values of the job's secrets (never
     written anywhere); a secret missing from it is taken from the caller's environment variable of that name.
-    ``env`` is added to the runner's environment. With ``wait`` the call returns when the job ends; a failed job
+    ``env`` is added to the runner's environment; ``segment`` replaces the job's output path segment (``azbai az``
+    names its own group, workspace and experiment in it). With ``wait`` the call returns when the job ends; a failed job
     raises :class:`JobFailed` (its record is kept).
     """
     if len(plan.steps) != 1 or not plan.job_steps:
@@ -60,7 +62,7 @@ def create_job(
     values = secret_environment(job, secrets or {})
     book = JobBook(workspace.ensure())
     record = book.create(experiment, name)
-    record.segment = SEGMENT_TEMPLATE.format(
+    record.segment = segment or SEGMENT_TEMPLATE.format(
         subscription=LOCAL_SUBSCRIPTION,
         resource_group=LOCAL_RESOURCE_GROUP,
         workspace=LOCAL_WORKSPACE,

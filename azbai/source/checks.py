@@ -219,8 +219,7 @@ def _check_credentials(credentials: StorageCredentials | None, walker: Walker, c
     path = walker.path_of(credentials)
     if credentials.account_key is not None and credentials.account_key_secret_reference is not None:
         collector.error(path, "conflict", "give either 'accountKey' or 'accountKeySecretReference', not both")
-    elif credentials.account_key is None and credentials.account_key_secret_reference is None:
-        collector.error(path, "missing-key", "expected 'accountKey' or 'accountKeySecretReference'")
+    # no key at all ("credentials": {} or "accountKey": ""): the CLI fetched one from Azure (placeholders.py says so)
 
 
 def _check_file_share(share: AzureFileShareReference, walker: Walker, collector: Collector) -> None:
@@ -247,7 +246,7 @@ def _check_file_share(share: AzureFileShareReference, walker: Walker, collector:
         if problem:
             collector.error(path + ".azureFileUrl", "bad-name", f"share '{parsed.share}': {problem}")
         if (
-            share.account_name not in (None, parsed.account, ACCOUNT_PLACEHOLDER)
+            share.account_name not in (None, "", parsed.account, ACCOUNT_PLACEHOLDER)
             and parsed.account != ACCOUNT_PLACEHOLDER
         ):
             collector.warning(
@@ -256,7 +255,7 @@ def _check_file_share(share: AzureFileShareReference, walker: Walker, collector:
                 f"accountName '{share.account_name}' differs from the URL's account '{parsed.account}'; "
                 "the URL decides where the share is",
             )
-    if share.account_name is not None:
+    if share.account_name:  # an empty one: the CLI took the URL's (placeholders.py says so)
         problem = account_name_problem(share.account_name)
         if problem:
             collector.error(path + ".accountName", "bad-name", f"'{share.account_name}': {problem}")

@@ -143,6 +143,15 @@ class Walker:
         raise TypeError(f"unsupported model type {hint!r} at {path}")  # a bug in the model, not user input
 
     def _integer(self, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            # msrest, which read job.json for the Batch AI CLI, converted it with int()
+            self.collector.warning(
+                path,
+                "cli-tolerance",
+                f"found {describe_value(value)}: the Batch AI CLI converted it to the integer "
+                f"{int(value)}, and so does azbai (write it without quotes)",
+            )
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             extra = ""
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -161,6 +170,16 @@ class Walker:
         return value
 
     def _string(self, value: Any, path: str, meta: Mapping[str, Any], kind: Kind | None) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # msrest, which read job.json for the Batch AI CLI, converted it with str()
+            self.collector.warning(
+                path,
+                "cli-tolerance",
+                f'found {describe_value(value)}: the Batch AI CLI converted it to the string "{value}", and so does '
+                "azbai "
+                "(write it in quotes)",
+            )
+            value = str(value)
         if not isinstance(value, str):
             self.collector.error(path, "wrong-type", f"expected a string, found {describe_value(value)}")
             return _INVALID
