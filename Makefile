@@ -40,19 +40,16 @@ demo: setup
 demo-style: setup
 	$(PY) recipes/style-transfer/demo.py
 
-## test: the whole test suite
-test: setup
+## test: the whole test suite (with the real Batch AI CLI beside it, for the differential test)
+test: setup $(AZCLI)/.azbai-setup
 	$(PY) -m pytest
 
 ## differential: the real Batch AI CLI (azure-cli-batchai 0.4.10, in .venv-azcli) against azbai's reading rules
 AZCLI := .venv-azcli
-$(AZCLI)/.azbai-setup:
+AZCLI_PINS := tests/az/azcli-constraints.txt
+$(AZCLI)/.azbai-setup: $(AZCLI_PINS)
 	$(PYTHON) -m venv $(AZCLI)
-	$(AZCLI)/bin/pip install --quiet --no-deps azure-cli-batchai==0.4.10 azure-cli-core==2.0.67 \
-	  azure-mgmt-batchai==2.0.0 msrest==0.6.6
-	$(AZCLI)/bin/pip install --quiet 'paramiko<3' knack==0.6.3 msrestazure==0.6.4 azure-common==1.1.28 six \
-	  isodate requests requests-oauthlib adal colorama humanfriendly pyyaml jmespath tabulate pygments argcomplete \
-	  psutil pyperclip PyJWT azure-cli-telemetry==1.0.2 azure-mgmt-resource==2.1.0 antlr4-python3-runtime
+	$(AZCLI)/bin/pip install --quiet --no-deps -r $(AZCLI_PINS)
 	touch $@
 
 differential: setup $(AZCLI)/.azbai-setup

@@ -56,7 +56,9 @@ class SourceOptions:
     outputs: str = "upload"
 
     def storage(self) -> StorageAccount:
-        """The storage account the Batch AI CLI would have used (flags, else its environment variables)."""
+        """The storage account the Batch AI CLI would have used: the flags (a key alone is ignored, as the CLI
+        ignored it), else ``$AZURE_BATCHAI_STORAGE_ACCOUNT``/``_KEY``, else the az configuration file's
+        ``[batchai]`` section."""
         return StorageAccount.resolve(self.storage_account, self.storage_key)
 
     def plan_options(self) -> PlanOptions:
@@ -272,7 +274,8 @@ def load(path: str | Path, **options: Unpack[LoadOptions]) -> Plan:
     Keywords, named for the ``az batchai job create`` flags they stand for: ``cluster`` (a cluster.json), ``merge``
     (fragments deep-merged into the job), ``mounts`` (``NAME=afs://ACCOUNT/SHARE`` or ``NAME=blob://ACCOUNT/
     CONTAINER``), ``storage_account``/``storage_key`` (replace ``<AZURE_BATCHAI_STORAGE_ACCOUNT>``/``_KEY``; else
-    ``$AZURE_BATCHAI_STORAGE_ACCOUNT``/``_KEY``); and the migration's choices ``name``, ``experiment``,
+    ``$AZURE_BATCHAI_STORAGE_ACCOUNT``/``_KEY``, else the az configuration file's ``[batchai]`` section, in the
+    Batch AI CLI's order); and the migration's choices ``name``, ``experiment``,
     ``vm_size``, ``max_nodes``, ``image``, ``keep_image``, ``inputs`` (mount|download), ``outputs``
     (upload|mount). A pipeline file takes only the storage account and the experiment.
 

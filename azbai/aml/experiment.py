@@ -73,7 +73,9 @@ class Experiment:
                     raise PlanError(f"{config.name!r} is a single job: it has no pipeline parameters")
                 return self._submit_job(config, dict(environment_variables or {}))
             if environment_variables:
-                raise PlanError("a pipeline's steps take their variables from their jobs' environmentVariables")
+                raise PlanError(
+                    "a pipeline's steps take their variables from their jobs' environmentVariables"
+                )
             return self._submit_pipeline(
                 config, dict(pipeline_parameters or {}), Path(base_dir or Path.cwd())
             )

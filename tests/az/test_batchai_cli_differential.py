@@ -65,7 +65,7 @@ SCENARIOS: dict[str, tuple[dict[str, str], dict[str, str], dict[str, str] | None
 
 pytestmark = pytest.mark.skipif(
     not CLI_PYTHON.exists(),
-    reason="the real Batch AI CLI is not installed here: `make differential` installs it into .venv-azcli and runs this",
+    reason="the real Batch AI CLI is not installed here: `make test` (or `make differential`) installs it into .venv-azcli",
 )
 
 
