@@ -421,8 +421,6 @@ def _content_digest(path: Path) -> str:
         digest.update(path.read_bytes())
     elif path.is_dir():
         for file, rel in iter_local_files(path):
-            if Path(rel).name.startswith(".azbai-"):
-                continue
             digest.update(rel.encode() + b"\0")
             digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()

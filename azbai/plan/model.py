@@ -10,6 +10,8 @@ It never holds a secret value: storage keys, registry passwords and job ``secret
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import enum
 from dataclasses import dataclass
@@ -23,6 +25,17 @@ ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
 SEGMENT_TEMPLATE = (
     "{subscription}/{resource_group}/workspaces/{workspace}/experiments/{experiment}/jobs/{job}/{job_uuid}"
 )
+
+
+def fill_segment(path: str, segment: str) -> str:
+    """A ``path_on_datastore`` with its ``{segment}`` filled in; ``{{`` and ``}}`` are a literal brace (a user's
+    own ``{segment}`` in a Batch AI path is kept as written, ``{{segment}}``)."""
+    return re.sub(r"\{\{|\}\}|\{segment\}", lambda m: segment if m.group() == "{segment}" else m.group()[0], path)
+
+
+def escape_braces(text: str) -> str:
+    """A user's text made literal inside a ``path_on_datastore`` (see :func:`fill_segment`)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 class DataMode(enum.Enum):
