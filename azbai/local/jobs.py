@@ -241,7 +241,13 @@ def process_start(pid: int) -> str | None:
 
 
 def _alive(pid: int, started: str | None) -> bool:
-    """Whether ``pid`` is still the process that recorded itself as the job's runner (not a recycled pid)."""
+    """Whether ``pid`` is still the process that recorded itself as the job's runner (not a recycled pid, not a
+    zombie waiting for its parent to collect it)."""
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+    except (OSError, IndexError):
+        pass
     current = process_start(pid)
     if current is None:
         try:
