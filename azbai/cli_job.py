@@ -141,7 +141,9 @@ def terminate(workspace: Workspace, name: str, experiment: str | None) -> None:
 @_name
 @_experiment
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--force", is_flag=True, help="Delete it even when outputs are not in storage yet (they are lost).")
+@click.option(
+    "--force", is_flag=True, help="Delete it even when outputs are not in storage yet (they are lost)."
+)
 @click.pass_obj
 def delete(workspace: Workspace, name: str, experiment: str | None, yes: bool, force: bool) -> None:
     """Delete a finished job's record and work directory (its outputs on shares and containers stay)."""

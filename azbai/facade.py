@@ -117,7 +117,15 @@ class ValidationReport:
 
 
 #: the plan notes that are problems of the file itself, so that ``validate`` reports them too
-FILE_NOTE_CODES = frozenset({"undescribed-mount", "nfs-unsupported", "unmanaged-mount-unsupported"})
+FILE_NOTE_CODES = frozenset(
+    {
+        "undescribed-mount",
+        "nfs-unsupported",
+        "unmanaged-mount-unsupported",
+        "path-absolute",
+        "local-size-limit",
+    }
+)
 
 
 class _Reader:

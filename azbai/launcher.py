@@ -324,7 +324,9 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return _VAR_RE.sub(lambda m: env.get(m.group(1) or m.group(2), ""), text)
 
 
-def compose_path(prefix: str, segment: str, tail: Sequence[str], scope: Mapping[str, str], work: Path) -> Path:
+def compose_path(
+    prefix: str, segment: str, tail: Sequence[str], scope: Mapping[str, str], work: Path
+) -> Path:
     """Batch AI's ``<prefix>/<segment>/<tail…>`` with ``prefix`` expanded in ``scope``; relative → under ``work``."""
     path = Path(expand(prefix, scope)).joinpath(segment, *tail)
     return path if path.is_absolute() else work / path

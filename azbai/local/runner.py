@@ -231,7 +231,9 @@ class JobRunner:
             record = finish_stage_out(self.workspace, record)
             if self._terminated.is_set():
                 record.state = TERMINATED
-                record.message = record.message or "terminated (azbai job terminate, or a signal to its runner)"
+                record.message = (
+                    record.message or "terminated (azbai job terminate, or a signal to its runner)"
+                )
             else:
                 ok = code == 0 and not record.message and record.stage_out in (DONE, None)
                 record.state = SUCCEEDED if ok else FAILED
@@ -301,7 +303,9 @@ class JobRunner:
         for volume in self.job.volumes:
             if volume.data_reference is None or volume.data_reference in self.extra_refs:
                 continue
-            root = scope["AZ_BATCHAI_JOB_MOUNT_ROOT" if volume.root is MountRoot.JOB else "AZ_BATCHAI_MOUNT_ROOT"]
+            root = scope[
+                "AZ_BATCHAI_JOB_MOUNT_ROOT" if volume.root is MountRoot.JOB else "AZ_BATCHAI_MOUNT_ROOT"
+            ]
             mount = Path(root) / volume.relative_mount_path.strip("/")
             if path == mount or mount in path.parents:
                 return path
@@ -324,7 +328,9 @@ class JobRunner:
     def _record_locations(self, staged: list[_Staged]) -> None:
         by_ref = {item.reference.name: item for item in staged}
         scope, work, segment = self._path_scope(), self.record.work_dir, self.record.segment
-        stdouterr = launcher.compose_path(self.job.std_out_err_path_prefix, segment, ["stdouterr"], scope, work)
+        stdouterr = launcher.compose_path(
+            self.job.std_out_err_path_prefix, segment, ["stdouterr"], scope, work
+        )
         self.record.stdouterr_dir = str(stdouterr)
         for output in self.job.output_directories:
             item = by_ref.get(output.data_reference or "")
@@ -417,7 +423,9 @@ def finish_stage_out(workspace: Workspace, record: JobRecord) -> JobRecord:
         path = record.path / STAGEOUT_FILE
         if record.stage_out not in (PENDING, STAGE_FAILED) or not path.exists():
             return record
-        items = load_record(path, STAGEOUT_FORMAT, "stage-out list", JobError, lambda data: list(data["items"]))
+        items = load_record(
+            path, STAGEOUT_FORMAT, "stage-out list", JobError, lambda data: list(data["items"])
+        )
         problems = []
         for item in items:
             if item["done"]:

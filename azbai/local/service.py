@@ -31,7 +31,7 @@ from azbai.local.runner import (
 )
 from azbai.local.stores import open_store
 from azbai.local.workspace import Workspace
-from azbai.plan.model import SEGMENT_TEMPLATE, Job, Plan
+from azbai.plan.model import LOCAL_MAX_NODES, LOCAL_MAX_PROCESSES, SEGMENT_TEMPLATE, Job, Plan
 from azbai.plan.serialize import job_to_json, plan_to_json
 
 STDOUTERR = "stdouterr"
@@ -114,18 +114,13 @@ def create_job(
     return record
 
 
-#: the most simulated nodes and processes one machine runs (each is a set of real processes)
-MAX_LOCAL_NODES = 64
-MAX_LOCAL_PROCESSES = 256
-
-
 def check_local_size(job: Job) -> None:
     """:class:`JobError` for a job larger than one machine can simulate (``nodeCount`` 10⁹ is not a local job)."""
     launch = job.launch
-    if launch.node_count > MAX_LOCAL_NODES or launch.process_count > MAX_LOCAL_PROCESSES:
+    if launch.node_count > LOCAL_MAX_NODES or launch.process_count > LOCAL_MAX_PROCESSES:
         raise JobError(
             f"the job asks for {launch.process_count} process(es) on {launch.node_count} node(s); a local job "
-            f"simulates at most {MAX_LOCAL_NODES} nodes and {MAX_LOCAL_PROCESSES} processes on this machine"
+            f"simulates at most {LOCAL_MAX_NODES} nodes and {LOCAL_MAX_PROCESSES} processes on this machine"
         )
 
 

@@ -56,6 +56,8 @@ _PART_RE = re.compile(r"\.azbai-dl-[A-Za-z0-9_]{8}\.part")
 def _is_part_file(name: str) -> bool:
     """A download's temporary file (``tempfile.mkstemp`` names: 8 random characters)."""
     return _PART_RE.fullmatch(name) is not None
+
+
 _CHUNK = 1 << 20
 _SMALL_UPLOAD = 8 << 20  # up to this size a file is read into memory and sent in one request
 _NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 import azbai
+from azbai.errors import AzbaiError, StorageError
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.jobs import JobBook, JobRecord
 from azbai.local.runner import stop_leftovers
 from azbai.local.service import create_job
 from azbai.local.stores import open_store
 from azbai.local.workspace import Workspace
-from azbai.errors import AzbaiError, StorageError
 
 WRITER = Path(__file__).with_name("writer.py")
 REPORT_ENV = "AZBAI_FAULTS_REPORT"
@@ -55,7 +55,11 @@ class Faulty:
                     {"azureFileUrl": share + "results", "relativeMountPath": "out"},
                 ],
                 "azureBlobFileSystems": [
-                    {"accountName": "<AZURE_BATCHAI_STORAGE_ACCOUNT>", "containerName": "results", "relativeMountPath": "bout"}
+                    {
+                        "accountName": "<AZURE_BATCHAI_STORAGE_ACCOUNT>",
+                        "containerName": "results",
+                        "relativeMountPath": "bout",
+                    }
                 ],
             },
             "outputDirectories": [
@@ -100,7 +104,9 @@ class Faulty:
         assert entries, "the job wrote nothing before the fault"
         for key, name, md5 in entries:
             location = record.outputs[key]
-            kind = {"container": location.store} if location.store_kind == "blob" else {"share": location.store}
+            kind = (
+                {"container": location.store} if location.store_kind == "blob" else {"share": location.store}
+            )
             store = open_store(self.workspace, location.account or DEV_ACCOUNT, **kind)
             path = f"{location.prefix}/{name}" if location.prefix else name
             try:

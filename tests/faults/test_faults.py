@@ -147,7 +147,9 @@ def test_terminate_during_stage_out(faulty: Faulty, report: Callable[[int], None
 def test_disk_full_in_an_output(faulty: Faulty, report: Callable[[int], None]) -> None:
     share = faulty.workspace.share_dir("devstoreaccount1", "results")
     share.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(share)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(share)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a 1 MiB tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:
