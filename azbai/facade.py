@@ -124,6 +124,7 @@ FILE_NOTE_CODES = frozenset(
         "unmanaged-mount-unsupported",
         "path-absolute",
         "local-size-limit",
+        "parameter-in-command",
     }
 )
 

@@ -74,7 +74,10 @@ def test_item2_files_named_azbai_are_outputs_too(workspace: Workspace, tmp_path:
     )
     record = run_job(workspace, path, name="dotfiles", wait=True)
     segment = record.segment
-    assert open_store(workspace, DEV_ACCOUNT, share="logs").read_bytes(f"{segment}/outputs/.azbai-mine") == b"share\n"
+    assert (
+        open_store(workspace, DEV_ACCOUNT, share="logs").read_bytes(f"{segment}/outputs/.azbai-mine")
+        == b"share\n"
+    )
     blob = open_store(workspace, DEV_ACCOUNT, container="semantics")
     assert blob.read_bytes(f"{segment}/outputs/.azbai-mine") == b"blob\n"
     assert [f.name for f in list_files(record, "B")] == [".azbai-mine"]
@@ -203,7 +206,9 @@ def test_item9_an_output_is_batch_ai_s_path_under_the_mount(workspace: Workspace
     path = job_file(
         tmp_path,
         "python $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/report.py",
-        outputDirectories=[{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs", "pathSuffix": "Models"}],
+        outputDirectories=[
+            {"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs", "pathSuffix": "Models"}
+        ],
     )
     record = run_job(workspace, path, name="shape", wait=True)
     env = json.loads(stdout(record).splitlines()[0])["env"]
