@@ -158,7 +158,7 @@ def build_pipeline_plan(
             PipelineData(name, step_spec.name, WORKSPACE_DEFAULT_DATASTORE) for name in produced
         ]
         notes += [dataclasses.replace(n, field=f"{step_spec.job}: {n.field}") for n in sub.notes]
-        notes += _parameters_in_commands(step_spec.job, sub.steps[0].job)
+        notes += _parameters_in_commands(step_spec.job, sub.job_steps[0].job)
         rows += [dataclasses.replace(r, field=f"{step_spec.job}: {r.field}") for r in sub.mapping]
         for variable in sub.variables:
             variables.setdefault(variable.name, variable)

@@ -90,8 +90,11 @@ LOCAL_RESOURCE_GROUP = "local"
 LOCAL_WORKSPACE = "local"
 LOCAL_ACCOUNT_ENV = "AZURE_BATCHAI_STORAGE_ACCOUNT"
 #: the caller's variables a local job gets (besides Batch AI's, its own and its secrets), as a Batch AI node had
-#: them; ``PATH`` gets the venv's ``bin`` first (``python`` in a command line meant the container's Python)
-BASE_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM")
+#: them; ``PATH`` gets the venv's ``bin`` first (``python`` in a command line meant the container's Python), and
+#: ``PYTHONPATH`` is the venv's too (azbai's own parallel driver runs inside a job)
+BASE_ENVIRONMENT = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "PYTHONPATH",
+)  # fmt: skip
 #: names of further caller variables a background runner passes to its job (``azbai job create --env``)
 PASSTHROUGH_ENV = "AZBAI_JOB_ENV"
 #: what stage-out has to do, written before the job starts

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import azbai
+from azbai.convert import DEFAULT_EXPERIMENT
 from azbai.errors import AzbaiError, StorageError
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.jobs import JobBook, JobRecord
@@ -73,20 +74,27 @@ class Faulty:
         path.write_text(json.dumps({"properties": properties}))
         return path
 
-    def start(self, name: str, path: Path, *, wait: bool = False) -> tuple[JobRecord, Path]:
+    def start(
+        self, name: str, path: Path, *, wait: bool = False, env: dict[str, str] | None = None
+    ) -> tuple[JobRecord, Path]:
         """Create the job (in the background unless ``wait``); returns its record and its ledger directory."""
         ledger = self.root / f"ledger-{name}"
         ledger.mkdir()
         plan = azbai.load(path, name=name)
         try:
-            record = create_job(self.workspace, plan, wait=wait, env={"LEDGER": str(ledger)})
+            record = create_job(self.workspace, plan, wait=wait, env={"LEDGER": str(ledger), **(env or {})})
         except AzbaiError:
             record = JobBook(self.workspace).get(name)
         self.jobs.append(record)
         return record, ledger
 
     def get(self, name: str) -> JobRecord:
+        """The record as ``azbai job show`` sees it (a dead runner's job recovered, a failed stage-out retried)."""
         return JobBook(self.workspace).get(name)
+
+    def get_only(self, name: str) -> JobRecord:
+        """The record as it is on disk, without recovering or retrying anything."""
+        return JobRecord.load(self.workspace.jobs_dir / DEFAULT_EXPERIMENT / name)
 
     def wait(self, name: str, timeout: float = 60) -> JobRecord:
         deadline = time.monotonic() + timeout
@@ -154,7 +162,12 @@ def report(request: pytest.FixtureRequest) -> Callable[[int], None]:
     if target:
         rep = getattr(request.node, "rep_call", None)
         survived = bool(rep is not None and rep.passed)
-        line = {"fault": request.node.name, "survived": survived, "files_lost": outcome.get("files_lost", -1)}
+        line = {
+            "fault": request.node.name,
+            "survived": survived,
+            "skipped": bool(rep is not None and rep.skipped),
+            "files_lost": outcome.get("files_lost", -1),
+        }
         with open(target, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")
 
