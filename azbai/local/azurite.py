@@ -309,7 +309,7 @@ class Emulator:
         live = hook.is_file() and store_module is not None
         if live:
             self._write_accounts(names)
-            env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} --require {hook}".strip()
+            env["NODE_OPTIONS"] = f'{env.get("NODE_OPTIONS", "")} --require "{hook}"'.strip()
             env["AZBAI_AZURITE_ACCOUNTS_FILE"] = str(self.workspace.azurite_accounts)
             env["AZBAI_AZURITE_ACCOUNT_STORE"] = str(store_module)
         last_tail = ""

@@ -279,7 +279,7 @@ class PipelineRunner:
             record = record.refresh()
             raise JobFailed(
                 f"step {step.name!r} of pipeline {self.plan.name!r} failed with exit code {code}"
-                + (f": {record.message}" if record.message else "")
+                + (f": {'; '.join(record.errors)}" if record.errors else "")
                 + f"; logs: azbai job file list -n {record.name} -e {record.experiment}",
                 code,
             )

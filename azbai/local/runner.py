@@ -491,8 +491,9 @@ def recover_job(record: JobRecord) -> JobRecord:
 
 
 def stop_leftovers(record: JobRecord, grace: float | None = None) -> int:
-    """Stop the job's launcher (it stops its processes) and any process still working in the job's work
-    directory; returns how many processes were stopped."""
+    """Stop the job's launcher (it stops its processes) and any process of the job still running (one whose
+    environment is this job's: ``$AZ_BATCHAI_JOB_MOUNT_ROOT`` under its work directory — never, say, a shell
+    that merely sits in that directory); returns how many processes were stopped."""
     import psutil
 
     grace = launcher.GRACE_SECONDS + 5 if grace is None else grace
@@ -500,10 +501,15 @@ def stop_leftovers(record: JobRecord, grace: float | None = None) -> int:
     if record.launcher_pid and process_start(record.launcher_pid) == record.launcher_started:
         with contextlib.suppress(psutil.Error):
             victims.append(psutil.Process(record.launcher_pid))
-    work = str(record.work_dir)
-    for process in psutil.process_iter(["cwd"]):
-        cwd = process.info.get("cwd") or ""
-        if (cwd == work or cwd.startswith(work + os.sep)) and process.pid != os.getpid():
+    work = str(record.work_dir) + os.sep
+    for process in psutil.process_iter():
+        if process.pid == os.getpid() or any(v.pid == process.pid for v in victims):
+            continue
+        try:
+            mount_root = process.environ().get("AZ_BATCHAI_JOB_MOUNT_ROOT", "")
+        except (psutil.Error, OSError):
+            continue
+        if mount_root.startswith(work):
             victims.append(process)
     return terminate_processes(victims, grace)
 
