@@ -194,12 +194,15 @@ def test_item8_an_impossible_node_count_is_refused_and_validate_says_so(
 def test_item8_job_create_prints_the_warnings_validate_prints(workspace: Workspace, tmp_path: Path) -> None:
     # a typo'd key, and a mount no mountVolumes entry describes (it becomes an empty directory)
     path = job_file(
-        tmp_path, "ls $AZ_BATCHAI_MOUNT_ROOT/external/data", stdOutErrPathPrefx="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"
+        tmp_path,
+        "ls $AZ_BATCHAI_MOUNT_ROOT/external/data",
+        stdOutErrPathPrefx="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
     )
     validate = CliRunner().invoke(cli, ["validate", str(path)])
     created = CliRunner().invoke(
         cli, ["job", "--workspace", str(workspace.root), "create", "-f", str(path), "-n", "typo", "--wait"]
     )
+
     def warnings(output: str) -> set[str]:
         return {line.split("warning: ", 1)[1] for line in output.splitlines() if "warning: " in line}
 
@@ -231,3 +234,13 @@ def test_item9_an_output_is_batch_ai_s_path_under_the_mount(workspace: Workspace
 def test_item11_an_absolute_stdouterr_prefix_is_a_warning(tmp_path: Path) -> None:
     path = job_file(tmp_path, "echo x", stdOutErrPathPrefix="/var/tmp/logs")
     assert "path-absolute" in [d.code for d in azbai.validate(path).diagnostics]
+
+
+def test_item8_argument_list_too_long_is_in_the_record(workspace: Workspace, tmp_path: Path) -> None:
+    path = job_file(tmp_path, "echo " + "x" * 200_000)  # one argument longer than Linux's MAX_ARG_STRLEN
+    with pytest.raises(JobFailed, match="Argument list too long"):
+        run_job(workspace, path, name="toolong", wait=True)
+    from azbai.local.jobs import JobBook
+
+    (error,) = JobBook(workspace).get("toolong").to_dict()["executionInfo"]["errors"]
+    assert "the launcher could not run the job" in error and "Argument list too long" in error
