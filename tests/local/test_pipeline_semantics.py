@@ -102,3 +102,22 @@ def test_item11_a_parameter_in_a_command_line_is_a_warning(tmp_path: Path) -> No
     )
     found = [d for d in azbai.validate(path).diagnostics if d.code == "parameter-in-command"]
     assert found and "{parameters.greeting}" in found[0].message
+
+
+def test_item11_pipeline_run_prints_the_parameter_in_command_warning(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from azbai.cli import main
+
+    path = variant(
+        tmp_path,
+        command="python $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/produce.py $AZ_BATCHAI_INPUT_SOURCE "
+        "$AZ_BATCHAI_OUTPUT_WORDS {parameters.greeting}",
+    )
+    open_store(workspace, DEV_ACCOUNT, container="inbox").write_bytes("incoming/words.txt", b"one\n")
+    result = CliRunner().invoke(
+        main, ["pipeline", "--workspace", str(workspace.root), "run", "-f", str(path)]
+    )
+    assert "[parameter-in-command]" in result.output, result.output
