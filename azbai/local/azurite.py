@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -561,23 +560,21 @@ def _option(argv: list[str], name: str) -> str | None:
 
 def _terminate(pid: int, timeout: float) -> None:
     """SIGTERM ``pid``, then SIGKILL after ``timeout`` seconds; wait until it is gone."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            _reap(pid)
-            return
-        except PermissionError as exc:
-            raise StorageError(f"not allowed to stop Azurite (pid {pid})") from exc
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if _cmdline(pid) is None:
-                _children.pop(pid, None)
-                log.debug("Azurite pid %d ended after %s", pid, signal.Signals(sig).name)
-                return
-            time.sleep(0.05)
-        log.warning("Azurite pid %d did not end within %.0f s of %s", pid, wait, signal.Signals(sig).name)
-    raise StorageError(f"Azurite (pid {pid}) did not end, even after SIGKILL")
+    import psutil
+
+    from azbai.local.processes import stop_processes
+
+    try:
+        left = stop_processes([psutil.Process(pid)], timeout)
+    except psutil.NoSuchProcess:
+        left = []
+    except psutil.AccessDenied as exc:
+        raise StorageError(f"not allowed to stop Azurite (pid {pid})") from exc
+    _reap(pid)
+    _children.pop(pid, None)
+    if left:
+        raise StorageError(f"Azurite (pid {pid}) did not end, even after SIGKILL")
+    log.debug("Azurite pid %d ended", pid)
 
 
 def _log_tail(path: Path, offset: int) -> str:

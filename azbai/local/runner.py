@@ -66,6 +66,7 @@ from azbai.local.jobs import (
     now,
     process_start,
 )
+from azbai.local.processes import stop_processes
 from azbai.local.records import load_record, save_record
 from azbai.local.stores import Store, file_md5, iter_local_files, open_store
 from azbai.local.workspace import Workspace
@@ -511,24 +512,9 @@ def stop_leftovers(record: JobRecord, grace: float | None = None) -> int:
             continue
         if mount_root.startswith(work):
             victims.append(process)
-    return terminate_processes(victims, grace)
-
-
-def terminate_processes(processes: list[Any], grace: float) -> int:
-    """SIGTERM ``processes`` (psutil), SIGKILL those alive after ``grace`` seconds; returns how many there were."""
-    import psutil
-
-    live = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            process.terminate()
-            live.append(process)
-    _gone, alive = psutil.wait_procs(live, timeout=grace)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=5)
-    return len(live)
+    with contextlib.suppress(psutil.Error):
+        stop_processes(victims, grace)
+    return len(victims)
 
 
 def launcher_reason(code: int, log_path: Path, offset: int, wall: int | None) -> str | None:
