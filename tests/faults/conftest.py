@@ -146,7 +146,20 @@ def faulty(tmp_path: Path) -> Iterator[Faulty]:
     finally:
         for record in env.jobs:
             stop_leftovers(record, grace=2)
+        for record in env.jobs:  # a runner still staging out would start the emulator again after we stop it
+            deadline = time.monotonic() + 60
+            while _background_runner_alive(record) and time.monotonic() < deadline:
+                time.sleep(0.1)
         emulator.stop()
+
+
+def _background_runner_alive(record: JobRecord) -> bool:
+    """Whether a background runner (not this process, which ran the ``wait=True`` jobs) still works on it."""
+    try:
+        current = JobRecord.load(record.path)
+    except AzbaiError:
+        return False  # deleted by the test
+    return current.runner_pid != os.getpid() and current.runner_alive
 
 
 @pytest.fixture
