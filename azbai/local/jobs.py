@@ -131,8 +131,9 @@ class JobRecord:
 
     @property
     def stranded(self) -> bool:
-        """Outputs or logs of a job that no runner stages out any more are not in storage yet."""
-        return self.stage_out in (PENDING, STAGE_FAILED) and not self.runner_alive
+        """Outputs or logs are not in storage yet, and no runner is going to put them there: its stage-out failed
+        (its attempt is over, whether or not its process has exited yet), or it died before staging out."""
+        return self.stage_out == STAGE_FAILED or (self.stage_out == PENDING and not self.runner_alive)
 
     def refresh(self, *, recover: bool = True) -> JobRecord:
         """The record as it is on disk now. A job whose runner is gone is not left running: its processes are
