@@ -7,7 +7,7 @@ STAMP := $(VENV)/.azbai-setup
 AZURITE := node_modules/.bin/azurite-blob
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo demo-style test differential bench lint lock clean
+.PHONY: setup demo demo-style test differential bench faults fuzz lint lock clean
 
 ## setup: the .venv with the pinned packages (torch 2.13.0 CPU first), and Azurite from the npm registry. Idempotent.
 setup: $(STAMP) $(AZURITE) $(VENV)/share/azbai/az-alias.sh
@@ -58,6 +58,14 @@ differential: setup $(AZCLI)/.azbai-setup
 ## bench: speed figures as `name: value` lines
 bench: setup
 	$(PY) -m benchmarks
+
+## faults: the fault-injection suite (tests/faults, also part of `make test`) as `faults_survived: N/M`, `files_lost: K`
+faults: setup
+	$(PY) -m benchmarks faults
+
+## fuzz: >= 10,000 generated configs through validate, migrate and job create (not in CI): `fuzz_unexpected_exceptions`
+fuzz: setup
+	$(PY) -m benchmarks.fuzz
 
 lint: setup
 	$(VENV)/bin/ruff check azbai tests benchmarks

@@ -1,7 +1,7 @@
 """``azbai job``: local jobs, named as ``az batchai job`` named them.
 
-azbai job create -f job.json -n NAME [-e EXPERIMENT] [--storage-account-name A] [--wait]
-azbai job show|wait|terminate|delete -n NAME [-e EXPERIMENT]
+azbai job create -f job.json -n NAME [-e EXPERIMENT] [--storage-account-name A] [--wait] [--env NAME]...
+azbai job show|wait|terminate|delete -n NAME [-e EXPERIMENT] [--force]
 azbai job list [-e EXPERIMENT]
 azbai job file list   -n NAME [-d stdouterr|OUTPUT_ID]
 azbai job file stream -n NAME -f stdout.txt|stderr.txt|FILE [-d …]
@@ -52,17 +52,40 @@ def job(ctx: click.Context, workspace: str | None) -> None:
 )
 @source_options()
 @click.option("--wait", is_flag=True, help="Wait for the job to end (exit code non-zero when it fails).")
+@click.option(
+    "--env",
+    "env_names",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="Pass a variable of this shell (or VALUE) to the job; a job gets only Batch AI's environment otherwise.",
+)
 @click.pass_obj
 def create(
-    workspace: Workspace, job_file: str, job_name: str, job_experiment: str, wait: bool, source: SourceOptions
+    workspace: Workspace,
+    job_file: str,
+    job_name: str,
+    job_experiment: str,
+    wait: bool,
+    env_names: tuple[str, ...],
+    source: SourceOptions,
 ) -> None:
     """Create a job from a Batch AI job.json and run it."""
-    from azbai.facade import read, secret_values
+    import os
+
+    from azbai.facade import check, read, secret_values
     from azbai.local.service import create_job
 
-    loaded = read(job_file, dataclasses.replace(source, name=job_name, experiment=job_experiment))
-    print_diagnostics(loaded.diagnostics)
-    record = create_job(workspace, loaded.plan, wait=wait, secrets=secret_values(loaded.plan))
+    options = dataclasses.replace(source, name=job_name, experiment=job_experiment)
+    loaded = read(job_file, options)
+    # the warnings `azbai validate` prints for the same file (typo'd keys, undescribed mounts, paths)
+    print_diagnostics(check(job_file, options).warnings)
+    env = {}
+    for item in env_names:
+        name, sep, value = item.partition("=")
+        if not sep and name not in os.environ:
+            raise click.UsageError(f"--env {name}: no such variable in this shell")
+        env[name] = value if sep else os.environ[name]
+    record = create_job(workspace, loaded.plan, wait=wait, secrets=secret_values(loaded.plan), env=env)
     click.echo(json.dumps(record.to_dict(), indent=2))
 
 
@@ -118,15 +141,18 @@ def terminate(workspace: Workspace, name: str, experiment: str | None) -> None:
 @_name
 @_experiment
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--force", is_flag=True, help="Delete it even when outputs are not in storage yet (they are lost)."
+)
 @click.pass_obj
-def delete(workspace: Workspace, name: str, experiment: str | None, yes: bool) -> None:
+def delete(workspace: Workspace, name: str, experiment: str | None, yes: bool, force: bool) -> None:
     """Delete a finished job's record and work directory (its outputs on shares and containers stay)."""
     from azbai.local.service import delete_job
 
     record = _record(workspace, name, experiment)
     if not yes:
         click.confirm(f"Delete job {record.name!r} of experiment {record.experiment!r}?", abort=True)
-    delete_job(record)
+    delete_job(record, force=force)
     click.echo(f"deleted job {record.name!r}")
 
 
@@ -156,6 +182,9 @@ def file_list(workspace: Workspace, name: str, experiment: str | None, directory
         click.echo(f"{f.size:>12}  {f.url}")
     if not files:
         click.echo(f"(no files in {directory} yet)", err=True)
+    record = _record(workspace, name, experiment)
+    if record.stage_out_error:
+        click.echo(f"warning: not in storage yet (stage-out failed: {record.stage_out_error})", err=True)
 
 
 @file_group.command("stream")

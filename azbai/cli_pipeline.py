@@ -93,6 +93,9 @@ def run(
             raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--parameter")
         values[name] = value
     runner = _runner(workspace, pipeline_file, storage_account_name, reuse=not no_reuse)
+    for note in runner.plan.notes:
+        if note.code == "parameter-in-command":  # bash would see {parameters.NAME} as written
+            click.echo(f"{pipeline_file}: warning: {note.field}: {note.message} [{note.code}]", err=True)
     result = runner.run(values, run_id=run_id, progress=_progress)
     click.echo(f"pipeline {result.pipeline!r} run {result.run_id} {result.state}: {result.directory}")
 

@@ -120,7 +120,16 @@ class ValidationReport:
 
 
 #: the plan notes that are problems of the file itself, so that ``validate`` reports them too
-FILE_NOTE_CODES = frozenset({"undescribed-mount", "nfs-unsupported", "unmanaged-mount-unsupported"})
+FILE_NOTE_CODES = frozenset(
+    {
+        "undescribed-mount",
+        "nfs-unsupported",
+        "unmanaged-mount-unsupported",
+        "path-absolute",
+        "local-size-limit",
+        "parameter-in-command",
+    }
+)
 
 
 class _Reader:

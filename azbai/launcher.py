@@ -193,7 +193,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             job, segment, work, refs, mounts, ranks=args.ranks, echo=args.echo, params=dict(args.param)
         )
     except LauncherError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_LAUNCHER_ERROR
+    except MemoryError:
+        print(
+            "Error: the launcher ran out of memory preparing the job (is nodeCount or processCount far larger "
+            "than one machine can simulate?)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_LAUNCHER_ERROR
+    except Exception as exc:  # the reason must reach the job's record, not only a traceback in a log
+        import traceback
+
+        traceback.print_exc()
+        print(f"Error: the launcher failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return EXIT_LAUNCHER_ERROR
 
 
@@ -260,6 +274,7 @@ def run(
         for link, target in links:
             log.write(f"volume {link} -> {target}")
         supervisor = Supervisor(layout.work, log, deadline, wall, echo)
+        supervisor.pid_file = layout.job_dir / "pids"
         with _forwarded_signals(supervisor):
             if placement is None:
                 code = _run_all(job, layout, node_envs, stdouterr, node_ids, stamp, supervisor)
@@ -327,6 +342,32 @@ def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 def expand(text: str, env: Mapping[str, str]) -> str:
     """Expand ``$VAR`` and ``${VAR}`` as a shell would; unknown variables become empty."""
     return _VAR_RE.sub(lambda m: env.get(m.group(1) or m.group(2), ""), text)
+
+
+def compose_path(
+    prefix: str, segment: str, tail: Sequence[str], scope: Mapping[str, str], work: Path
+) -> Path:
+    """Batch AI's ``<prefix>/<segment>/<tail…>`` with ``prefix`` expanded in ``scope``; relative → under ``work``."""
+    path = Path(expand(prefix, scope)).joinpath(segment, *tail)
+    return path if path.is_absolute() else work / path
+
+
+def layout_variables(work: Path, job_name: str, node: int = 0) -> dict[str, str]:
+    """The Batch AI path variables of ``node`` for a job run under ``work`` (catalogue 8.1)."""
+    layout = Layout(Path(work).absolute(), job_name)
+    return {
+        "AZ_BATCHAI_MOUNT_ROOT": str(layout.mount_root),
+        "AZ_BATCHAI_JOB_MOUNT_ROOT": str(layout.job_mount_root),
+        "AZ_BATCHAI_JOB_TEMP_DIR": str(layout.jobs_dir),
+        "AZ_BATCHAI_JOB_TEMP": str(layout.node_temp(node)),
+        "AZ_BATCHAI_SHARED_JOB_TEMP": str(layout.shared),
+        "AZ_BATCHAI_MPI_HOST_FILE": str(layout.hostfile),
+    }
+
+
+def user_variables(job: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, str]:
+    """The job's ``environmentVariables``: as written, a pipeline's ``{parameters.NAME}`` filled in."""
+    return {v["name"]: fill_parameters(v["value"], params) for v in job["environment_variables"]}
 
 
 def count_gpus(env: Mapping[str, str]) -> int:
@@ -600,31 +641,18 @@ def _job_environment(
 ) -> dict[str, str]:
     """The environment every process of ``node`` starts from; creates the directories it names."""
     env = dict(base)
-    env.update(
-        {
-            "AZ_BATCHAI_MOUNT_ROOT": str(layout.mount_root),
-            "AZ_BATCHAI_JOB_MOUNT_ROOT": str(layout.job_mount_root),
-            "AZ_BATCHAI_JOB_TEMP_DIR": str(layout.jobs_dir),
-            "AZ_BATCHAI_JOB_TEMP": str(layout.node_temp(node)),
-            "AZ_BATCHAI_SHARED_JOB_TEMP": str(layout.shared),
-            "AZ_BATCHAI_MPI_HOST_FILE": str(layout.hostfile),
-            "AZ_BATCHAI_NUM_GPUS": str(gpus),
-        }
-    )
+    env.update(layout_variables(layout.work, layout.job, node))
+    env["AZ_BATCHAI_NUM_GPUS"] = str(gpus)
     for directory in (layout.mount_root, layout.job_mount_root, layout.node_temp(node), layout.shared):
         directory.mkdir(parents=True, exist_ok=True)
 
-    def user_variables(scope: Mapping[str, str]) -> dict[str, str]:
-        # Batch AI set environmentVariables literally (catalogue 8.1 does not list them among the expanded
-        # fields): only a pipeline's {parameters.NAME} is filled in
-        return {v["name"]: fill_parameters(v["value"], params) for v in job["environment_variables"]}
-
     def composed(prefix: str, tail: Sequence[str], scope: Mapping[str, str]) -> Path:
-        path = Path(expand(prefix, scope)).joinpath(segment, *tail)
-        return path if path.is_absolute() else layout.work / path
+        return compose_path(prefix, segment, tail, scope, layout.work)
 
-    # Two passes: paths may use user variables, and user variables may name $AZ_BATCHAI_OUTPUT_<ID>.
-    scope = {**env, **user_variables({**env, **secrets}), **secrets}
+    # Batch AI set environmentVariables literally (catalogue 8.1 does not list them among the expanded fields):
+    # only a pipeline's {parameters.NAME} is filled in. Two passes: paths may use user variables, and user
+    # variables may name $AZ_BATCHAI_OUTPUT_<ID>.
+    scope = {**env, **user_variables(job, params), **secrets}
     for d in job["input_directories"]:
         ref = d["data_reference"]
         env["AZ_BATCHAI_INPUT_" + d["id"]] = str(paths[ref]) if ref else expand(d["path"], scope)
@@ -637,7 +665,7 @@ def _job_environment(
     stdouterr = composed(job["std_out_err_path_prefix"], ["stdouterr"], scope)
     stdouterr.mkdir(parents=True, exist_ok=True)
     env["AZ_BATCHAI_STDOUTERR_DIR"] = str(stdouterr)
-    env.update(user_variables({**env, **secrets}))
+    env.update(user_variables(job, params))
     env.update(secrets)
     # as Azure ML sets them on a node: a script may read its data from $AZUREML_DATAREFERENCE_<name>
     env.update({DATAREFERENCE_PREFIX + name: str(path) for name, path in paths.items()})
@@ -1102,6 +1130,9 @@ class Supervisor:
         self.echo = echo
         #: ``"timeout"`` or ``"signal"`` once the launcher stopped the job
         self.interrupted: str | None = None
+        #: where the process group of every started process is appended (so a supervisor of the launcher can
+        #: stop what a SIGKILLed launcher left behind)
+        self.pid_file: Path | None = None
         self.signal_received: int | None = None
         self._echo_lock = threading.Lock()
 
@@ -1185,12 +1216,16 @@ class Supervisor:
                 stdout=target or out,
                 stderr=target or err,
                 start_new_session=True,  # its own process group: terminated as a whole
+                preexec_fn=die_with_parent(),  # and stopped if the launcher itself is killed
             )
         except OSError as exc:
             os.close(out)
             os.close(err)
             raise LauncherError(f"cannot start {task.label} ({task.argv[0]}): {exc.strerror or exc}") from exc
         child = _Child(task, popen, time.monotonic())
+        if self.pid_file is not None:
+            with contextlib.suppress(OSError), open(self.pid_file, "a", encoding="utf-8") as pids:
+                pids.write(f"{popen.pid}\n")
         if self.echo:
             child.pumps = [
                 self._pump(popen.stdout, out, sys.stdout),  # type: ignore[arg-type]
@@ -1274,6 +1309,29 @@ class Supervisor:
         for child in children:
             for pump in child.pumps:
                 pump.join(timeout=5)
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get ``signum`` when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    ``None`` elsewhere. A child whose parent died before the call exits at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(1, signum)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(EXIT_SIGTERM)
+
+    return set_death_signal
 
 
 def _open_append(path: Path) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from azbai.local.azurite import DEV_ACCOUNT, Emulator, connection_string
 from azbai.local.stores import BlobStore
-from azbai.local.transfer import MD5_CACHE_NAME, download, upload
+from azbai.local.transfer import download, md5_cache_path, upload
 from azbai.local.workspace import Workspace
 
 BLOBS = 200
@@ -97,7 +97,7 @@ def run() -> dict[str, float]:
             dest = tmp / f"sync-{round_}"
             first_times.append(_timed(download, store, PREFIX, dest, incremental=True))
             resync_times.append(_timed(download, store, PREFIX, dest, incremental=True))
-            (dest / MD5_CACHE_NAME).unlink()
+            md5_cache_path(dest).unlink()
             nocache_times.append(_timed(download, store, PREFIX, dest, incremental=True))
             shutil.rmtree(dest)
 

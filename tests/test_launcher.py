@@ -635,3 +635,23 @@ def test_pipeline_arguments_data_param_and_run_id(tmp_path: Path) -> None:
     assert launcher.fill_parameters("style {parameters.style}!", {"style": "19"}) == "style 19!"
     with pytest.raises(launcher.LauncherError, match="--param missing VALUE"):
         launcher.fill_parameters("{parameters.missing}", {})
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [(MemoryError(), "ran out of memory"), (RuntimeError("boom"), "the launcher failed: RuntimeError: boom")],
+)
+def test_an_internal_launcher_error_is_one_error_line_and_exit_125(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    said: str,
+) -> None:
+    # issue 11 item 8: the runner reads the reason from the "Error: " line into executionInfo.errors
+    job = tmp_path / "job.json"
+    job.write_text("{}")
+    monkeypatch.setattr(launcher, "load_job_file", lambda path: (_ for _ in ()).throw(error))
+    assert launcher.main(["--job", str(job), "--segment", "s"]) == launcher.EXIT_LAUNCHER_ERROR
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and said in lines[0]

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from azbai.convert.compute import CURRENT_BASE_IMAGE, RECIPE_VM_SIZE, replacement_for, vm_size
+from azbai.convert.paths import absolute_path_note, expand_job_variables
 from azbai.convert.storage import ExtraMount, StorageLayout
 from azbai.convert.toolkits import launch_for
 from azbai.errors import PlanError
 from azbai.plan.model import (
+    LOCAL_MAX_NODES,
+    LOCAL_MAX_PROCESSES,
+    SEGMENT_TOKEN,
     Compute,
     Container,
     DataMode,
@@ -31,6 +35,7 @@ from azbai.plan.model import (
     Step,
     VariableMapping,
     VariableSource,
+    escape_braces,
 )
 from azbai.source.checks import shell_fields
 from azbai.source.reader import LoadedCluster, LoadedJob
@@ -78,10 +83,11 @@ def build_plan(
             layout.add_volumes(node_setup.mount_volumes, MountRoot.CLUSTER, cluster.walker.path_of)
     for mount in options.mounts:
         layout.add_extra_mount(mount)
+    job_variables = {v.name: v.value or "" for v in props.environment_variables}
     texts = list(shell_fields(props, job.walker))
     if props.std_out_err_path_prefix is not None:
         texts.append((_field(job, "stdOutErrPathPrefix"), props.std_out_err_path_prefix))
-    layout.add_undescribed(texts)
+    layout.add_undescribed([(field, expand_job_variables(text, job_variables)) for field, text in texts])
     for volume in layout.volumes:
         became = (
             f"datastore '{layout.volume_targets[volume.name][0]}', DataReference '{volume.data_reference}' "
@@ -91,9 +97,24 @@ def build_plan(
         )
         rows.append(MappingRow(volume.source_path, volume.kind.value, became))
 
-    inputs = tuple(_input(d, job, layout, options, rows) for d in props.input_directories)
-    outputs = tuple(_output(d, job, layout, options, rows) for d in props.output_directories)
-    stdouterr = props.std_out_err_path_prefix or "$AZ_BATCHAI_JOB_MOUNT_ROOT"
+    inputs = tuple(
+        _input(d, expand_job_variables(d.path, job_variables), job, layout, options, rows)
+        for d in props.input_directories
+    )
+    outputs = tuple(
+        _output(d, expand_job_variables(d.path_prefix, job_variables), job, layout, options, rows)
+        for d in props.output_directories
+    )
+    for d, output in zip(props.output_directories, outputs, strict=True):
+        note = absolute_path_note(job.path_of(d) + ".pathPrefix", output.path_prefix)
+        if note is not None:
+            layout.notes.append(note)
+    stdouterr = expand_job_variables(
+        props.std_out_err_path_prefix or "$AZ_BATCHAI_JOB_MOUNT_ROOT", job_variables
+    )
+    note = absolute_path_note(_field(job, "stdOutErrPathPrefix"), stdouterr)
+    if note is not None:
+        layout.notes.append(note)
     if layout.datastore_path(stdouterr) is None:
         layout.notes.append(
             Note(
@@ -199,41 +220,39 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 def _input(
-    d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows: list[MappingRow]
+    d, text: str, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows: list[MappingRow]
 ) -> InputDirectory:  # type: ignore[no-untyped-def, unused-ignore]
+    """``text`` is ``d.path`` with the job's variables expanded."""
     path = job.path_of(d)
-    target = layout.datastore_path(d.path)
+    target = layout.datastore_path(text)
     if options.input_mode is DataMode.DOWNLOAD and target is not None:
         store, on_store = target
         ref = layout.add_reference(
             DataReference(f"input_{d.id.lower()}", store, on_store, DataMode.DOWNLOAD, f"azbai/inputs/{d.id}")
         )
-        rows.append(
-            MappingRow(path, d.path, f"DataReference '{ref}' as_download() → ${input_variable(d.id)}")
-        )
-        return InputDirectory(d.id, d.path, ref)
+        rows.append(MappingRow(path, text, f"DataReference '{ref}' as_download() → ${input_variable(d.id)}"))
+        return InputDirectory(d.id, text, ref)
     if target is None:
-        became = f"${input_variable(d.id)} = {d.path} (on no datastore)"
+        became = f"${input_variable(d.id)} = {text} (on no datastore)"
     else:
-        became = f"${input_variable(d.id)} = {d.path}, read through the volume's mount"
-    rows.append(MappingRow(path, d.path, became))
-    return InputDirectory(d.id, d.path)
+        became = f"${input_variable(d.id)} = {text}, read through the volume's mount"
+    rows.append(MappingRow(path, text, became))
+    return InputDirectory(d.id, text)
 
 
 def _output(
-    d, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows: list[MappingRow]
+    d, prefix: str, job: LoadedJob, layout: StorageLayout, options: PlanOptions, rows: list[MappingRow]
 ) -> OutputDirectory:  # type: ignore[no-untyped-def, unused-ignore]
+    """``prefix`` is ``d.pathPrefix`` with the job's variables expanded."""
     path = job.path_of(d)
     suffix = d.path_suffix.strip("/") if d.path_suffix else None
-    target = layout.datastore_path(d.path_prefix)
+    target = layout.datastore_path(prefix)
     if options.output_mode is DataMode.MOUNT and target is not None:
-        rows.append(
-            MappingRow(path, d.path_prefix, f"${output_variable(d.id)} written through the volume's mount")
-        )
-        return OutputDirectory(d.id, d.path_prefix, suffix)
+        rows.append(MappingRow(path, prefix, f"${output_variable(d.id)} written through the volume's mount"))
+        return OutputDirectory(d.id, prefix, suffix)
     if target is None:
         store = layout.workspace_default()
-        resolved = layout.resolve(d.path_prefix)
+        resolved = layout.resolve(prefix)
         base = "batchai/" + (resolved[0].relative_mount_path if resolved else "local")
         on_store = posixpath.join(base, resolved[1] if resolved and resolved[1] else "").strip("/")
         layout.notes.append(
@@ -246,7 +265,8 @@ def _output(
         )
     else:
         store, on_store = target
-    parts = [p for p in (on_store, "{segment}", "outputs", suffix) if p]
+    # the path is a template over {segment}: the user's own braces are doubled (azbai.plan.model.fill_segment)
+    parts = [p for p in (escape_braces(on_store), SEGMENT_TOKEN, "outputs", escape_braces(suffix or "")) if p]
     ref = layout.add_reference(
         DataReference(
             f"output_{d.id.lower()}",
@@ -260,11 +280,11 @@ def _output(
     rows.append(
         MappingRow(
             path,
-            d.path_prefix + (f" + {suffix}" if suffix else ""),
+            prefix + (f" + {suffix}" if suffix else ""),
             f"DataReference '{ref}' as_upload() to {store}:{'/'.join(parts)} ← ${output_variable(d.id)}",
         )
     )
-    return OutputDirectory(d.id, d.path_prefix, suffix, ref)
+    return OutputDirectory(d.id, prefix, suffix, ref)
 
 
 def _secret(s, job: LoadedJob, rows: list[MappingRow]) -> SecretReference:  # type: ignore[no-untyped-def, unused-ignore]
@@ -293,6 +313,16 @@ def _secret(s, job: LoadedJob, rows: list[MappingRow]) -> SecretReference:  # ty
 
 def _launch_notes(job: LoadedJob, mode: LaunchMode, nodes: int, processes: int, notes: list[Note]) -> None:
     key = job.properties.toolkit_key or ""
+    if nodes > LOCAL_MAX_NODES or processes > LOCAL_MAX_PROCESSES:
+        notes.append(
+            Note(
+                _field(job, "nodeCount" if nodes > LOCAL_MAX_NODES else key),
+                "local-size-limit",
+                f"{processes} process(es) on {nodes} node(s): a local job (azbai job create) simulates at most "
+                f"{LOCAL_MAX_NODES} nodes and {LOCAL_MAX_PROCESSES} processes on one machine, so it cannot run "
+                "locally; Azure ML runs it on real nodes",
+            )
+        )
     if mode is LaunchMode.MASTER_ONLY and nodes > 1:
         notes.append(
             Note(

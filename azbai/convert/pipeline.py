@@ -158,6 +158,7 @@ def build_pipeline_plan(
             PipelineData(name, step_spec.name, WORKSPACE_DEFAULT_DATASTORE) for name in produced
         ]
         notes += [dataclasses.replace(n, field=f"{step_spec.job}: {n.field}") for n in sub.notes]
+        notes += _parameters_in_commands(step_spec.job, sub.job_steps[0].job)
         rows += [dataclasses.replace(r, field=f"{step_spec.job}: {r.field}") for r in sub.mapping]
         for variable in sub.variables:
             variables.setdefault(variable.name, variable)
@@ -257,6 +258,26 @@ def _wire(step_spec: StepSpec, sub: Plan, merger: _Merger, loaded: LoadedPipelin
     return dataclasses.replace(step, job=job, data_references=tuple(dict.fromkeys(used))), list(
         bound_outputs.values()
     )
+
+
+def _parameters_in_commands(job_file: str, job: Job) -> list[Note]:
+    """``{parameters.NAME}`` is filled in environment variable values only: in a command line it reaches bash as
+    written (a parameter's value never becomes shell syntax)."""
+    texts = [("commandLine", g.command) for g in job.launch.groups]
+    texts += [("jobPreparation.commandLine", job.job_preparation or "")]
+    notes = []
+    for field, text in texts:
+        for name in dict.fromkeys(re.findall(r"\{parameters\.(\w+)\}", text)):
+            notes.append(
+                Note(
+                    f"{job_file}: {field}",
+                    "parameter-in-command",
+                    f"{{parameters.{name}}} is not replaced in a command line (bash sees it as written): set an "
+                    f'environment variable to it ({{"name": "{name.upper()}", "value": "{{parameters.{name}}}"}}) '
+                    f"and use ${name.upper()}",
+                )
+            )
+    return notes
 
 
 def _referenced(steps: list[Step | ParallelStep]) -> set[str]:

@@ -11,8 +11,12 @@ Azurite through its ``AZURITE_ACCOUNTS`` environment variable; ``devstoreaccount
 account uses Azurite's published development key (:data:`DEV_KEY`): it is a well-known constant, not a user
 secret, so it may appear in connection strings. A user's own ``AZURITE_ACCOUNTS`` is not passed on.
 
-Azurite reads its accounts once, at start, so :meth:`Emulator.ensure` restarts the emulator (same data directory,
-same port when it is still free) when an account it does not serve yet is asked for. :meth:`Emulator.stop` signals
+Azurite reads its accounts at start (and every minute) from its environment; azbai starts it with a small Node hook
+(``azbai/local/node/accounts.js``, through ``NODE_OPTIONS=--require``) that re-reads them from
+``<workspace>/azurite-accounts`` whenever a request names an account it does not know. So :meth:`Emulator.ensure`
+adds an account to a running emulator by writing that file: it never restarts an emulator that jobs or other
+commands are using. Only an emulator started without the hook (an ``$AZBAI_AZURITE_BIN`` that is not Azurite's
+``main.js``) is restarted (same data directory, same port when it is still free) to add an account. :meth:`Emulator.stop` signals
 only the process recorded in the state file, and only after checking that it still is that emulator (its command
 line names Azurite, this data directory and the recorded port). Before starting, an Azurite of this user that serves
 the same data directory but lost its state file (the workspace was deleted under it) is stopped too: two emulators
@@ -25,13 +29,13 @@ why :meth:`Emulator.stop` waits for a graceful exit before it escalates.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azbai.errors import StorageError
+from azbai.fsutil import atomic_write
 from azbai.local.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -101,6 +106,8 @@ class EmulatorState:
     accounts: tuple[str, ...]
     started: float
     location: str
+    #: whether the emulator takes new accounts without a restart (it runs with azbai's accounts hook)
+    live_accounts: bool = False
 
     @property
     def url(self) -> str:
@@ -115,6 +122,7 @@ class EmulatorState:
             "accounts": list(self.accounts),
             "started": self.started,
             "location": self.location,
+            "live_accounts": self.live_accounts,
         }
 
     @classmethod
@@ -133,6 +141,7 @@ class EmulatorState:
             accounts=tuple(accounts),
             started=float(data.get("started", 0.0)),
             location=str(data["location"]),
+            live_accounts=bool(data.get("live_accounts", False)),
         )
 
 
@@ -214,6 +223,13 @@ class Emulator:
             if _is_ours(state) and _answers(state.port):
                 if wanted <= set(state.accounts):
                     return state
+                if state.live_accounts:
+                    names = tuple(sorted(wanted | set(state.accounts)))
+                    self._write_accounts(names)
+                    state = dataclasses.replace(state, accounts=names)
+                    self._write_state(state)
+                    log.info("Azurite (pid %d) now serves %s, without a restart", state.pid, ", ".join(names))
+                    return state
                 log.info(
                     "restarting Azurite to add account(s) %s", ", ".join(sorted(wanted - set(state.accounts)))
                 )
@@ -287,7 +303,14 @@ class Emulator:
             _terminate(pid, self.stop_timeout)
         names = sorted(accounts | {DEV_ACCOUNT})
         env = dict(os.environ)
-        env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{DEV_KEY}" for name in names)
+        env["AZURITE_ACCOUNTS"] = _accounts_value(names)
+        hook, store_module = Path(__file__).with_name("node") / "accounts.js", _account_store_module(binary)
+        live = hook.is_file() and store_module is not None
+        if live:
+            self._write_accounts(names)
+            env["NODE_OPTIONS"] = f'{env.get("NODE_OPTIONS", "")} --require "{hook}"'.strip()
+            env["AZBAI_AZURITE_ACCOUNTS_FILE"] = str(self.workspace.azurite_accounts)
+            env["AZBAI_AZURITE_ACCOUNT_STORE"] = str(store_module)
         last_tail = ""
         for attempt in range(3):
             chosen = port if attempt == 0 and port is not None and _port_is_free(port) else _free_port()
@@ -322,7 +345,7 @@ class Emulator:
             _children[proc.pid] = proc
             log.debug("started Azurite pid %d on port %d", proc.pid, chosen)
             if self._wait_ready(proc, chosen):
-                state = EmulatorState(proc.pid, chosen, tuple(names), time.time(), str(location))
+                state = EmulatorState(proc.pid, chosen, tuple(names), time.time(), str(location), live)
                 self._write_state(state)
                 log.info(
                     "Azurite running on %s (pid %d), accounts %s", state.url, state.pid, ", ".join(names)
@@ -356,10 +379,25 @@ class Emulator:
         return False
 
     def _write_state(self, state: EmulatorState) -> None:
-        path = self.workspace.azurite_state
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(state.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write(self.workspace.azurite_state, json.dumps(state.to_dict(), indent=2) + "\n")
+
+    def _write_accounts(self, names: Iterable[str]) -> None:
+        """The accounts file the hook reads (Azurite's public development key only, no user secret)."""
+        atomic_write(self.workspace.azurite_accounts, _accounts_value(names) + "\n", mode=0o600)
+
+
+def _accounts_value(names: Iterable[str]) -> str:
+    return ";".join(f"{name}:{DEV_KEY}" for name in sorted(set(names)))
+
+
+def _account_store_module(binary: Path) -> Path | None:
+    """Azurite's ``AccountDataStore.js`` beside the ``azurite-blob`` script (``dist/src/blob/main.js``), if any."""
+    try:
+        main = binary.resolve()
+    except OSError:
+        return None
+    candidate = main.parent.parent / "common" / "AccountDataStore.js"
+    return candidate if main.name == "main.js" and candidate.is_file() else None
 
 
 def connection_string(port: int, account: str = DEV_ACCOUNT) -> str:
@@ -522,23 +560,21 @@ def _option(argv: list[str], name: str) -> str | None:
 
 def _terminate(pid: int, timeout: float) -> None:
     """SIGTERM ``pid``, then SIGKILL after ``timeout`` seconds; wait until it is gone."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            _reap(pid)
-            return
-        except PermissionError as exc:
-            raise StorageError(f"not allowed to stop Azurite (pid {pid})") from exc
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if _cmdline(pid) is None:
-                _children.pop(pid, None)
-                log.debug("Azurite pid %d ended after %s", pid, signal.Signals(sig).name)
-                return
-            time.sleep(0.05)
-        log.warning("Azurite pid %d did not end within %.0f s of %s", pid, wait, signal.Signals(sig).name)
-    raise StorageError(f"Azurite (pid {pid}) did not end, even after SIGKILL")
+    import psutil
+
+    from azbai.local.processes import stop_processes
+
+    try:
+        left = stop_processes([psutil.Process(pid)], timeout)
+    except psutil.NoSuchProcess:
+        left = []
+    except psutil.AccessDenied as exc:
+        raise StorageError(f"not allowed to stop Azurite (pid {pid})") from exc
+    _reap(pid)
+    _children.pop(pid, None)
+    if left:
+        raise StorageError(f"Azurite (pid {pid}) did not end, even after SIGKILL")
+    log.debug("Azurite pid %d ended", pid)
 
 
 def _log_tail(path: Path, offset: int) -> str:

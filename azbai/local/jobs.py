@@ -29,6 +29,8 @@ RECORD_FORMAT = 1
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, TERMINATED = "queued", "running", "succeeded", "failed", "terminated"
 FINAL_STATES = (SUCCEEDED, FAILED, TERMINATED)
+#: stage-out states
+PENDING, STAGE_FAILED, DONE = "pending", "failed", "done"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -78,6 +80,12 @@ class JobRecord:
     stdouterr_dir: str | None = None
     outputs: dict[str, OutputLocation] = field(default_factory=dict)
     source: str | None = None
+    launcher_pid: int | None = None
+    launcher_started: str | None = None
+    #: ``pending`` from stage-in until every output and log reached storage (``done``); ``failed`` when the last
+    #: attempt failed (the next ``azbai job`` command that looks at the job tries again)
+    stage_out: str | None = None
+    stage_out_error: str | None = None
 
     @property
     def path(self) -> Path:
@@ -116,19 +124,32 @@ class JobRecord:
             hint=f"remove the directory {directory} to forget that job",
         )
 
-    def refresh(self) -> JobRecord:
-        """The record as it is on disk now, with a vanished runner noticed (a job cannot stay running forever)."""
+    @property
+    def runner_alive(self) -> bool:
+        """Whether the process that recorded itself as the job's runner still runs."""
+        return bool(self.runner_pid) and _alive(self.runner_pid or 0, self.runner_started)
+
+    @property
+    def stranded(self) -> bool:
+        """Outputs or logs are not in storage yet, and no runner is going to put them there: its stage-out failed
+        (its attempt is over, whether or not its process has exited yet), or it died before staging out."""
+        return self.stage_out == STAGE_FAILED or (self.stage_out == PENDING and not self.runner_alive)
+
+    def refresh(self, *, recover: bool = True) -> JobRecord:
+        """The record as it is on disk now. A job whose runner is gone is not left running: its processes are
+        stopped, the record says so, and its stage-out is finished (or retried after a failure), so outputs and
+        logs produced so far reach storage. ``recover=False`` only reads."""
         record = JobRecord.load(self.path)
-        if (
-            record.state in (QUEUED, RUNNING)
-            and record.runner_pid
-            and not _alive(record.runner_pid, record.runner_started)
-        ):
-            record = JobRecord.load(self.path)  # it may have finished between the two reads
-            if record.state in (QUEUED, RUNNING):
-                record.state, record.end_time = FAILED, now()
-                record.message = "the job's runner process is gone (was the machine restarted?)"
-                record.save()
+        if not recover:
+            return record
+        if record.state in (QUEUED, RUNNING) and record.runner_pid and not record.runner_alive:
+            from azbai.local.runner import recover_job
+
+            return recover_job(record)
+        if record.finished and record.stranded:
+            from azbai.local.runner import recover_job
+
+            return recover_job(record)
         return record
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,14 +163,23 @@ class JobRecord:
                 "startTime": self.start_time,
                 "endTime": self.end_time,
                 "exitCode": self.exit_code,
-                "errors": [self.message] if self.message else [],
+                "errors": self.errors,
             },
             "jobOutputDirectoryPathSegment": self.segment,
             "toolType": self.tool_type,
             "nodeCount": self.node_count,
             "stdOutErrDirectory": self.stdouterr_dir,
             "outputDirectories": {k: asdict(v) for k, v in self.outputs.items()},
+            "stageOut": self.stage_out,
         }
+
+    @property
+    def errors(self) -> list[str]:
+        """Why the job failed, was stopped, or what of it is not in storage yet (``executionInfo.errors``)."""
+        errors = [self.message] if self.message else []
+        if self.stage_out_error:
+            errors.append(f"stage-out failed: {self.stage_out_error}")
+        return errors
 
 
 class JobBook:
@@ -212,7 +242,13 @@ def process_start(pid: int) -> str | None:
 
 
 def _alive(pid: int, started: str | None) -> bool:
-    """Whether ``pid`` is still the process that recorded itself as the job's runner (not a recycled pid)."""
+    """Whether ``pid`` is still the process that recorded itself as the job's runner (not a recycled pid, not a
+    zombie waiting for its parent to collect it)."""
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+    except (OSError, IndexError):
+        pass
     current = process_start(pid)
     if current is None:
         try:

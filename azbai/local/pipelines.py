@@ -156,6 +156,11 @@ class PipelineRunner:
     ) -> PipelineRun:
         """Run every step; :class:`PipelineError` (with the run kept) when a step fails."""
         values = self._parameters(parameters or {})
+        if run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", run_id):
+            raise PipelineError(
+                f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 64, starting "
+                "alphanumeric)"
+            )
         run_id = (
             run_id
             or f"run-{now().replace(':', '').replace('-', '').replace('+0000', '')}-{uuid.uuid4().hex[:6]}"
@@ -274,7 +279,7 @@ class PipelineRunner:
             record = record.refresh()
             raise JobFailed(
                 f"step {step.name!r} of pipeline {self.plan.name!r} failed with exit code {code}"
-                + (f": {record.message}" if record.message else "")
+                + (f": {'; '.join(record.errors)}" if record.errors else "")
                 + f"; logs: azbai job file list -n {record.name} -e {record.experiment}",
                 code,
             )
@@ -363,8 +368,12 @@ class PipelineRunner:
     def _fingerprint(self, step: Step | ParallelStep, run: PipelineRun, refs: dict[str, Path]) -> str:
         digest = hashlib.sha256()
         digest.update(json.dumps(to_dict(step), sort_keys=True).encode())
-        digest.update(json.dumps(run.parameters, sort_keys=True).encode())
         names = step.data_references if isinstance(step, Step) else (step.input,)
+        # only the parameters the step uses: a change of another one must not run it again
+        used = set(re.findall(r"\{parameters\.(\w+)\}", json.dumps(to_dict(step)))) | set(names)
+        digest.update(
+            json.dumps({k: v for k, v in run.parameters.items() if k in used}, sort_keys=True).encode()
+        )
         produced = {d.name for d in self.plan.pipeline_data if d.producer == step.name}
         for name in names:
             if name in produced:
@@ -404,7 +413,8 @@ class PipelineRunner:
 
 def check_datastore_path(path: str, *, what: str) -> str:
     """A relative datastore path from outside (a trigger, the command line): no escape, no shell syntax."""
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._/ -]{0,1023}", path) or path.startswith("/"):
+    # \w: letters and digits of any script (a video named vidéo.mp4 is fine); no shell syntax, no control characters
+    if not re.fullmatch(r"\w[\w./ -]{0,1023}", path) or path.startswith("/"):
         raise PipelineError(
             f"{what}: {path!r} is not a datastore path (letters, digits, '.', '_', '-', ' ' and '/', relative)"
         )
@@ -421,8 +431,6 @@ def _content_digest(path: Path) -> str:
         digest.update(path.read_bytes())
     elif path.is_dir():
         for file, rel in iter_local_files(path):
-            if Path(rel).name.startswith(".azbai-"):
-                continue
             digest.update(rel.encode() + b"\0")
             digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()

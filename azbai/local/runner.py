@@ -12,8 +12,21 @@ upload     an empty directory, uploaded after   an empty directory, uploaded (MD
 =========  ===================================  =====================================================================
 
 A blob "mount" differs from blobfuse in one way a job can notice: other processes see the job's writes when the
-job ends, not when each file is closed. Stage-out (write-back and uploads) runs after a failed or terminated job
-too, so partial outputs and logs are kept; a job whose stage-out fails is reported failed, never succeeded.
+job ends, not when each file is closed. An output directory whose Batch AI path lies on a mounted volume
+(``$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/…``) is written through that mount, as on Batch AI: ``$AZ_BATCHAI_OUTPUT_<ID>``
+is ``<pathPrefix>/<segment>/outputs/<pathSuffix>`` under the mount root, and the upload staging of the Azure ML
+form is not used locally.
+
+Nothing is stranded. What stage-out has to do is written to ``stageout.json`` before the job starts; stage-out
+(write-back and uploads, each store opened afresh so a restarted or stopped emulator is found or started) runs
+after a failed or terminated job too, so partial outputs and logs are kept; a job whose stage-out fails is reported
+failed, never succeeded, and the next ``azbai job`` command that looks at it tries again (:func:`recover_job`).
+The launcher dies with its runner (``PR_SET_PDEATHSIG``) and the job's processes with the launcher; a runner that
+died anyway is noticed by the next command, which stops what is left, records why and finishes the stage-out.
+
+The job's environment is Batch AI's: the launcher's variables, the job's ``environmentVariables`` and ``secrets``,
+and a small base (:data:`BASE_ENVIRONMENT`: PATH with the venv first, HOME, LANG, …); nothing else of the
+caller's environment unless named (``passthrough``, ``azbai job create --env NAME``).
 
 ``python -m azbai.local.runner JOB_DIR`` runs a recorded job (``azbai job create`` starts it in the background
 this way); secrets reach it through its environment only.
@@ -21,6 +34,7 @@ this way); secrets reach it through its environment only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
@@ -29,6 +43,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +53,12 @@ from azbai.errors import AzbaiError, JobError, StorageError
 from azbai.local import transfer
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.jobs import (
+    DONE,
     FAILED,
+    PENDING,
+    QUEUED,
     RUNNING,
+    STAGE_FAILED,
     SUCCEEDED,
     TERMINATED,
     JobRecord,
@@ -47,9 +66,21 @@ from azbai.local.jobs import (
     now,
     process_start,
 )
-from azbai.local.stores import AZBAI_FILE_PREFIX, Store, file_md5, iter_local_files, open_store
+from azbai.local.processes import stop_processes
+from azbai.local.records import load_record, save_record
+from azbai.local.stores import Store, file_md5, iter_local_files, open_store
 from azbai.local.workspace import Workspace
-from azbai.plan.model import DataMode, DataReference, Datastore, Job, MountRoot, Plan, StoreKind, VolumeKind
+from azbai.plan.model import (
+    DataMode,
+    DataReference,
+    Datastore,
+    Job,
+    MountRoot,
+    Plan,
+    StoreKind,
+    VolumeKind,
+    fill_segment,
+)
 from azbai.plan.serialize import job_from_json, plan_from_dict
 
 log = logging.getLogger(__name__)
@@ -59,6 +90,17 @@ LOCAL_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 LOCAL_RESOURCE_GROUP = "local"
 LOCAL_WORKSPACE = "local"
 LOCAL_ACCOUNT_ENV = "AZURE_BATCHAI_STORAGE_ACCOUNT"
+#: the caller's variables a local job gets (besides Batch AI's, its own and its secrets), as a Batch AI node had
+#: them; ``PATH`` gets the venv's ``bin`` first (``python`` in a command line meant the container's Python), and
+#: ``PYTHONPATH`` is the venv's too (azbai's own parallel driver runs inside a job)
+BASE_ENVIRONMENT = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "PYTHONPATH",
+)  # fmt: skip
+#: names of further caller variables a background runner passes to its job (``azbai job create --env``)
+PASSTHROUGH_ENV = "AZBAI_JOB_ENV"
+#: what stage-out has to do, written before the job starts
+STAGEOUT_FILE = "stageout.json"
+STAGEOUT_FORMAT = 1
 
 
 def local_account(datastore: Datastore) -> str:
@@ -84,6 +126,20 @@ def accounts_of(plan: Plan) -> list[str]:
     return sorted({local_account(d) for d in plan.datastores if d.kind is StoreKind.BLOB_CONTAINER})
 
 
+def job_environment(
+    env: Mapping[str, str], passthrough: Iterable[str] = (), secrets: Iterable[str] = ()
+) -> dict[str, str]:
+    """A local job's base environment from the runner's ``env``: :data:`BASE_ENVIRONMENT`, ``LC_*``, the venv,
+    the named ``passthrough`` variables and the job's ``secrets`` — nothing else the caller had."""
+    keep = {*BASE_ENVIRONMENT, *passthrough, *secrets}
+    chosen = {k: v for k, v in env.items() if k in keep or k.startswith("LC_")}
+    interpreter = str(Path(sys.executable).parent)
+    chosen["PATH"] = os.pathsep.join(p for p in (interpreter, env.get("PATH", os.defpath)) if p)
+    if sys.prefix != sys.base_prefix:
+        chosen["VIRTUAL_ENV"] = sys.prefix
+    return chosen
+
+
 @dataclass
 class _Staged:
     """One data reference's local path and how to stage it out."""
@@ -95,6 +151,25 @@ class _Staged:
     snapshot: dict[str, tuple[int, str]] | None = (
         None  # a blob mount's files before the job: path → (size, md5)
     )
+    #: written through a mounted volume (nothing of its own to stage out)
+    through_mount: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stage-out step as ``stageout.json`` keeps it."""
+        action = "upload" if self.reference.mode is DataMode.UPLOAD else "write-back"
+        if self.through_mount or (action == "write-back" and self.snapshot is None):
+            action = "none"
+        return {
+            "reference": self.reference.name,
+            "action": action,
+            "kind": self.store.kind,
+            "account": self.store.account,
+            "store": self.store.name,
+            "path": str(self.path),
+            "prefix": self.prefix,
+            "snapshot": {k: list(v) for k, v in (self.snapshot or {}).items()},
+            "done": action == "none",
+        }
 
 
 class JobRunner:
@@ -131,37 +206,44 @@ class JobRunner:
 
     # -- the whole run ---------------------------------------------------------------------------------------------
 
-    def run(self, env: dict[str, str] | None = None) -> int:
-        """Run the job to its end; returns its exit code (and records it)."""
+    def run(self, env: dict[str, str] | None = None, *, passthrough: Iterable[str] = ()) -> int:
+        """Run the job to its end; returns its exit code (and records it).
+
+        ``env`` is the runner's environment (default ``os.environ``); the job gets only :func:`job_environment`
+        of it (``passthrough`` names more of its variables to pass on).
+        """
         record = self.record
+        env = dict(os.environ if env is None else env)
         record.state, record.start_time, record.runner_pid = RUNNING, now(), os.getpid()
         record.runner_started = process_start(os.getpid())
         record.save()
-        staged: list[_Staged] = []
         code = 1
         try:
             if any(name not in self.extra_refs for name in self.references):
                 Emulator(self.workspace).ensure(accounts=accounts_of(self.plan))
             staged = self._stage_in()
             self._record_locations(staged)
-            code = self._launch(staged, env)
+            write_stage_out(record, staged)
+            code = self._launch(staged, job_environment(env, passthrough, (s.name for s in self.job.secrets)))
         except AzbaiError as exc:
             record.message = str(exc)
             log.error("%s", exc)
         finally:
-            try:
-                self._stage_out(staged)
-            except AzbaiError as exc:
-                record.message = f"{record.message + '; ' if record.message else ''}stage-out failed: {exc}"
-                log.error("stage-out failed: %s", exc)
-                code = code or 1
+            stop_leftovers(record)
             record.end_time, record.exit_code = now(), code
+            record.save()
+            record = finish_stage_out(self.workspace, record)
             if self._terminated.is_set():
                 record.state = TERMINATED
+                record.message = (
+                    record.message or "terminated (azbai job terminate, or a signal to its runner)"
+                )
             else:
-                record.state = SUCCEEDED if code == 0 and not record.message else FAILED
+                ok = code == 0 and not record.message and record.stage_out in (DONE, None)
+                record.state = SUCCEEDED if ok else FAILED
             record.save()
-        return code
+            self.record = record
+        return code if code or record.state == SUCCEEDED else 1
 
     def terminate(self) -> None:
         """Stop the launcher (it forwards to the job's processes); stage-out still runs."""
@@ -179,8 +261,11 @@ class JobRunner:
                 continue
             ref = self.plan.data_reference(name)
             store = open_datastore(self.workspace, self.plan.datastore(ref.datastore))
-            prefix = ref.path_on_datastore.replace("{segment}", self.record.segment).strip("/")
-            if ref.mode is DataMode.MOUNT and store.kind == "share":
+            prefix = fill_segment(ref.path_on_datastore, self.record.segment).strip("/")
+            through = self._through_mount(name)
+            if through is not None:
+                staged.append(_Staged(ref, store, through, prefix, through_mount=True))
+            elif ref.mode is DataMode.MOUNT and store.kind == "share":
                 path = self.workspace.share_dir(store.account, store.name) / prefix
                 path.mkdir(parents=True, exist_ok=True)
                 staged.append(_Staged(ref, store, path, prefix))
@@ -204,38 +289,53 @@ class JobRunner:
                 staged.append(_Staged(ref, store, path, prefix))
         return staged
 
-    def _stage_out(self, staged: list[_Staged]) -> None:
-        problems = []
-        for item in staged:
-            try:
-                if item.reference.mode is DataMode.UPLOAD:
-                    transfer.upload(item.path, item.store, item.prefix)
-                elif item.snapshot is not None:
-                    self._write_back(item)
-            except AzbaiError as exc:
-                problems.append(f"{item.reference.name}: {exc}")
-        if problems:
-            raise StorageError("; ".join(problems))
+    def _through_mount(self, name: str) -> Path | None:
+        """Batch AI's path of an output uploaded in the Azure ML form, when it lies on a volume the job mounts
+        here: the job writes it through the mount, as on Batch AI."""
+        outputs = [d for d in self.job.output_directories if d.data_reference == name]
+        if len(outputs) != 1:
+            return None
+        output = outputs[0]
+        scope = self._path_scope()
+        path = launcher.compose_path(
+            output.path_prefix,
+            self.record.segment,
+            ["outputs"] + ([output.path_suffix] if output.path_suffix else []),
+            scope,
+            self.record.work_dir,
+        )
+        for volume in self.job.volumes:
+            if volume.data_reference is None or volume.data_reference in self.extra_refs:
+                continue
+            root = scope[
+                "AZ_BATCHAI_JOB_MOUNT_ROOT" if volume.root is MountRoot.JOB else "AZ_BATCHAI_MOUNT_ROOT"
+            ]
+            mount = Path(root) / volume.relative_mount_path.strip("/")
+            if path == mount or mount in path.parents:
+                return path
+        return None
 
-    def _write_back(self, item: _Staged) -> None:
-        """Send a blob mount's changes back: new and changed files uploaded, deleted files deleted."""
-        assert item.snapshot is not None
-        after = _local_files(item.path)
-        changed = [rel for rel, facts in after.items() if item.snapshot.get(rel) != facts]
-        for rel in changed:
-            item.store.upload_file(item.path / rel, posixpath.join(item.prefix, rel) if item.prefix else rel)
-        for rel in item.snapshot.keys() - after.keys():
-            item.store.delete(posixpath.join(item.prefix, rel) if item.prefix else rel, missing_ok=True)
-        log.info("%s: wrote back %d file(s)", item.reference.name, len(changed))
+    def _path_scope(self) -> dict[str, str]:
+        """What Batch AI expanded in paths: its own variables and the job's environment variables."""
+        layout = launcher.layout_variables(self.record.work_dir, self.job.name)
+        job = {
+            "environment_variables": [
+                {"name": v.name, "value": v.value} for v in self.job.environment_variables
+            ]
+        }
+        try:
+            user = launcher.user_variables(job, self.params)
+        except launcher.LauncherError:
+            user = {}
+        return {**layout, **user}
 
     def _record_locations(self, staged: list[_Staged]) -> None:
         by_ref = {item.reference.name: item for item in staged}
-        layout_env = {
-            "AZ_BATCHAI_MOUNT_ROOT": str(self.record.work_dir / "mounts"),
-            "AZ_BATCHAI_JOB_MOUNT_ROOT": str(self.record.work_dir / "jobs" / self.job.name / "mounts"),
-        }
-        prefix = launcher.expand(self.job.std_out_err_path_prefix, layout_env)
-        self.record.stdouterr_dir = str(Path(prefix) / self.record.segment / "stdouterr")
+        scope, work, segment = self._path_scope(), self.record.work_dir, self.record.segment
+        stdouterr = launcher.compose_path(
+            self.job.std_out_err_path_prefix, segment, ["stdouterr"], scope, work
+        )
+        self.record.stdouterr_dir = str(stdouterr)
         for output in self.job.output_directories:
             item = by_ref.get(output.data_reference or "")
             if output.data_reference in self.extra_refs:
@@ -245,15 +345,14 @@ class JobRunner:
                     str(item.path), item.store.kind, item.store.account, item.store.name, item.prefix
                 )
             else:
-                composed = (
-                    Path(launcher.expand(output.path_prefix, layout_env)) / self.record.segment / "outputs"
-                )
-                self.record.outputs[output.id] = OutputLocation(str(composed / (output.path_suffix or "")))
+                tail = ["outputs"] + ([output.path_suffix] if output.path_suffix else [])
+                composed = launcher.compose_path(output.path_prefix, segment, tail, scope, work)
+                self.record.outputs[output.id] = OutputLocation(str(composed))
         self.record.save()
 
     # -- the launcher ----------------------------------------------------------------------------------------------
 
-    def _launch(self, staged: list[_Staged], env: dict[str, str] | None) -> int:
+    def _launch(self, staged: list[_Staged], env: dict[str, str]) -> int:
         argv = [
             sys.executable,
             launcher.__file__,
@@ -282,13 +381,165 @@ class JobRunner:
                 argv += ["--mount", f"{volume.name}={directory}"]
         if self._terminated.is_set():
             return 128 + signal.SIGTERM
-        # `python` in a Batch AI command line meant the container's Python; locally it is the one running azbai
-        environment = dict(os.environ if env is None else env)
-        interpreter = str(Path(sys.executable).parent)
-        environment["PATH"] = os.pathsep.join([interpreter, environment.get("PATH", "")])
-        with open(self.record.path / "launcher.log", "ab") as output:
-            self._process = subprocess.Popen(argv, env=environment, stdout=output, stderr=subprocess.STDOUT)
-            return self._process.wait()
+        log_path = self.record.path / "launcher.log"
+        with open(log_path, "ab") as output:
+            offset = output.tell()
+            try:
+                self._process = subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=launcher.die_with_parent(),  # the job never runs unsupervised
+                )
+            except OSError as exc:
+                raise JobError(f"cannot start the launcher: {exc.strerror or exc}") from exc
+            self.record.launcher_pid = self._process.pid
+            self.record.launcher_started = process_start(self._process.pid)
+            self.record.save()
+            code = self._process.wait()
+        reason = launcher_reason(code, log_path, offset, self.job.max_wall_clock_seconds)
+        if reason:
+            self.record.message = reason
+        return code
+
+
+# -- stage-out that survives its runner ---------------------------------------------------------------------------
+
+
+def write_stage_out(record: JobRecord, staged: list[_Staged]) -> None:
+    """Record what stage-out has to do (before the job starts), so that anyone can finish it."""
+    save_record(record.path / STAGEOUT_FILE, {"items": [item.to_dict() for item in staged]}, STAGEOUT_FORMAT)
+    record.stage_out, record.stage_out_error = PENDING, None
+    record.save()
+
+
+def finish_stage_out(workspace: Workspace, record: JobRecord) -> JobRecord:
+    """Do what is left of a job's stage-out (all of it, or what failed last time); returns the saved record.
+
+    Each store is opened afresh, so the emulator is found on its current port, or started, as for any other
+    command. Serialised by a lock per job: two commands never stage out the same job at once.
+    """
+    from filelock import FileLock
+
+    with FileLock(str(record.path / "stageout.lock")):
+        record = JobRecord.load(record.path)
+        path = record.path / STAGEOUT_FILE
+        if record.stage_out not in (PENDING, STAGE_FAILED) or not path.exists():
+            return record
+        items = load_record(
+            path, STAGEOUT_FORMAT, "stage-out list", JobError, lambda data: list(data["items"])
+        )
+        problems = []
+        for item in items:
+            if item["done"]:
+                continue
+            try:
+                _stage_out_item(workspace, item)
+                item["done"] = True
+            except AzbaiError as exc:
+                problems.append(f"{item['reference']}: {exc}")
+                log.error("stage-out of %s failed: %s", item["reference"], exc)
+            save_record(path, {"items": items}, STAGEOUT_FORMAT)
+        record.stage_out = STAGE_FAILED if problems else DONE
+        record.stage_out_error = "; ".join(problems) or None
+        if not problems and record.state == FAILED and record.exit_code == 0 and not record.message:
+            record.state = SUCCEEDED  # the job itself succeeded; now its outputs are in storage too
+        record.save()
+        return record
+
+
+def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
+    if item["action"] == "none":
+        return
+    kind = {"container": item["store"]} if item["kind"] == "blob" else {"share": item["store"]}
+    store = open_store(workspace, item["account"], **kind)
+    local, prefix = Path(item["path"]), item["prefix"]
+    if not local.is_dir():
+        raise StorageError(f"{local} is gone: its files cannot be staged out")
+    if item["action"] == "upload":
+        transfer.upload(local, store, prefix, incremental=True)
+        return
+    before = {k: (int(v[0]), str(v[1])) for k, v in item["snapshot"].items()}
+    after = _local_files(local)
+    changed = [rel for rel, facts in after.items() if before.get(rel) != facts]
+    for rel in changed:
+        store.upload_file(local / rel, posixpath.join(prefix, rel) if prefix else rel)
+    for rel in before.keys() - after.keys():
+        store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
+    store.flush()
+    log.info("%s: wrote back %d file(s)", item["reference"], len(changed))
+
+
+def recover_job(record: JobRecord) -> JobRecord:
+    """A job whose runner is gone: stop what it left running, say why, and finish its stage-out."""
+    from filelock import FileLock
+
+    workspace = Workspace(record.path.parents[2])
+    with FileLock(str(record.path / "recover.lock")):
+        record = JobRecord.load(record.path)
+        if record.state in (QUEUED, RUNNING) and record.runner_pid and not record.runner_alive:
+            stopped = stop_leftovers(record)
+            record.state, record.end_time = FAILED, now()
+            record.message = (
+                f"the job's runner (pid {record.runner_pid}) died while the job ran; {stopped} process(es) it "
+                "left were stopped and what the job wrote so far is staged out"
+            )
+            record.save()
+    if record.stranded:
+        record = finish_stage_out(workspace, record)
+    return record
+
+
+def stop_leftovers(record: JobRecord, grace: float | None = None) -> int:
+    """Stop the job's launcher (it stops its processes) and any process of the job still running (one whose
+    environment is this job's: ``$AZ_BATCHAI_JOB_MOUNT_ROOT`` under its work directory — never, say, a shell
+    that merely sits in that directory); returns how many processes were stopped."""
+    import psutil
+
+    grace = launcher.GRACE_SECONDS + 5 if grace is None else grace
+    victims = []
+    if record.launcher_pid and process_start(record.launcher_pid) == record.launcher_started:
+        with contextlib.suppress(psutil.Error):
+            victims.append(psutil.Process(record.launcher_pid))
+    work = str(record.work_dir) + os.sep
+    for process in psutil.process_iter():
+        if process.pid == os.getpid() or any(v.pid == process.pid for v in victims):
+            continue
+        try:
+            mount_root = process.environ().get("AZ_BATCHAI_JOB_MOUNT_ROOT", "")
+        except (psutil.Error, OSError):
+            continue
+        if mount_root.startswith(work):
+            victims.append(process)
+    with contextlib.suppress(psutil.Error):
+        stop_processes(victims, grace)
+    return len(victims)
+
+
+def launcher_reason(code: int, log_path: Path, offset: int, wall: int | None) -> str | None:
+    """Why the launcher ended the job, from its exit code and what it wrote to ``launcher.log``."""
+    if code == launcher.EXIT_TIMEOUT and wall:
+        return f"maxWallClockTime ({wall} s) exceeded: the job's processes were stopped (exit code {code})"
+    if code == 0:
+        return None
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    errors: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("Error: "):
+            errors.append(line[len("Error: ") :])
+        elif errors and line.startswith("  "):
+            errors.append(line.strip())
+    if errors:
+        return "the launcher could not run the job: " + " ".join(e.strip() for e in errors)[:2000]
+    if code == launcher.EXIT_LAUNCHER_ERROR:
+        return f"the launcher failed (exit code {code}); see {log_path}"
+    return None
 
 
 def run_recorded(directory: Path) -> int:
@@ -303,8 +554,9 @@ def run_recorded(directory: Path) -> int:
     runner = JobRunner(workspace, record)
     signal.signal(signal.SIGTERM, lambda signum, frame: runner.terminate())
     signal.signal(signal.SIGINT, lambda signum, frame: runner.terminate())
+    passthrough = [n for n in os.environ.get(PASSTHROUGH_ENV, "").split(",") if n]
     try:
-        return runner.run(env=dict(os.environ))
+        return runner.run(env=dict(os.environ), passthrough=passthrough)
     except Exception:  # the runner is a detached process: nothing else would see this
         log.exception("the runner failed")
         record = JobRecord.load(directory)
@@ -327,11 +579,7 @@ def _mirror_snapshot(store: Store, prefix: str, mirror: Path) -> dict[str, tuple
 
 
 def _local_files(root: Path) -> dict[str, tuple[int, str]]:
-    files = {}
-    for path, rel in iter_local_files(root):
-        if not Path(rel).name.startswith(AZBAI_FILE_PREFIX):
-            files[rel] = (path.stat().st_size, file_md5(path))
-    return files
+    return {rel: (path.stat().st_size, file_md5(path)) for path, rel in iter_local_files(root)}
 
 
 def _read_json(path: Path) -> Any:

@@ -19,17 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from azbai.errors import JobError, JobFailed, StorageError
-from azbai.local.jobs import JobBook, JobRecord, check_name
+from azbai.local.jobs import PENDING, STAGE_FAILED, JobBook, JobRecord, check_name
 from azbai.local.runner import (
     LOCAL_RESOURCE_GROUP,
     LOCAL_SUBSCRIPTION,
     LOCAL_WORKSPACE,
+    PASSTHROUGH_ENV,
     JobRunner,
+    recover_job,
     remove_tree,
 )
 from azbai.local.stores import open_store
 from azbai.local.workspace import Workspace
-from azbai.plan.model import SEGMENT_TEMPLATE, Job, Plan
+from azbai.plan.model import LOCAL_MAX_NODES, LOCAL_MAX_PROCESSES, SEGMENT_TEMPLATE, Job, Plan
 from azbai.plan.serialize import job_to_json, plan_to_json
 
 STDOUTERR = "stdouterr"
@@ -50,15 +52,17 @@ def create_job(
 
     ``name`` and ``experiment`` default to the plan's. ``secrets`` are the values of the job's secrets (never
     written anywhere); a secret missing from it is taken from the caller's environment variable of that name.
-    ``env`` is added to the runner's environment; ``segment`` replaces the job's output path segment (``azbai az``
-    names its own group, workspace and experiment in it). With ``wait`` the call returns when the job ends; a failed job
-    raises :class:`JobFailed` (its record is kept).
+    The job's environment is Batch AI's (its variables, ``environmentVariables``, ``secrets`` and a small base,
+    :data:`~azbai.local.runner.BASE_ENVIRONMENT`); ``env`` adds variables of the caller's choosing. ``segment``
+    replaces the job's output path segment (``azbai az`` names its own group, workspace and experiment in it).
+    With ``wait`` the call returns when the job ends; a failed job raises :class:`JobFailed` (its record is kept).
     """
     if len(plan.steps) != 1 or not plan.job_steps:
         raise JobError(f"{plan.name!r} is a pipeline: run it as a pipeline (azbai pipeline run)")
     name = check_name(name or plan.name)
     experiment = experiment or plan.experiment
     job = plan.job_steps[0].job
+    check_local_size(job)
     values = secret_environment(job, secrets or {})
     book = JobBook(workspace.ensure())
     record = book.create(experiment, name)
@@ -76,14 +80,21 @@ def create_job(
     (record.path / "plan.json").write_text(plan_to_json(plan), encoding="utf-8")
     (record.path / "azbai_job.json").write_text(job_to_json(job), encoding="utf-8")
     record.save()
-    runner_env = {**os.environ, **(env or {}), **values, "AZBAI_WORKSPACE": str(workspace.root)}
+    passthrough = sorted(env or {})
+    runner_env = {
+        **os.environ,
+        **(env or {}),
+        **values,
+        "AZBAI_WORKSPACE": str(workspace.root),
+        PASSTHROUGH_ENV: ",".join(passthrough),
+    }
     if wait:
         runner = JobRunner(workspace, record)
         # Ctrl-C stops the job (its logs and outputs are still staged out); handlers belong to the main thread only
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, lambda signum, frame: runner.terminate()) if main else None
         try:
-            code = runner.run(env=runner_env)
+            code = runner.run(env=runner_env, passthrough=passthrough)
         finally:
             if main:
                 signal.signal(signal.SIGINT, previous)
@@ -103,6 +114,16 @@ def create_job(
     # the runner records itself (pid and start time) when it starts: saving here could overwrite its progress
     record.runner_pid = process.pid
     return record
+
+
+def check_local_size(job: Job) -> None:
+    """:class:`JobError` for a job larger than one machine can simulate (``nodeCount`` 10⁹ is not a local job)."""
+    launch = job.launch
+    if launch.node_count > LOCAL_MAX_NODES or launch.process_count > LOCAL_MAX_PROCESSES:
+        raise JobError(
+            f"the job asks for {launch.process_count} process(es) on {launch.node_count} node(s); a local job "
+            f"simulates at most {LOCAL_MAX_NODES} nodes and {LOCAL_MAX_PROCESSES} processes on this machine"
+        )
 
 
 def secret_environment(job: Job, given: Mapping[str, str]) -> dict[str, str]:
@@ -150,6 +171,8 @@ def terminate_job(record: JobRecord, *, timeout: float = 60.0) -> JobRecord:
         return record
     if record.runner_pid is None:
         raise JobError(f"job {record.name!r} has no runner to stop")
+    if not record.runner_alive:
+        return recover_job(record)
     try:
         os.kill(record.runner_pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -163,12 +186,24 @@ def terminate_job(record: JobRecord, *, timeout: float = 60.0) -> JobRecord:
     return record
 
 
-def delete_job(record: JobRecord) -> None:
-    """Forget a finished job: its record and work directory (outputs on shares and containers stay)."""
+def delete_job(record: JobRecord, *, force: bool = False) -> None:
+    """Forget a finished job: its record and work directory (outputs on shares and containers stay).
+
+    A job whose outputs are not all in storage (its stage-out failed, and retrying it failed again) is kept
+    unless ``force``: its work directory holds the only copy.
+    """
     record = record.refresh()
     if not record.finished:
         raise JobError(
             f"job {record.name!r} is {record.state}: terminate it first (azbai job terminate -n {record.name})"
+        )
+    if record.stage_out in (PENDING, STAGE_FAILED) and not force:
+        why = record.stage_out_error or "its stage-out did not finish"
+        raise JobError(
+            f"job {record.name!r} has outputs that are not in storage yet ({why}); its work directory "
+            f"{record.work_dir} holds the only copy. Start the storage "
+            f"(azbai storage start) and look at the job again (azbai job show -n {record.name}) to stage them "
+            "out, or delete it anyway with --force"
         )
     remove_tree(record.path)
 
@@ -191,6 +226,8 @@ def list_files(record: JobRecord, directory: str = STDOUTERR) -> list[JobFile]:
     if location is None:
         known = ", ".join([STDOUTERR, *record.outputs]) or STDOUTERR
         raise JobError(f"job {record.name!r} has no output directory {directory!r} (known: {known})")
+    if record.finished and record.stage_out in (PENDING, STAGE_FAILED):
+        return _local_listing(Path(location.local))  # not in storage yet: the only copy is the local one
     if record.finished and location.store_kind and location.account and location.store:
         workspace = Workspace(record.path.parents[2])
         kind = {"container": location.store} if location.store_kind == "blob" else {"share": location.store}
@@ -258,7 +295,7 @@ def _local_listing(directory: Path) -> list[JobFile]:
         return []
     files = []
     for path in sorted(directory.rglob("*")):
-        if path.is_file() and not path.name.startswith(".azbai-"):
+        if path.is_file():
             files.append(
                 JobFile(str(path.relative_to(directory)), path.stat().st_size, path.resolve().as_uri())
             )
@@ -269,6 +306,6 @@ def _failure(record: JobRecord) -> str:
     what = f"job {record.name!r} {record.state}"
     if record.exit_code is not None:
         what += f" with exit code {record.exit_code}"
-    if record.message:
-        what += f": {record.message}"
+    if record.errors:
+        what += ": " + "; ".join(record.errors)
     return what + f"; logs: azbai job file list -n {record.name} -e {record.experiment}"

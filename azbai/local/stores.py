@@ -46,9 +46,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Files azbai writes beside user data (temporary downloads, MD5 caches) start with this; uploads skip them.
+#: Files azbai writes beside user data (MD5 caches, a download's temporary file) start with this.
 AZBAI_FILE_PREFIX = ".azbai-"
 _PART_SUFFIX = ".part"
+_PART_PREFIX = f"{AZBAI_FILE_PREFIX}dl-"
+_PART_RE = re.compile(r"\.azbai-dl-[A-Za-z0-9_]{8}\.part")
+
+
+def _is_part_file(name: str) -> bool:
+    """A download's temporary file (``tempfile.mkstemp`` names: 8 random characters)."""
+    return _PART_RE.fullmatch(name) is not None
+
+
 _CHUNK = 1 << 20
 _SMALL_UPLOAD = 8 << 20  # up to this size a file is read into memory and sent in one request
 _NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
@@ -222,7 +231,7 @@ class PartFile:
 
     def __enter__(self) -> PartFile:
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=AZBAI_FILE_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
+        fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
         self.path = Path(name)
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 would outlive the rename
@@ -690,7 +699,7 @@ class ShareStore(Store):
         entries: list[Entry] = []
         for dirpath, _dirnames, filenames in os.walk(base):
             for filename in filenames:
-                if filename.startswith(AZBAI_FILE_PREFIX) and filename.endswith(_PART_SUFFIX):
+                if _is_part_file(filename):
                     continue
                 full = os.path.join(dirpath, filename)
                 rel = os.path.relpath(full, self.root).replace(os.sep, "/")
@@ -847,11 +856,12 @@ def _unchanged(before: os.stat_result, after: os.stat_result, copied: int) -> bo
 
 def iter_local_files(root: Path) -> Iterator[tuple[Path, str]]:
     """Every regular file under ``root`` (links to files included) as ``(path, relative POSIX path)``, sorted,
-    skipping the files azbai itself leaves beside data (``.azbai-*``)."""
+    whatever its name (azbai keeps its own files outside data directories); only a download's temporary
+    ``.azbai-*.part`` file, which exists while that download runs, is skipped."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for filename in sorted(filenames):
-            if filename.startswith(AZBAI_FILE_PREFIX):
+            if _is_part_file(filename):
                 continue
             full = Path(dirpath, filename)
             if full.is_file():

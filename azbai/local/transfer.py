@@ -7,9 +7,10 @@ file is checked by MD5 by the store; a file that fails is tried once more, then 
 written to a ``.azbai-*.part`` file beside its target and renamed only once it verifies.
 
 Incremental mode skips files whose size and MD5 already match. For downloads, the MD5s of the local files are cached
-in ``<destination>/.azbai-md5cache.json``, keyed by relative path and trusted while size, mtime_ns and inode are
-unchanged, so an unchanged re-sync costs a listing and a ``stat`` per file rather than hashing every byte. Uploads
-skip every ``.azbai-*`` file, so a downloaded tree can be uploaded again as it is.
+beside (never inside) the destination, in ``.<destination name>.azbai-md5cache.json`` (:func:`md5_cache_path`),
+keyed by relative path and trusted while size, mtime_ns and inode are unchanged, so an unchanged re-sync costs a
+listing and a ``stat`` per file rather than hashing every byte. azbai keeps no file of its own inside a data
+directory, so every file is transferred whatever its name (``.azbai-notes.txt`` included).
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ log = logging.getLogger(__name__)
 #: ``progress(done_bytes, total_bytes, done_files, total_files)``, called from the calling thread after each file.
 Progress = Callable[[int, int, int, int], None]
 
-MD5_CACHE_NAME = f"{AZBAI_FILE_PREFIX}md5cache.json"
+MD5_CACHE_SUFFIX = f"{AZBAI_FILE_PREFIX}md5cache.json"
+
+
+def md5_cache_path(destination: Path) -> Path:
+    """Where an incremental download into ``destination`` caches local MD5s: beside it, not inside it."""
+    destination = Path(destination).absolute()
+    return destination.parent / f".{destination.name}{MD5_CACHE_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -143,13 +150,6 @@ def download(
             check_path(rel)
         except StorageError as exc:
             raise TransferError(f"{store.url_for(entry.path)} cannot be downloaded: {exc}") from exc
-        if rel.startswith(AZBAI_FILE_PREFIX) or f"/{AZBAI_FILE_PREFIX}" in rel:
-            log.warning(
-                "skipping %s: azbai reserves names starting with %s",
-                store.url_for(entry.path),
-                AZBAI_FILE_PREFIX,
-            )
-            continue
         targets[rel] = entry
     _check_no_file_dir_clash(targets, store)
     if not targets:
@@ -158,7 +158,7 @@ def download(
         destination.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TransferError(f"cannot create {destination}: {exc.strerror or exc}") from exc
-    cache = Md5Cache(destination / MD5_CACHE_NAME) if incremental else None
+    cache = Md5Cache(md5_cache_path(destination)) if incremental else None
 
     def job(rel: str, entry: Entry) -> _Job:
         target = destination / rel

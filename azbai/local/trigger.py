@@ -8,8 +8,9 @@ untrusted input: it must be a plain relative datastore path (no ``..``, no shell
 reported, and it only ever travels as a parameter value, never through a shell.
 
 What was seen is kept in ``<workspace>/pipelines/<pipeline>/trigger.json``, so a restarted watcher does not run a
-blob twice. The first watch also runs what is already there unless ``skip_existing`` (Azure ML fires only for blobs
-added after the schedule was created).
+blob twice. A poll runs what is new since the last one; with ``skip_existing`` it only marks what is there now as
+seen, whether or not an earlier watcher left a memory (Azure ML fires only for blobs added after the schedule was
+created).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class TriggerWatcher:
                 continue
             seen[entry.path] = entry.md5
             self._save(seen)
-            if first and skip_existing:
+            if skip_existing:
                 continue
             result = self._fire(store, entry.path)
             fired.append(result)
@@ -107,7 +108,7 @@ class TriggerWatcher:
         try:
             value = self._parameter_value(store, blob)
         except AzbaiError as exc:
-            log.warning("trigger %s rejected: %s", blob, exc)
+            log.info("trigger %s rejected: %s", blob, exc)  # reported once, by the caller, through Fired
             return Fired(blob, None, error=str(exc))
         try:
             run = self.runner.run({self.trigger.data_path_parameter: value})

@@ -5,6 +5,7 @@ Layout::
     .azbai/
       azurite/                 Azurite's blob data (``--location``)
       azurite.json             the running emulator: pid, port, accounts (no keys)
+      azurite-accounts         the accounts it serves, with Azurite's public development key (read by its hook)
       azurite.log              Azurite's stdout and stderr
       azurite.lock             serialises starting and stopping the emulator
       shares/<account>/<share>/  Azure File shares (Azurite has none): plain directories
@@ -50,6 +51,11 @@ class Workspace:
     def azurite_state(self) -> Path:
         """The file describing the running emulator."""
         return self.root / "azurite.json"
+
+    @property
+    def azurite_accounts(self) -> Path:
+        """The accounts a running emulator serves (read by azbai's Azurite hook; the public dev key only)."""
+        return self.root / "azurite-accounts"
 
     @property
     def azurite_log(self) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import dataclass
 
 PLAN_FORMAT = 2
@@ -23,6 +24,30 @@ ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
 SEGMENT_TEMPLATE = (
     "{subscription}/{resource_group}/workspaces/{workspace}/experiments/{experiment}/jobs/{job}/{job_uuid}"
 )
+
+
+#: the most nodes and processes a local job simulates on one machine (each process is a real one)
+LOCAL_MAX_NODES = 64
+LOCAL_MAX_PROCESSES = 256
+
+#: where a data reference's path takes the job's output segment
+SEGMENT_TOKEN = "{segment}"
+
+
+def fill_segment(path: str, segment: str) -> str:
+    """A ``path_on_datastore`` with its ``{segment}`` filled in. A path that holds the token is a template whose
+    literal braces are doubled (:func:`escape_braces`: a user's own ``{segment}`` is ``{{segment}}``); a path
+    without it is literal."""
+    if SEGMENT_TOKEN not in path:
+        return path
+    return re.sub(
+        r"\{\{|\}\}|\{segment\}", lambda m: segment if m.group() == SEGMENT_TOKEN else m.group()[0], path
+    )
+
+
+def escape_braces(text: str) -> str:
+    """A user's text made literal inside a ``path_on_datastore`` (see :func:`fill_segment`)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 class DataMode(enum.Enum):

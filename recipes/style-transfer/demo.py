@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import av
@@ -71,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     watcher = TriggerWatcher(workspace, plan, HERE)
     watcher.poll(skip_existing=True)  # like a new Azure ML schedule: only what arrives from now on
     media = open_store(workspace, DEV_ACCOUNT, container="media")
-    media.upload_file(source, f"incoming/{args.name}.mp4")
-    print(f"uploaded {media.url_for(f'incoming/{args.name}.mp4')}: the trigger fires")
+    # a new name each time: the clip is byte-identical on every run, and the trigger fires for new blobs only
+    blob_name = f"{args.name}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    media.upload_file(source, f"incoming/{blob_name}.mp4")
+    print(f"uploaded {media.url_for(f'incoming/{blob_name}.mp4')}: the trigger fires")
 
     started = time.perf_counter()
     fired = watcher.poll(on_fired=lambda f: print(f"trigger: {f.blob} → pipeline run", flush=True))
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for step, state in run.steps.items():
         print(f"  {step}: {state.state} (job {state.job})")
 
-    produced = [e for e in media.list("processed/") if e.path.endswith(f"{args.name}_styled.mp4")]
+    produced = [e for e in media.list("processed/") if e.path.endswith(f"{blob_name}_styled.mp4")]
     latest = max(produced, key=lambda e: e.path.count("/") and e.path)
     output = args.out / f"{args.name}_styled.mp4"
     media.download_file(latest.path, output)

@@ -56,11 +56,12 @@ def test_a_restart_keeps_the_data(fresh_emulator: Emulator) -> None:
     assert store.read_bytes("a/b.txt") == b"persisted"
 
 
-def test_a_new_account_restarts_the_emulator_and_both_work(fresh_emulator: Emulator) -> None:
+def test_a_new_account_is_added_without_a_restart_and_both_work(fresh_emulator: Emulator) -> None:
+    # issue 11 item 1: a restart would break every job and command using the emulator
     one = fresh_emulator.ensure(["acctone"])
     BlobStore.open(fresh_emulator.workspace, "acctone", "box").write_bytes("x", b"one")
     two = fresh_emulator.ensure(["accttwo"])
-    assert two.pid != one.pid and not alive(one.pid)
+    assert (two.pid, two.port) == (one.pid, one.port) and alive(one.pid) and two.live_accounts
     assert set(two.accounts) == {DEV_ACCOUNT, "acctone", "accttwo"}
     BlobStore.open(fresh_emulator.workspace, "accttwo", "box").write_bytes("x", b"two")
     assert BlobStore.open(fresh_emulator.workspace, "acctone", "box").read_bytes("x") == b"one"

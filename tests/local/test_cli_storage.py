@@ -136,3 +136,33 @@ def test_workspace_defaults_to_the_environment(tmp_path: Path, monkeypatch: pyte
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fromenv" / "shares" / ACCOUNT / "envshare" / "f.txt").read_text() == "x"
+
+
+def test_item2_upload_of_a_directory_keeps_files_named_azbai(
+    emulator: Emulator, container: str, tmp_path: Path
+) -> None:
+    make_tree(tmp_path / "src")
+    (tmp_path / "src" / ".azbai-notes.txt").write_bytes(b"user data")
+    result = run(emulator.workspace.root, "upload", "--account", ACCOUNT, "--container", container,
+                 "--source", str(tmp_path / "src"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("uploaded 4 file(s)")
+    assert (
+        BlobStore.open(emulator.workspace, ACCOUNT, container).read_bytes(".azbai-notes.txt") == b"user data"
+    )
+
+
+def test_item1_storage_start_with_a_new_account_keeps_the_running_emulator(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    emulator = Emulator(Workspace(ws))
+    try:
+        assert run(ws, "start").exit_code == 0
+        before = emulator.state()
+        result = run(ws, "start", "--account", "otheracct")
+        assert result.exit_code == 0, result.output
+        after = emulator.state()
+        assert before is not None and after is not None
+        assert (after.pid, after.port) == (before.pid, before.port) and "otheracct" in after.accounts
+        BlobStore.open(emulator.workspace, "otheracct", "box").write_bytes("x", b"1")
+    finally:
+        emulator.stop()

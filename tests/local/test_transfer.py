@@ -13,7 +13,7 @@ import pytest
 from azbai.errors import StorageError, TransferError
 from azbai.local import transfer
 from azbai.local.stores import BlobStore, ShareStore, Store
-from azbai.local.transfer import MD5_CACHE_NAME, download, upload
+from azbai.local.transfer import download, md5_cache_path, upload
 
 pytestmark = pytest.mark.azurite
 
@@ -38,7 +38,7 @@ def read_tree(root: Path) -> dict[str, bytes]:
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith(".azbai-")
+        if p.is_file() and not p.name.endswith(".part")
     }
 
 
@@ -56,7 +56,7 @@ def test_directory_round_trip(store: Store, tmp_path: Path) -> None:
     down = download(store, "inputs", tmp_path / "dst", workers=4)
     assert down.files_transferred == len(files)
     assert read_tree(tmp_path / "dst") == files
-    assert not (tmp_path / "dst" / MD5_CACHE_NAME).exists()  # only incremental mode keeps a cache
+    assert not md5_cache_path(tmp_path / "dst").exists()  # only incremental mode keeps a cache
 
 
 def test_single_file_upload_and_prefix_download(store: Store, tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_incremental_second_run_transfers_nothing(store: Store, tmp_path: Path) 
     assert first.files_transferred == len(files)
     second = download(store, "", tmp_path / "dst", incremental=True)
     assert (second.files_transferred, second.files_skipped) == (0, len(files))
-    cache = json.loads((tmp_path / "dst" / MD5_CACHE_NAME).read_text())
+    cache = json.loads(md5_cache_path(tmp_path / "dst").read_text())
     assert sorted(cache["files"]) == sorted(files)
 
 
@@ -89,7 +89,7 @@ def test_incremental_without_the_cache_hashes_and_still_skips(store: Store, tmp_
     files = make_tree(tmp_path / "src")
     upload(tmp_path / "src", store, "")
     download(store, "", tmp_path / "dst", incremental=True)
-    (tmp_path / "dst" / MD5_CACHE_NAME).unlink()
+    md5_cache_path(tmp_path / "dst").unlink()
     again = download(store, "", tmp_path / "dst", incremental=True)
     assert (again.files_transferred, again.files_skipped) == (0, len(files))
 
@@ -128,14 +128,21 @@ def test_progress_reports_every_file(store: Store, tmp_path: Path) -> None:
     assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
 
 
-def test_uploads_skip_azbai_files(store: Store, tmp_path: Path) -> None:
+def test_every_file_is_uploaded_whatever_its_name(store: Store, tmp_path: Path) -> None:
+    # issue 11 item 2: a file named .azbai-* is user data too; azbai's own cache lives beside the tree
     make_tree(tmp_path / "src")
+    (tmp_path / "src" / ".azbai-notes.txt").write_bytes(b"mine")
+    (tmp_path / "src" / "sub").mkdir(exist_ok=True)
+    (tmp_path / "src" / "sub" / ".azbai-x").write_bytes(b"also mine")
     upload(tmp_path / "src", store, "")
+    assert store.read_bytes(".azbai-notes.txt") == b"mine"
     download(store, "", tmp_path / "dst", incremental=True)
-    (tmp_path / "dst" / ".azbai-leftover.part").write_bytes(b"junk")
+    assert (tmp_path / "dst" / "sub" / ".azbai-x").read_bytes() == b"also mine"
+    assert md5_cache_path(tmp_path / "dst").is_file()
+    assert not list((tmp_path / "dst").glob("*md5cache*"))
     report = upload(tmp_path / "dst", store, "copy", incremental=True)
     assert report.files == len(read_tree(tmp_path / "src"))
-    assert not [e for e in store.list("copy/") if ".azbai-" in e.path]
+    assert {e.path for e in store.list("copy/")} == {"copy/" + rel for rel in read_tree(tmp_path / "src")}
 
 
 def test_missing_source_is_an_error(store: Store, tmp_path: Path) -> None:

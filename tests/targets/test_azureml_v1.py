@@ -142,3 +142,33 @@ def test_pipeline_py_dry_run_is_a_real_command(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert "Built offline" in text and "Pipeline step 'tensorflow-gpu'" in text
+
+
+def test_item6_a_user_variable_and_a_literal_brace_in_path_prefix_in_generated_code(tmp_path: Path) -> None:
+    # issue 11 item 6: Batch AI expanded the job's variables in pathPrefix; {segment} of the user's stays literal
+    job = {
+        "properties": {
+            "nodeCount": 1,
+            "customToolkitSettings": {"commandLine": "echo"},
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            "environmentVariables": [{"name": "RUN_GROUP", "value": "exp1"}],
+            "mountVolumes": {
+                "azureBlobFileSystems": [
+                    {"accountName": "acct", "containerName": "logs", "relativeMountPath": "logs"}
+                ]
+            },
+            "outputDirectories": [
+                {"id": "OUT", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs/$RUN_GROUP"},
+                {"id": "ODD", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs/{segment}"},
+            ],
+        }
+    }
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    code = azbai.migrate(path, tmp_path / "out").output_dir.joinpath("pipeline.py").read_text()
+    assert "path_on_datastore=f'exp1/{segment}/outputs'" in code
+    assert "path_on_datastore=f'{{segment}}/{segment}/outputs'" in code
+    assert "$RUN_GROUP" not in code
+    objects = build_objects(azbai.load(path), directory=tmp_path / "built")
+    paths = {n: r["path_on_datastore"] for n, r in offline.summarize(objects)["run_references"].items()}
+    assert paths["output_out"].startswith("exp1/") and paths["output_odd"].startswith("{segment}/")

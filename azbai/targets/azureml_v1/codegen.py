@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from azbai.plan.model import (
     ACCOUNT_PLACEHOLDER,
     SEGMENT_TEMPLATE,
+    SEGMENT_TOKEN,
     CredentialKind,
     DataMode,
     DataReference,
@@ -251,13 +252,10 @@ def _references(refs: list[DataReference], plan: Plan) -> str:
 
 
 def path_expr(path: str) -> str:
-    if "{segment}" in path:
-        before, _, after = path.partition("{segment}")
-        return "f" + repr(
-            before.replace("{", "{{").replace("}", "}}")
-            + "{segment}"
-            + after.replace("{", "{{").replace("}", "}}")
-        )
+    """A ``path_on_datastore`` as Python: an f-string over ``segment`` for a template (whose literal braces are
+    already doubled, see ``azbai.plan.model.fill_segment``), else the literal path."""
+    if SEGMENT_TOKEN in path:
+        return "f" + repr(path)
     return repr(path) if path else "None"
 
 
