@@ -15,7 +15,7 @@ import click
 
 from azbai.cli_options import print_diagnostics, source_options
 from azbai.errors import AzbaiError, SpecError
-from azbai.facade import TARGETS, SourceOptions
+from azbai.facade import FILE_NOTE_CODES, TARGETS, SourceOptions
 
 
 class AzbaiGroup(click.Group):
@@ -83,6 +83,8 @@ def migrate(job_file: str, output_dir: str | None, target: str, source: SourceOp
     result = migrate_source(job_file, output_dir, target=target, **options_dict(source))
     print_diagnostics(result.diagnostics)
     for note in result.plan.notes:
+        if note.code in FILE_NOTE_CODES:
+            continue  # already among the diagnostics
         click.echo(f"{note.severity.value}: {note.field}: {note.message} [{note.code}]", err=True)
     for path in result.files:
         click.echo(f"wrote {path}")

@@ -72,13 +72,11 @@ def create(
     """Create a job from a Batch AI job.json and run it."""
     import os
 
-    from azbai.facade import check, read, secret_values
+    from azbai.facade import read, secret_values
     from azbai.local.service import create_job
 
-    options = dataclasses.replace(source, name=job_name, experiment=job_experiment)
-    loaded = read(job_file, options)
-    # the warnings `azbai validate` prints for the same file (typo'd keys, undescribed mounts, paths)
-    print_diagnostics(check(job_file, options).warnings)
+    loaded = read(job_file, dataclasses.replace(source, name=job_name, experiment=job_experiment))
+    print_diagnostics(loaded.diagnostics)  # the warnings `azbai validate` prints for the same file
     env = {}
     for item in env_names:
         name, sep, value = item.partition("=")

@@ -205,8 +205,6 @@ class _Reader:
         return plan
 
     def _file_notes(self, plan: Plan, source: str) -> None:
-        if not self.collect:
-            return
         for note in plan.notes:
             if note.code in FILE_NOTE_CODES:
                 self.diagnostics.append(

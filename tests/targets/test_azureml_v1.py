@@ -166,8 +166,8 @@ def test_item6_a_user_variable_and_a_literal_brace_in_path_prefix_in_generated_c
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job))
     code = azbai.migrate(path, tmp_path / "out").output_dir.joinpath("pipeline.py").read_text()
-    assert "path_on_datastore=f'exp1/{segment}/outputs'" in code
-    assert "path_on_datastore=f'{{segment}}/{segment}/outputs'" in code
+    assert 'path_on_datastore=f"exp1/{segment}/outputs"' in code
+    assert 'path_on_datastore=f"{{segment}}/{segment}/outputs"' in code
     assert "$RUN_GROUP" not in code
     objects = build_objects(azbai.load(path), directory=tmp_path / "built")
     paths = {n: r["path_on_datastore"] for n, r in offline.summarize(objects)["run_references"].items()}
