@@ -103,3 +103,7 @@ main.add_command(job)
 from azbai.cli_pipeline import pipeline  # noqa: E402
 
 main.add_command(pipeline)
+
+from azbai.cli_ml import ml  # noqa: E402
+
+main.add_command(ml)

@@ -85,10 +85,12 @@ def _existing(path: Path, what: str) -> Path:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """azure-ai-ml logs a line per experimental class it loads; they are not the user's business."""
-    logger = logging.getLogger("azure.ai.ml")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(n) for n in ("azure.ai.ml", "azure.ai.ml._utils._experimental")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

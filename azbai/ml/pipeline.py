@@ -10,6 +10,7 @@ pipeline: nodes that depend on it are not started, and the message names the fai
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -73,7 +74,7 @@ class PipelineRun:
         """Run every node; returns 0, or the failed node's exit code."""
         report = progress or (lambda node, status: None)
         record = self.record
-        record.status, record.start_time = RUNNING, now()
+        record.status, record.start_time, record.pid = RUNNING, now(), os.getpid()
         nodes = order(self.pipeline)
         default = self.pipeline.settings.default_compute if self.pipeline.settings else None
         for spec in self.specs().values():

@@ -97,7 +97,7 @@ class Registry:
         else:
             raise MlError(f"{path}: a {type(entity).__name__} has no local stand-in (azure_blob, azure_file)")
         record = DatastoreRecord(
-            _check(entity.name, "datastore"), kind, local_account(entity.account_name), container, str(path)
+            _check(entity.name, "datastore"), kind, local_account(entity.account_name), container, str(Path(path).resolve())
         )
         save_record(self._file("datastores", record.name), asdict(record), REGISTRY_FORMAT)
         return record
@@ -136,7 +136,7 @@ class Registry:
             getattr(entity, "min_instances", None),
             getattr(entity, "max_instances", None),
             getattr(entity, "tier", None),
-            str(path),
+            str(Path(path).resolve()),
         )
         save_record(self._file("computes", record.name), asdict(record), REGISTRY_FORMAT)
         return record

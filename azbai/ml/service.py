@@ -44,8 +44,9 @@ def create_job(
     job = loaders.load_job(path, sets)
     if job.type not in ("command", "pipeline"):
         raise MlError(f"{path}: job type {job.type!r} cannot run locally (command, pipeline)")
-    Emulator(workspace.ensure()).ensure()
     engine = Engine(workspace, env)
+    accounts = {d.account for d in engine.registry.datastores() if d.type == "azure_blob"}
+    Emulator(workspace.ensure()).ensure(accounts=sorted(accounts))
     book = RunBook(workspace)
     if job.type == "command":
         engine.check_compute(command_spec(job, "job"))
