@@ -44,12 +44,18 @@ def ml_job() -> None:
 
 
 @ml_job.command("create")
-@click.option("-f", "--file", "job_file", required=True, type=click.Path(dir_okay=False), help="The job YAML.")
+@click.option(
+    "-f", "--file", "job_file", required=True, type=click.Path(dir_okay=False), help="The job YAML."
+)
 @_sets
 @click.option("-n", "--name", help="The job's name (default: the file's, else a generated one).")
-@click.option("--stream", is_flag=True, help="Follow the job's logs until it ends (exit code 1 unless it completed).")
+@click.option(
+    "--stream", is_flag=True, help="Follow the job's logs until it ends (exit code 1 unless it completed)."
+)
 @click.pass_obj
-def job_create(workspace: Workspace, job_file: str, sets: tuple[str, ...], name: str | None, stream: bool) -> None:
+def job_create(
+    workspace: Workspace, job_file: str, sets: tuple[str, ...], name: str | None, stream: bool
+) -> None:
     """Create a job from a command or pipeline YAML and run it in the background; --stream follows its logs."""
     from azbai.ml.loaders import parse_sets
     from azbai.ml.service import create_job, show_job, stream_job
@@ -60,7 +66,10 @@ def job_create(workspace: Workspace, job_file: str, sets: tuple[str, ...], name:
         for chunk in stream_job(workspace, record.name):
             click.echo(chunk, nl=False)
         record = show_job(workspace, record.name)
-        click.echo(f"job {record.name}: {record.status}" + (f": {record.message}" if record.message else ""), err=True)
+        click.echo(
+            f"job {record.name}: {record.status}" + (f": {record.message}" if record.message else ""),
+            err=True,
+        )
         sys.exit(0 if record.status == "Completed" else 1)
 
 
@@ -127,7 +136,9 @@ def ml_datastore() -> None:
 
 
 @ml_datastore.command("create")
-@click.option("-f", "--file", "file", required=True, type=click.Path(dir_okay=False), help="The datastore YAML.")
+@click.option(
+    "-f", "--file", "file", required=True, type=click.Path(dir_okay=False), help="The datastore YAML."
+)
 @_sets
 @click.pass_obj
 def datastore_create(workspace: Workspace, file: str, sets: tuple[str, ...]) -> None:
@@ -135,7 +146,9 @@ def datastore_create(workspace: Workspace, file: str, sets: tuple[str, ...]) -> 
     from azbai.ml.loaders import parse_sets
     from azbai.ml.registry import Registry
 
-    click.echo(json.dumps(dataclasses.asdict(Registry(workspace).create_datastore(Path(file), parse_sets(sets)))))
+    click.echo(
+        json.dumps(dataclasses.asdict(Registry(workspace).create_datastore(Path(file), parse_sets(sets))))
+    )
 
 
 @ml_datastore.command("list")
@@ -154,7 +167,9 @@ def ml_compute() -> None:
 
 
 @ml_compute.command("create")
-@click.option("-f", "--file", "file", required=True, type=click.Path(dir_okay=False), help="The compute YAML.")
+@click.option(
+    "-f", "--file", "file", required=True, type=click.Path(dir_okay=False), help="The compute YAML."
+)
 @_sets
 @click.pass_obj
 def compute_create(workspace: Workspace, file: str, sets: tuple[str, ...]) -> None:
@@ -162,7 +177,9 @@ def compute_create(workspace: Workspace, file: str, sets: tuple[str, ...]) -> No
     from azbai.ml.loaders import parse_sets
     from azbai.ml.registry import Registry
 
-    click.echo(json.dumps(dataclasses.asdict(Registry(workspace).create_compute(Path(file), parse_sets(sets)))))
+    click.echo(
+        json.dumps(dataclasses.asdict(Registry(workspace).create_compute(Path(file), parse_sets(sets))))
+    )
 
 
 @ml_compute.command("list")

@@ -29,7 +29,7 @@ from azbai.errors import AzbaiError
 from azbai.local.runner import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION, LOCAL_WORKSPACE
 from azbai.local.workspace import Workspace
 from azbai.ml import processes
-from azbai.ml.data import Location, Stager, parse_uri
+from azbai.ml.data import Stager, parse_uri
 from azbai.ml.errors import MlError
 from azbai.ml.registry import DEFAULT_DATASTORE, Registry
 from azbai.ml.runs import CANCELED, COMPLETED, FAILED, RUNNING, RunRecord, now
@@ -89,7 +89,9 @@ def literal(value: Any) -> str:
     return str(value)
 
 
-def data_of(value: Any, declared_mode: str | None = None, declared_type: str | None = None) -> DataInput | str:
+def data_of(
+    value: Any, declared_mode: str | None = None, declared_type: str | None = None
+) -> DataInput | str:
     """An azure-ai-ml input value (an ``Input`` or a literal) as a :class:`DataInput` or a string."""
     path = getattr(value, "path", None)
     kind = getattr(value, "type", None) or declared_type
@@ -272,9 +274,13 @@ class Engine:
             record.inputs[key] = {"uri": location.uri, "mode": value.mode, "path": values["inputs"][key]}
         for key, output in spec.outputs.items():
             uri = output.uri or f"azureml://datastores/{DEFAULT_DATASTORE}/paths/azureml/{record.name}/{key}/"
-            location: Location = parse_uri(self._fill(uri, record.name), spec.base_path)
+            location = parse_uri(self._fill(uri, record.name), spec.base_path)
             values["outputs"][key] = stager.stage_output(key, location, output.mode)
-            record.outputs[key] = {"uri": location.uri, "mode": output.mode or "rw_mount", "path": values["outputs"][key]}
+            record.outputs[key] = {
+                "uri": location.uri,
+                "mode": output.mode or "rw_mount",
+                "path": values["outputs"][key],
+            }
         return values
 
     # -- processes -------------------------------------------------------------------------------------------------
@@ -297,11 +303,15 @@ class Engine:
         text = _OPTIONAL.sub(optional, spec.command)
         return _BINDING.sub(bind, text)
 
-    def _parallel_command(self, spec: NodeSpec, values: dict[str, dict[str, str]], record: RunRecord, bind: Any) -> str:
+    def _parallel_command(
+        self, spec: NodeSpec, values: dict[str, dict[str, str]], record: RunRecord, bind: Any
+    ) -> str:
         settings = spec.parallel
         match = _BINDING.fullmatch(str(settings["input_data"]).strip())
         if not match or match.group(1) != "inputs":
-            raise MlError(f"{spec.name}: input_data must be ${{{{inputs.NAME}}}}, not {settings['input_data']!r}")
+            raise MlError(
+                f"{spec.name}: input_data must be ${{{{inputs.NAME}}}}, not {settings['input_data']!r}"
+            )
         source = bind(match)
         if not spec.outputs:
             raise MlError(f"{spec.name}: a parallel job needs an output for its results")
@@ -320,12 +330,16 @@ class Engine:
         ]  # fmt: skip
         tail = " ".join(shlex.quote(a) for a in arguments)
         return (
-            " ".join(shlex.quote(a) for a in argv) + f" --entry-script {entry}" + (f" -- {tail}" if tail else "")
+            " ".join(shlex.quote(a) for a in argv)
+            + f" --entry-script {entry}"
+            + (f" -- {tail}" if tail else "")
         )
 
     def _run(self, spec: NodeSpec, record: RunRecord, values: dict[str, dict[str, str]]) -> int:
         command = self._command(spec, values, record)
-        ranks = processes.plan_ranks(spec.instance_count, spec.distribution if spec.type == "command" else None)
+        ranks = processes.plan_ranks(
+            spec.instance_count, spec.distribution if spec.type == "command" else None
+        )
         record.processes = len(ranks)
         workdirs = {}
         for node in sorted({r.node for r in ranks}):

@@ -61,7 +61,9 @@ def parse_uri(uri: str, base: Path | None = None) -> Location:
             raise MlError(f"{uri}: {exc}") from exc
         return Location(uri, match.group("name"), path.strip("/"))
     if uri.startswith(("azureml:", "http://", "https://", "wasbs://", "abfss://")):
-        raise MlError(f"{uri}: only azureml://datastores/<name>/paths/<path> URIs and local paths run locally")
+        raise MlError(
+            f"{uri}: only azureml://datastores/<name>/paths/<path> URIs and local paths run locally"
+        )
     local = Path(uri) if base is None else (base / uri)
     return Location(uri, local=local.resolve())
 
@@ -177,7 +179,9 @@ class Stager:
             if item.store.kind == "share" and item.mode == "rw_mount":
                 continue  # the share's directory itself: written in place
             try:
-                transfer.upload(item.local, item.store, item.location.path, incremental=item.mode == "rw_mount")
+                transfer.upload(
+                    item.local, item.store, item.location.path, incremental=item.mode == "rw_mount"
+                )
                 if item.mode == "rw_mount":
                     now = {rel for _, rel in _files(item.local)}
                     for rel in sorted(item.before - now):

@@ -1,9 +1,9 @@
 """The errors of the local Azure ML engine, under azbai's root (``azbai.errors``)::
 
-    AzbaiError
-    └── JobError
-        └── MlError            a v2 job file, datastore or compute cannot be used locally (names the file or name)
-            └── MlJobFailed    a local Azure ML job (or a pipeline node) ran and failed; carries the exit code
+AzbaiError
+└── JobError
+    └── MlError            a v2 job file, datastore or compute cannot be used locally (names the file or name)
+        └── MlJobFailed    a local Azure ML job (or a pipeline node) ran and failed; carries the exit code
 """
 
 from __future__ import annotations

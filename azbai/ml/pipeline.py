@@ -24,7 +24,9 @@ from azbai.ml.runs import CANCELED, COMPLETED, FAILED, NOT_STARTED, RUNNING, Run
 log = logging.getLogger(__name__)
 
 _PARENT_INPUT = re.compile(r"^\$\{\{\s*parent\.inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
-_PARENT_OUTPUT = re.compile(r"^\$\{\{\s*parent\.jobs\.([A-Za-z_][A-Za-z0-9_-]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+_PARENT_OUTPUT = re.compile(
+    r"^\$\{\{\s*parent\.jobs\.([A-Za-z_][A-Za-z0-9_-]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$"
+)
 
 #: called with (node name, status) as a run progresses
 Progress = Callable[[str, str], None]
@@ -39,7 +41,9 @@ def dependencies(pipeline: Any) -> dict[str, set[str]]:
             match = _PARENT_OUTPUT.match(str(value._data)) if isinstance(value._data, str) else None
             if match:
                 if match.group(1) not in pipeline.jobs:
-                    raise MlError(f"jobs.{name}: binds to ${{{{parent.jobs.{match.group(1)}}}}}: no such node")
+                    raise MlError(
+                        f"jobs.{name}: binds to ${{{{parent.jobs.{match.group(1)}}}}}: no such node"
+                    )
                 deps[name].add(match.group(1))
     return deps
 
@@ -51,7 +55,9 @@ def order(pipeline: Any) -> list[str]:
     while len(done) < len(deps):
         ready = [n for n in deps if n not in done and deps[n] <= set(done)]
         if not ready:
-            raise MlError(f"the pipeline's nodes depend on each other in a cycle: {sorted(set(deps) - set(done))}")
+            raise MlError(
+                f"the pipeline's nodes depend on each other in a cycle: {sorted(set(deps) - set(done))}"
+            )
         done.append(ready[0])
     return done
 
@@ -135,16 +141,24 @@ class PipelineRun:
                 if parent.group(1) not in self.pipeline.inputs:
                     raise MlError(f"jobs.{name}.inputs.{key}: the pipeline has no input {parent.group(1)!r}")
                 source = self.pipeline.inputs[parent.group(1)]._data
-                inputs[key] = data_of(source, getattr(spec_in, "mode", None), getattr(spec_in, "type", None))
-                if isinstance(inputs[key], DataInput) and getattr(spec_in, "mode", None):
+                declared_mode = getattr(spec_in, "mode", None)
+                value = data_of(source, declared_mode, getattr(spec_in, "type", None))
+                if isinstance(value, DataInput) and declared_mode:
                     # the component's declared mode is the one the node reads with
-                    inputs[key] = DataInput(inputs[key].type, inputs[key].uri, spec_in.mode)
+                    value = DataInput(value.type, value.uri, declared_mode)
+                inputs[key] = value
             elif upstream:
                 step, output = upstream.group(1), upstream.group(2)
-                uri = self.outputs.get((step, output)) if wired else f"azureml://datastores/{DEFAULT_DATASTORE}/paths/pending/"
+                uri = (
+                    self.outputs.get((step, output))
+                    if wired
+                    else f"azureml://datastores/{DEFAULT_DATASTORE}/paths/pending/"
+                )
                 if uri is None:
                     raise MlError(f"jobs.{name}.inputs.{key}: node {step!r} has no output {output!r}")
-                inputs[key] = DataInput(getattr(spec_in, "type", None) or "uri_folder", uri, getattr(spec_in, "mode", None))
+                inputs[key] = DataInput(
+                    getattr(spec_in, "type", None) or "uri_folder", uri, getattr(spec_in, "mode", None)
+                )
             else:
                 inputs[key] = data_of(data, getattr(spec_in, "mode", None), getattr(spec_in, "type", None))
         if node.type == "parallel":

@@ -23,6 +23,7 @@ stopped; ``limits.timeout`` stops them all (exit status 124).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -209,10 +210,8 @@ class ProcessGroup:
 
 
 def _signal(pgid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _status(code: int) -> int:

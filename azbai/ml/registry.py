@@ -89,7 +89,9 @@ class Registry:
     def create_datastore(self, path: Path, sets: dict[str, str] | None = None) -> DatastoreRecord:
         """``az ml datastore create -f FILE [--set k=v]``: register (or replace) the file's datastore."""
         entity = loaders.load_datastore(path, sets)
-        kind = {"AzureBlobDatastore": "azure_blob", "AzureFileDatastore": "azure_file"}.get(type(entity).__name__)
+        kind = {"AzureBlobDatastore": "azure_blob", "AzureFileDatastore": "azure_file"}.get(
+            type(entity).__name__
+        )
         if kind == "azure_blob":
             container = entity.container_name
         elif kind == "azure_file":
@@ -97,7 +99,11 @@ class Registry:
         else:
             raise MlError(f"{path}: a {type(entity).__name__} has no local stand-in (azure_blob, azure_file)")
         record = DatastoreRecord(
-            _check(entity.name, "datastore"), kind, local_account(entity.account_name), container, str(Path(path).resolve())
+            _check(entity.name, "datastore"),
+            kind,
+            local_account(entity.account_name),
+            container,
+            str(Path(path).resolve()),
         )
         save_record(self._file("datastores", record.name), asdict(record), REGISTRY_FORMAT)
         return record

@@ -74,7 +74,9 @@ def create_job(
     code = _run(engine, book, job, record, progress)
     record = RunRecord.load(record.path)
     if code != 0 or record.status != COMPLETED:
-        raise MlJobFailed(f"job {record.name} {record.status.lower()}: {record.message or f'exit code {code}'}", code or 1)
+        raise MlJobFailed(
+            f"job {record.name} {record.status.lower()}: {record.message or f'exit code {code}'}", code or 1
+        )
     return record
 
 
@@ -177,7 +179,7 @@ def download_job(workspace: Workspace, name: str, destination: Path, output: str
     target = destination / name
     for run in runs:
         if run.logs_dir.is_dir():
-            logs = target / "user_logs" / (run.display_name if record.children else "")
+            logs = target / "user_logs" / ((run.display_name or run.name) if record.children else "")
             logs.mkdir(parents=True, exist_ok=True)
             for file in run.logs_dir.iterdir():
                 written.append(Path(_copy(file, logs / file.name)))

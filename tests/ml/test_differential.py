@@ -54,10 +54,13 @@ def prepare(tmp_path: Path, recipe: Path, workspaces: dict[str, Workspace]) -> t
     from azbai.source.reader import load_job
 
     inputs = {d.id: d.path for d in build_plan(load_job(recipe)).steps[0].job.input_directories}
-    text = re.sub(r"\$AZ_BATCHAI_INPUT_(\w+)", lambda m: inputs.get(m.group(1), m.group(0)), recipe.read_text())
+    text = re.sub(
+        r"\$AZ_BATCHAI_INPUT_(\w+)", lambda m: inputs.get(m.group(1), m.group(0)), recipe.read_text()
+    )
     on_node = set(re.findall(r"(\$AZ_BATCHAI_JOB_TEMP/[\w./-]+\.py)\b", text))
     prep = "#!/bin/sh\n" + "".join(
-        f'mkdir -p "$(dirname {p})" && cp $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/report.py {p}\n' for p in sorted(on_node)
+        f'mkdir -p "$(dirname {p})" && cp $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/report.py {p}\n'
+        for p in sorted(on_node)
     )
     (tmp_path / "prep.sh").write_text(prep + STUB.read_text())
     for workspace in workspaces.values():
@@ -88,7 +91,9 @@ def written(workspace: Workspace, run: str) -> dict[str, bytes]:
         for blob in client.list_blobs():
             if run in blob.name:
                 files[f"blob:{container.name}/{blob.name}"] = client.download_blob(blob.name).readall()
-    return {re.sub(r"\d{8}t\d{6}z", "<time>", key.replace(run, "<run>")): value for key, value in files.items()}
+    return {
+        re.sub(r"\d{8}t\d{6}z", "<time>", key.replace(run, "<run>")): value for key, value in files.items()
+    }
 
 
 def lines(data: bytes) -> list[Any]:
@@ -103,12 +108,16 @@ def lines(data: bytes) -> list[Any]:
             position += 1
         elif text.startswith('{"argv"', position):
             report, position = decoder.raw_decode(text, position)
-            reports.append((len(report["argv"]), sorted(k for k in report["env"] if k.startswith("AZ_BATCHAI_"))))
+            reports.append(
+                (len(report["argv"]), sorted(k for k in report["env"] if k.startswith("AZ_BATCHAI_")))
+            )
         else:
             end = text.find("\n", position)
             end = len(text) if end < 0 else end
             # a node's local paths differ between the engines (as between two compute nodes): not compared
-            other.append(re.sub(r"/[^\s'\"]*", "<path>", re.sub(r"\d{8}t\d{6}z", "<time>", text[position:end])))
+            other.append(
+                re.sub(r"/[^\s'\"]*", "<path>", re.sub(r"\d{8}t\d{6}z", "<time>", text[position:end]))
+            )
             position = end
     return [*sorted(reports, key=repr), "".join(sorted("".join(other)))]
 
@@ -118,7 +127,11 @@ def load_options(recipe: Path) -> dict[str, Any]:
     from azbai.plan.model import MountRoot, VolumeKind
 
     job = azbai.load(recipe).steps[0].job
-    names = [v.relative_mount_path for v in job.volumes if v.root is MountRoot.CLUSTER and v.kind is VolumeKind.UNDESCRIBED]
+    names = [
+        v.relative_mount_path
+        for v in job.volumes
+        if v.root is MountRoot.CLUSTER and v.kind is VolumeKind.UNDESCRIBED
+    ]
     return {"mounts": [f"{n}=afs://{DEV_ACCOUNT}/{n}" for n in names]} if names else {}
 
 
@@ -141,7 +154,9 @@ def test_the_v2_job_leaves_what_the_batch_ai_job_leaves(
     run: RunRecord = run_v2(workspaces["v2"], tmp_path / "migrated/v2/job.yml", env={**os.environ, **env})
     batchai = written(workspaces["batchai"], record.segment.rsplit("/", 1)[1])
     v2 = written(workspaces["v2"], run.name)
-    assert sorted(k for k in v2 if "execution-" not in k) == sorted(k for k in batchai if "execution-" not in k)
+    assert sorted(k for k in v2 if "execution-" not in k) == sorted(
+        k for k in batchai if "execution-" not in k
+    )
     streams = [k for k in batchai if re.search(r"/std(out|err)[^/]*\.txt$", k)]
     assert streams, "the job wrote no stdout/stderr files"
     for key in streams:
@@ -154,7 +169,9 @@ def test_the_v2_job_leaves_what_the_batch_ai_job_leaves(
     "the launcher writes the job's stdout/stderr to the node's local volumes/ stand-in (lost with the node); "
     "azbai job create keeps them in the workspace's cluster-mounts/ directory",
 )
-def test_an_undescribed_cluster_mount_keeps_the_logs(workspaces: dict[str, Workspace], tmp_path: Path) -> None:
+def test_an_undescribed_cluster_mount_keeps_the_logs(
+    workspaces: dict[str, Workspace], tmp_path: Path
+) -> None:
     recipe = CORPUS / "recipes/CNTK/CNTK-GPU-BrainScript/job.json"
     job, env = prepare(tmp_path, recipe, workspaces)
     azbai.migrate(job, tmp_path / "migrated", target="v2")

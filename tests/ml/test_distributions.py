@@ -52,14 +52,22 @@ def reports(workspace: Workspace, run: Any) -> dict[str, list[dict[str, Any]]]:
     found = {}
     for path in shares.rglob(f"*/{run.name}/stdouterr/stdout*.txt"):
         if "job_prep" not in path.name:
-            found[path.name] = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+            found[path.name] = [
+                json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")
+            ]
     return found
 
 
 @pytest.mark.parametrize("toolkit", sorted(TOOLKITS))
-def test_two_instances_of_two_processes_run_each_rank_once(workspace: Workspace, tmp_path: Path, toolkit: str) -> None:
+def test_two_instances_of_two_processes_run_each_rank_once(
+    workspace: Workspace, tmp_path: Path, toolkit: str
+) -> None:
     job = tmp_path / f"{toolkit}.json"
-    properties = {"nodeCount": 2, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs", "mountVolumes": MOUNTS}
+    properties = {
+        "nodeCount": 2,
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "mountVolumes": MOUNTS,
+    }
     job.write_text(json.dumps({"properties": {**properties, **TOOLKITS[toolkit]}}))
     azbai.migrate(job, tmp_path / "out", target="v2", name=f"dist-{toolkit}")
     v2 = tmp_path / "out/v2"
@@ -78,7 +86,10 @@ def test_two_instances_of_two_processes_run_each_rank_once(workspace: Workspace,
         assert list(found) == ["stdout.txt"]
         ranks = [r["env"]["OMPI_COMM_WORLD_RANK"] for r in found["stdout.txt"]]
         assert sorted(ranks) == ["0", "1", "2", "3"]
-        nodes = {r["env"]["OMPI_COMM_WORLD_RANK"]: r["env"]["AZ_BATCHAI_JOB_TEMP"].rsplit("/", 1)[1] for r in found["stdout.txt"]}
+        nodes = {
+            r["env"]["OMPI_COMM_WORLD_RANK"]: r["env"]["AZ_BATCHAI_JOB_TEMP"].rsplit("/", 1)[1]
+            for r in found["stdout.txt"]
+        }
         assert nodes == {"0": "node-0", "1": "node-0", "2": "node-1", "3": "node-1"}
     elif toolkit == "pytorch":
         assert sorted(found) == [f"stdout-{i}.txt" for i in range(4)]

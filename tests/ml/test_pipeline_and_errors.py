@@ -42,25 +42,39 @@ def words(ml_workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def joined(workspace: Workspace, segment_tail: str) -> str:
-    (path,) = (workspace.root / "shares" / DEV_ACCOUNT / "logs").rglob(f"*/{segment_tail}/outputs/result/joined.txt")
+    (path,) = (workspace.root / "shares" / DEV_ACCOUNT / "logs").rglob(
+        f"*/{segment_tail}/outputs/result/joined.txt"
+    )
     return path.read_text()
 
 
 def test_the_pipeline_runs_as_the_local_pipeline_engine_runs_it(ml_workspace: Workspace, words: Path) -> None:
     seen: list[tuple[str, str]] = []
-    run = run_v2(ml_workspace, words / "pipeline.yml", progress=lambda node, status: seen.append((node, status)))
+    run = run_v2(
+        ml_workspace, words / "pipeline.yml", progress=lambda node, status: seen.append((node, status))
+    )
     assert run.status == "Completed"
     assert [n for n, s in seen if s == "Completed"] == ["produce", "shout", "consume"]
     book = RunBook(ml_workspace)
     shout = book.get(run.children["shout"])
-    assert shout.type == "parallel" and shout.outputs["loud"]["uri"].startswith("azureml://datastores/workspaceblobstore/")
+    assert shout.type == "parallel" and shout.outputs["loud"]["uri"].startswith(
+        "azureml://datastores/workspaceblobstore/"
+    )
     state = json.loads((shout.path / "parallel_state/summary.json").read_text())
-    assert (state["done_batches"], state["done_items"], state["retries"]) == (3, 5, 0)  # 5 words, batches of 2
+    assert (state["done_batches"], state["done_items"], state["retries"]) == (
+        3,
+        5,
+        0,
+    )  # 5 words, batches of 2
     # the same pipeline file, run by azbai pipeline run, joins the same words
-    reference = PipelineRunner(ml_workspace, azbai.load(PIPELINE / "parallel.json"), PIPELINE, reuse=False).run()
+    reference = PipelineRunner(
+        ml_workspace, azbai.load(PIPELINE / "parallel.json"), PIPELINE, reuse=False
+    ).run()
     expected = joined(ml_workspace, f"{reference.run_id}-consume/*")
-    assert joined(ml_workspace, run.children["consume"]) == expected == "".join(
-        f"HELLO {w.upper()}hello\n" for w in WORDS.decode().split()
+    assert (
+        joined(ml_workspace, run.children["consume"])
+        == expected
+        == "".join(f"HELLO {w.upper()}hello\n" for w in WORDS.decode().split())
     )
 
 
@@ -74,17 +88,23 @@ def test_a_failed_node_stops_its_dependants_and_keeps_what_it_wrote(
     )
     open_store(ml_workspace, DEV_ACCOUNT, share="scripts").upload_file(failing, "produce.py")
     try:
-        with pytest.raises(MlJobFailed, match=r"node 'produce' failed \(exit code 7\).*not started: shout, consume"):
+        with pytest.raises(
+            MlJobFailed, match=r"node 'produce' failed \(exit code 7\).*not started: shout, consume"
+        ):
             run_v2(ml_workspace, words / "pipeline.yml", name="fails")
     finally:
-        open_store(ml_workspace, DEV_ACCOUNT, share="scripts").upload_file(PIPELINE / "produce.py", "produce.py")
+        open_store(ml_workspace, DEV_ACCOUNT, share="scripts").upload_file(
+            PIPELINE / "produce.py", "produce.py"
+        )
     run = RunBook(ml_workspace).get("fails")
     assert run.status == "Failed" and list(run.children) == ["produce"]
     produce = RunBook(ml_workspace).get(run.children["produce"])
     words_out = open_store(ml_workspace, DEV_ACCOUNT, container="workspaceblobstore")
     assert words_out.read_bytes(f"azureml/{produce.name}/words/partial.txt") == b"half"
     assert "giving up" in (produce.logs_dir / "std_log.txt").read_text()
-    stderr = list((ml_workspace.root / "shares" / DEV_ACCOUNT / "logs").rglob(f"*/{produce.name}/stdouterr/stderr.txt"))
+    stderr = list(
+        (ml_workspace.root / "shares" / DEV_ACCOUNT / "logs").rglob(f"*/{produce.name}/stdouterr/stderr.txt")
+    )
     assert stderr and "giving up" in stderr[0].read_text()
 
 
@@ -105,13 +125,19 @@ def test_limits_timeout_stops_the_job_and_uploads_its_logs(ml_workspace: Workspa
         run_v2(ml_workspace, tmp_path / "out/v2/job.yml", sets={"limits.timeout": "2"}, name="sleeper")
     run = RunBook(ml_workspace).get("sleeper")
     assert (run.status, run.exit_code) == ("Failed", 124)
-    stdout = list((ml_workspace.root / "shares" / DEV_ACCOUNT / "logs").rglob("*/sleeper/stdouterr/stdout.txt"))
+    stdout = list(
+        (ml_workspace.root / "shares" / DEV_ACCOUNT / "logs").rglob("*/sleeper/stdouterr/stdout.txt")
+    )
     assert stdout and stdout[0].read_text() == "started\n"
 
 
-def test_bad_yaml_gets_azure_ai_ml_s_message_pointing_at_the_field(ml_workspace: Workspace, tmp_path: Path) -> None:
+def test_bad_yaml_gets_azure_ai_ml_s_message_pointing_at_the_field(
+    ml_workspace: Workspace, tmp_path: Path
+) -> None:
     bad = tmp_path / "job.yml"
-    bad.write_text("type: command\ncommand: echo hi\nenvironment: {image: python}\nresources: {instance_cont: 2}\n")
+    bad.write_text(
+        "type: command\ncommand: echo hi\nenvironment: {image: python}\nresources: {instance_cont: 2}\n"
+    )
     with pytest.raises(MlError) as caught:
         run_v2(ml_workspace, bad)
     message = str(caught.value)
@@ -143,7 +169,10 @@ def test_the_cli_creates_and_streams_a_job(ml_workspace: Workspace, words: Path)
     assert "produced 5 words" in result.stdout and "joined 5 words" in result.stdout
     name = json.loads(result.stdout.splitlines()[0])["name"]
     shown = subprocess.run(
-        [sys.executable, "-m", "azbai", "ml", "job", "show", "-n", name], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "azbai", "ml", "job", "show", "-n", name],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert json.loads(shown.stdout)["status"] == "Completed"
     assert "experimental class" not in result.stderr

@@ -36,8 +36,12 @@ def test_the_mnist_job_yml_trains_and_reports_its_test_error(
     prepare.prepare(tmp_path / "mnist_cntk")
     from azbai.local import transfer
 
-    transfer.upload(tmp_path / "mnist_cntk", open_store(ml_workspace, DEV_ACCOUNT, container="data"), "mnist_cntk")
-    open_store(ml_workspace, DEV_ACCOUNT, share="scripts").upload_file(MNIST / "ConvNet_MNIST.py", "cntk/ConvNet_MNIST.py")
+    transfer.upload(
+        tmp_path / "mnist_cntk", open_store(ml_workspace, DEV_ACCOUNT, container="data"), "mnist_cntk"
+    )
+    open_store(ml_workspace, DEV_ACCOUNT, share="scripts").upload_file(
+        MNIST / "ConvNet_MNIST.py", "cntk/ConvNet_MNIST.py"
+    )
     azbai.migrate(MNIST / "job.json", tmp_path / "out", target="v2")
     register(ml_workspace, tmp_path / "out/v2")
     monkeypatch.setenv("CONVNET_MNIST_EPOCHS", "1")
@@ -84,7 +88,12 @@ def test_the_style_pipeline_yml_styles_every_frame_and_keeps_rate_and_audio(
     (video,) = [e for e in media.list(prefix + "/") if e.path.endswith("clip_styled.mp4")]
     media.download_file(video.path, tmp_path / "styled.mp4")
     out = probe(tmp_path / "styled.mp4")
-    assert (out.frames, out.fps, out.width, out.height) == (source.frames, source.fps, source.width, source.height)
+    assert (out.frames, out.fps, out.width, out.height) == (
+        source.frames,
+        source.fps,
+        source.width,
+        source.height,
+    )
     assert out.audio_codec == "aac"
     style = book.get(run.children["style"])
     summary = json.loads((style.path / "parallel_state/summary.json").read_text())
