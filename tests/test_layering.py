@@ -26,6 +26,7 @@ ALLOWED = {
     "local": {"errors", "plan", "fsutil", "launcher"},
     "facade": {"errors", "source", "plan", "convert", "targets", "fsutil"},
     "aml": {"errors", "plan", "local", "targets", "facade", "fsutil", "source"},
+    "ml": {"errors", "plan", "local", "targets", "fsutil"},  # the local Azure ML engine (azbai ml, --local)
     "cli": {"*"},
     "__init__": {"errors", "version", "facade", "plan", "source", "aml"},
     "__main__": {"cli"},
