@@ -7,7 +7,7 @@ STAMP := $(VENV)/.azbai-setup
 AZURITE := node_modules/.bin/azurite-blob
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo demo-style test bench lint lock clean
+.PHONY: setup demo demo-style demo-v2 test bench lint lock clean
 
 ## setup: the .venv with the pinned packages (torch 2.13.0 CPU first), and Azurite from the npm registry. Idempotent.
 setup: $(STAMP) $(AZURITE)
@@ -35,6 +35,11 @@ demo: setup
 ## demo-style: the style-transfer video pipeline, fired by a new video in (local) blob storage
 demo-style: setup
 	$(PY) recipes/style-transfer/demo.py
+
+## demo-v2: both recipes from their migrated Azure ML CLI v2 files (v2/job.yml, v2/pipeline.yml), run by `azbai ml`
+demo-v2: setup
+	mkdir -p out
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash recipes/demo_v2.sh
 
 ## test: the whole test suite
 test: setup

@@ -260,6 +260,7 @@ class Engine:
     def _fill(self, text: str, run_name: str) -> str:
         for key, value in LOCAL_ARM.items():
             text = text.replace("{" + key + "}", value)
+        text = text.replace("{run-id}", run_name)  # an SDK v1 output destination's placeholder
         return re.sub(r"\$\{\{\s*name\s*\}\}", run_name, text)
 
     def _stage(self, spec: NodeSpec, record: RunRecord, stager: Stager) -> dict[str, dict[str, str]]:
@@ -285,7 +286,7 @@ class Engine:
 
     # -- processes -------------------------------------------------------------------------------------------------
 
-    def _command(self, spec: NodeSpec, values: dict[str, dict[str, str]], record: RunRecord) -> str:
+    def _binder(self, spec: NodeSpec, values: dict[str, dict[str, str]]) -> Any:
         def bind(match: re.Match[str]) -> str:
             kind, key = match.group(1), match.group(2)
             if key not in values[kind]:
@@ -293,6 +294,11 @@ class Engine:
                     f"{spec.name}: the command uses ${{{{{kind}.{key}}}}} but the job has no such {kind[:-1]}"
                 )
             return values[kind][key]
+
+        return bind
+
+    def _command(self, spec: NodeSpec, values: dict[str, dict[str, str]], record: RunRecord) -> str:
+        bind = self._binder(spec, values)
 
         def optional(match: re.Match[str]) -> str:
             names = _BINDING.findall(match.group(1))
@@ -362,7 +368,10 @@ class Engine:
         )
         if record.parent:
             env["AZUREML_ROOT_RUN_ID"] = record.parent
-        env.update({k: self._fill(v, record.name) for k, v in spec.environment_variables.items()})
+        bind = self._binder(spec, values)
+        env.update(
+            {k: _BINDING.sub(bind, self._fill(v, record.name)) for k, v in spec.environment_variables.items()}
+        )
         if spec.type == "parallel":
             env.setdefault("PYTHONPATH", "")
             env["PYTHONPATH"] = os.pathsep.join(p for p in (_azbai_root(), env["PYTHONPATH"]) if p)

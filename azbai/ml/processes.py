@@ -11,7 +11,7 @@ none                    one per instance (``AZUREML_NODE_RANK``)
                         ``LOCAL_WORLD_SIZE``
 ``tensorflow``          ``parameter_server_count`` + ``worker_count`` (default: ``instance_count``), spread over
                         the instances: ``TF_CONFIG`` ``{"cluster": {"ps", "worker"}, "task": {"type", "index"}}``;
-                        parameter servers are stopped once every worker has exited
+                        parameter servers are stopped once every worker has exited (and they have run 2 s)
 ======================  ======================================================================================
 
 Each instance has its own copy of the code directory as its working directory (``<run>/nodes/<n>/wd``), as each
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 EXIT_TIMEOUT = 124
 EXIT_CANCELED = 128 + signal.SIGTERM
 GRACE_SECONDS = 10.0
+#: a parameter server is stopped no sooner than this after its start (so its launcher is up and logging)
+PS_SETTLE_SECONDS = 2.0
 _POLL = 0.05
 
 
@@ -120,6 +122,7 @@ class _Child:
     log: IO[bytes]
     code: int | None = None
     stopped: float | None = None  # when SIGTERM was sent
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -159,7 +162,9 @@ class ProcessGroup:
                 if first_failure is not None or self.canceled or self.timed_out:
                     self._stop(c for c in self.children if c.code is None)
                 elif all(c.code is not None for c in primaries):
-                    self._stop(c for c in self.children if c.code is None)  # parameter servers
+                    # the workers are done: the parameter servers are stopped, once they have had time to start
+                    settled = time.monotonic() - PS_SETTLE_SECONDS
+                    self._stop(c for c in self.children if c.code is None and c.started < settled)
                 if all(c.code is not None for c in self.children):
                     break
                 if self.timeout and time.monotonic() - started > self.timeout and not self.timed_out:

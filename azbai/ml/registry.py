@@ -108,6 +108,13 @@ class Registry:
         save_record(self._file("datastores", record.name), asdict(record), REGISTRY_FORMAT)
         return record
 
+    def register(self, record: DatastoreRecord) -> DatastoreRecord:
+        """Register a datastore described in code (an SDK v1 pipeline's), not by a file."""
+        save_record(
+            self._file("datastores", _check(record.name, "datastore")), asdict(record), REGISTRY_FORMAT
+        )
+        return record
+
     def datastore(self, name: str) -> DatastoreRecord:
         """A datastore by name; ``workspaceblobstore`` always exists."""
         if name == DEFAULT_DATASTORE and not self._file("datastores", name).exists():

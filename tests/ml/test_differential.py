@@ -1,6 +1,7 @@
-"""The two local engines agree: every Batch AI recipe of the corpus, run by ``azbai job create`` from its job.json
-and by ``azbai ml job create`` from its migrated ``v2/job.yml``, writes the same files at the same datastore paths
-(outputs, and the stdout/stderr files in Batch AI's layout), with the same lines from the same ranks.
+"""The local engines agree: every Batch AI recipe of the corpus, run by ``azbai job create`` from its job.json, by
+``azbai ml job create`` from its migrated ``v2/job.yml`` and by ``python pipeline.py --local`` (the SDK v1 form),
+writes the same files at the same datastore paths (outputs, and the stdout/stderr files in Batch AI's layout), with
+the same lines from the same ranks.
 
 Both run the recipe with the small stand-in scripts of ``tests/local/test_jobs.py`` (``report.py`` at every script
 path, stubs for apt/pip/cntk), each engine in a workspace and emulator of its own.
@@ -12,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from azbai.local.jobs import JobRecord
 from azbai.local.stores import open_store
 from azbai.local.workspace import Workspace
 from azbai.ml.runs import RunRecord
-from tests.conftest import CORPUS, DATA
+from tests.conftest import CORPUS, DATA, ROOT
 from tests.local.conftest import run_job
 from tests.ml.conftest import register, run_v2
 
@@ -37,7 +40,9 @@ RECIPES = sorted((CORPUS / "recipes").rglob("*.json"))
 @pytest.fixture(scope="module")
 def workspaces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Workspace]]:
     """One workspace (and emulator) per engine."""
-    found = {engine: Workspace(tmp_path_factory.mktemp(f"diff-{engine}")) for engine in ("batchai", "v2")}
+    found = {
+        engine: Workspace(tmp_path_factory.mktemp(f"diff-{engine}")) for engine in ("batchai", "v2", "v1")
+    }
     emulators = [Emulator(w) for w in found.values()]
     try:
         for emulator in emulators:
@@ -136,7 +141,7 @@ def load_options(recipe: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(CORPUS / "recipes")))
-def test_the_v2_job_leaves_what_the_batch_ai_job_leaves(
+def test_the_v2_and_v1_forms_leave_what_the_batch_ai_job_leaves(
     workspaces: dict[str, Workspace], tmp_path: Path, recipe: Path
 ) -> None:
     job, env = prepare(tmp_path, recipe, workspaces)
@@ -149,18 +154,34 @@ def test_the_v2_job_leaves_what_the_batch_ai_job_leaves(
     finally:
         for key, value in old.items():
             os.environ[key] = value or ""
-    azbai.migrate(job, tmp_path / "migrated", target="v2", **options)
+    azbai.migrate(job, tmp_path / "migrated", target="all", **options)
     register(workspaces["v2"], tmp_path / "migrated/v2")
     run: RunRecord = run_v2(workspaces["v2"], tmp_path / "migrated/v2/job.yml", env={**os.environ, **env})
+    v1 = run_v1(workspaces["v1"], tmp_path / "migrated/pipeline.py", env)
     batchai = written(workspaces["batchai"], record.segment.rsplit("/", 1)[1])
-    v2 = written(workspaces["v2"], run.name)
-    assert sorted(k for k in v2 if "execution-" not in k) == sorted(
-        k for k in batchai if "execution-" not in k
-    )
     streams = [k for k in batchai if re.search(r"/std(out|err)[^/]*\.txt$", k)]
     assert streams, "the job wrote no stdout/stderr files"
-    for key in streams:
-        assert lines(v2[key]) == lines(batchai[key]), key
+    expected = sorted(k for k in batchai if "execution-" not in k)
+    for engine, files in (("v2", written(workspaces["v2"], run.name)), ("v1", written(workspaces["v1"], v1))):
+        assert sorted(k for k in files if "execution-" not in k) == expected, engine
+        for key in streams:
+            assert lines(files[key]) == lines(batchai[key]), (engine, key)
+
+
+def run_v1(workspace: Workspace, pipeline_py: Path, env: dict[str, str]) -> str:
+    """``python pipeline.py --local``; the name of the run of its (only) step."""
+    from azbai.ml.runs import RunBook
+
+    before = {r.name for r in RunBook(workspace).list()}
+    result = subprocess.run(
+        [sys.executable, str(pipeline_py), "--local"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, **env, "AZBAI_WORKSPACE": str(workspace.root), "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    (pipeline,) = [r for r in RunBook(workspace).list() if r.name not in before]
+    (step,) = pipeline.children.values()
+    return step
 
 
 @pytest.mark.xfail(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -176,3 +177,35 @@ def test_the_cli_creates_and_streams_a_job(ml_workspace: Workspace, words: Path)
     )
     assert json.loads(shown.stdout)["status"] == "Completed"
     assert "experimental class" not in result.stderr
+
+
+def test_pipeline_py_local_runs_the_sdk_v1_pipeline_with_its_parallel_step(
+    ml_workspace: Workspace, tmp_path: Path
+) -> None:
+    """``python pipeline.py --local``: the built PythonScriptStep/ParallelRunStep graph, its DataReferences,
+    DataPath parameter and OutputFileDatasetConfigs, joining the same words as ``azbai pipeline run``."""
+    azbai.migrate(PIPELINE / "parallel.json", tmp_path / "v1", target="v1")
+    env = {**os.environ, "AZBAI_WORKSPACE": str(ml_workspace.root), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "v1/pipeline.py"), "--local"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert re.findall(r"^(\w+): Completed", result.stdout, re.M) == ["produce", "shout", "consume"]
+    (pipeline,) = [r for r in RunBook(ml_workspace).list() if r.experiment == "local-v1"]
+    book = RunBook(ml_workspace)
+    consume = book.get(pipeline.children["consume"])
+    assert joined(ml_workspace, consume.name) == "".join(
+        f"HELLO {w.upper()}hello\n" for w in WORDS.decode().split()
+    )
+    shout = book.get(pipeline.children["shout"])
+    assert (
+        shout.outputs["loud"]["uri"]
+        == f"azureml://datastores/workspaceblobstore/paths/dataset/{shout.name}/loud"
+    )
+    produce = book.get(pipeline.children["produce"])
+    assert set(produce.inputs) == {"text"} and produce.inputs["text"]["mode"] == "download"
+    assert produce.outputs["logs"]["mode"] == "rw_mount"  # a v1 DataReference mount is read-write
