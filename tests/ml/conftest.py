@@ -39,6 +39,13 @@ def register(workspace: Workspace, v2: Path) -> None:
 
 def run_v2(workspace: Workspace, file: Path, **options: Any) -> Any:
     """``azbai ml job create -f FILE`` in this process, to the job's end."""
-    from azbai.ml.service import create_job
+    from azbai.ml.errors import MlJobFailed
+    from azbai.ml.service import create_job, log_files
 
-    return create_job(workspace, file, wait=True, **options)
+    try:
+        return create_job(workspace, file, wait=True, **options)
+    except MlJobFailed as exc:
+        name = str(exc).split()[1]
+        logs = "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in log_files(workspace, name))
+        exc.add_note(f"the job's logs:{logs}")
+        raise
