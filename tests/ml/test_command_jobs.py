@@ -126,3 +126,36 @@ def test_cancel_stops_the_job_and_keeps_its_outputs(ml_workspace: Workspace, tmp
     assert cancel_job(ml_workspace, record.name).status == "Canceled"
     blob = open_store(ml_workspace, DEV_ACCOUNT, container="cmd")
     assert blob.read_bytes(f"models/{record.name}/model.txt") == b"trained"  # uploaded after the cancel
+
+
+def test_a_job_secret_comes_from_the_caller_s_environment_and_is_written_nowhere(
+    ml_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import azbai
+
+    secret = "a-secret-only-the-process-sees"
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"properties": {
+        "nodeCount": 1,
+        "customToolkitSettings": {"commandLine": "python $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/report.py"},
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "secrets": [{"name": "DB_PASSWORD", "value": secret}],
+        "mountVolumes": {"azureFileShares": [
+            {"azureFileUrl": "https://<AZURE_BATCHAI_STORAGE_ACCOUNT>.file.core.windows.net/logs", "relativeMountPath": "logs"},
+            {"azureFileUrl": "https://<AZURE_BATCHAI_STORAGE_ACCOUNT>.file.core.windows.net/scripts", "relativeMountPath": "scripts"},
+        ]},
+    }}))  # fmt: skip
+    open_store(ml_workspace, DEV_ACCOUNT, share="scripts").upload_file(
+        Path(__file__).resolve().parents[1] / "data/jobs/report.py", "report.py"
+    )
+    azbai.migrate(job, tmp_path / "out", target="v2", name="with-secret")
+    from tests.ml.conftest import register
+
+    register(ml_workspace, tmp_path / "out/v2")
+    monkeypatch.setenv("DB_PASSWORD", secret)
+    run = run_v2(ml_workspace, tmp_path / "out/v2/job.yml")
+    report = json.loads((run.logs_dir / "std_log.txt").read_text().splitlines()[0])
+    assert report["secret_length"] == len(secret)
+    for path in [*run.path.rglob("*"), *(ml_workspace.root / "shares").rglob("*")]:
+        if path.is_file() and not path.is_symlink():
+            assert secret.encode() not in path.read_bytes(), path
