@@ -220,6 +220,15 @@ class Engine:
                 f"max_instances {compute.max_instances}"
             )
 
+    def check_data(self, spec: NodeSpec) -> None:
+        """Every datastore the node's inputs and outputs name exists (before anything runs)."""
+        uris = [v.uri for v in spec.inputs.values() if isinstance(v, DataInput)]
+        uris += [o.uri for o in spec.outputs.values() if o.uri]
+        for uri in uris:
+            location = parse_uri(self._fill(uri, "pending"), spec.base_path)
+            if location.datastore is not None:
+                self.registry.datastore(location.datastore)
+
     def cancel(self) -> None:
         """Stop what runs now (stage-out still runs)."""
         self._canceled.set()

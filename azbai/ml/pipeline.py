@@ -85,6 +85,7 @@ class PipelineRun:
         default = self.pipeline.settings.default_compute if self.pipeline.settings else None
         for spec in self.specs().values():
             self.engine.check_compute(spec, default)
+            self.engine.check_data(spec)
         record.save()
         code = 0
         failed: str | None = None

@@ -49,7 +49,14 @@ def create_job(
     Emulator(workspace.ensure()).ensure(accounts=sorted(accounts))
     book = RunBook(workspace)
     if job.type == "command":
-        engine.check_compute(command_spec(job, "job"))
+        spec = command_spec(job, "job")
+        engine.check_compute(spec)
+        engine.check_data(spec)
+    else:  # every node's compute and data, before anything is recorded or runs
+        default = job.settings.default_compute if job.settings else None
+        for node in PipelineRun(engine, book, job, RunRecord("check", "")).specs().values():
+            engine.check_compute(node, default)
+            engine.check_data(node)
     record = book.create(
         name or job.name,
         type=job.type,
@@ -59,8 +66,6 @@ def create_job(
         sets=dict(sets or {}),
         compute=str(job.compute or ""),
     )
-    if job.type == "pipeline":
-        PipelineRun(engine, book, job, record).specs()  # wiring and node types, before anything runs
     if not wait:
         with open(record.path / "runner.log", "ab") as output:
             process = subprocess.Popen(

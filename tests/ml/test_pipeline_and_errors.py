@@ -153,7 +153,7 @@ def test_a_missing_datastore_or_compute_is_named(tmp_path: Path, words: Path) ->
         run_v2(bare, words / "pipeline.yml")
     for file in (words / "computes").glob("*.yml"):
         Registry(bare).create_compute(file)
-    with pytest.raises(MlJobFailed, match=r"datastore '\w+' does not exist.*azbai ml datastore create"):
+    with pytest.raises(MlError, match=r"datastore '\w+' does not exist.*azbai ml datastore create"):
         run_v2(bare, words / "pipeline.yml")
     from azbai.local.azurite import Emulator
 
