@@ -45,8 +45,6 @@ def create_job(
     if job.type not in ("command", "pipeline"):
         raise MlError(f"{path}: job type {job.type!r} cannot run locally (command, pipeline)")
     engine = Engine(workspace, env)
-    accounts = {d.account for d in engine.registry.datastores() if d.type == "azure_blob"}
-    Emulator(workspace.ensure()).ensure(accounts=sorted(accounts))
     book = RunBook(workspace)
     if job.type == "command":
         spec = command_spec(job, "job")
@@ -57,6 +55,8 @@ def create_job(
         for node in PipelineRun(engine, book, job, RunRecord("check", "")).specs().values():
             engine.check_compute(node, default)
             engine.check_data(node)
+    accounts = {d.account for d in engine.registry.datastores() if d.type == "azure_blob"}
+    Emulator(workspace.ensure()).ensure(accounts=sorted(accounts))
     record = book.create(
         name or job.name,
         type=job.type,

@@ -155,9 +155,8 @@ def test_a_missing_datastore_or_compute_is_named(tmp_path: Path, words: Path) ->
         Registry(bare).create_compute(file)
     with pytest.raises(MlError, match=r"datastore '\w+' does not exist.*azbai ml datastore create"):
         run_v2(bare, words / "pipeline.yml")
-    from azbai.local.azurite import Emulator
-
-    Emulator(bare).stop()
+    assert not (bare.root / "ml" / "jobs").exists()  # nothing recorded, nothing started
+    assert not bare.azurite_state.exists()
 
 
 def test_the_cli_creates_and_streams_a_job(ml_workspace: Workspace, words: Path) -> None:
