@@ -3,7 +3,7 @@
 ======================  ======================================================================================
 distribution            processes, and what each gets beside ``AZUREML_*`` and the job's environment_variables
 ======================  ======================================================================================
-none                    one per instance (``AZUREML_NODE_RANK``)
+none                    one per instance
 ``mpi``                 ``process_count_per_instance`` per instance: ``OMPI_COMM_WORLD_RANK``, ``_SIZE``,
                         ``_LOCAL_RANK``, ``_LOCAL_SIZE``, ``_NODE_RANK``
 ``pytorch``             ``process_count_per_instance`` per instance: ``MASTER_ADDR`` (127.0.0.1),
@@ -64,7 +64,7 @@ def plan_ranks(instance_count: int, distribution: Any) -> list[Rank]:
     instances = max(1, int(instance_count or 1))
     kind = getattr(distribution, "type", None) if distribution is not None else None
     if kind is None:
-        ranks = [Rank(n, n, {"AZUREML_NODE_RANK": str(n)}, "") for n in range(instances)]
+        ranks = [Rank(n, n, {}, "") for n in range(instances)]
     elif kind in ("mpi", "pytorch"):
         per = int(getattr(distribution, "process_count_per_instance", None) or 1)
         world = instances * per
@@ -90,7 +90,7 @@ def plan_ranks(instance_count: int, distribution: Any) -> list[Rank]:
                     "NODE_RANK": str(node),
                     "LOCAL_WORLD_SIZE": str(per),
                 }
-            ranks.append(Rank(rank, node, {**env, "AZUREML_NODE_RANK": str(node)}, ""))
+            ranks.append(Rank(rank, node, env, ""))
     elif kind == "tensorflow":
         ps = int(getattr(distribution, "parameter_server_count", None) or 0)
         workers = int(getattr(distribution, "worker_count", None) or instances)
@@ -104,7 +104,7 @@ def plan_ranks(instance_count: int, distribution: Any) -> list[Rank]:
         for rank, (role, index) in enumerate(roles):
             node = rank % instances
             config = {"cluster": cluster, "task": {"type": role, "index": index}, "environment": "cloud"}
-            env = {"TF_CONFIG": json.dumps(config), "AZUREML_NODE_RANK": str(node)}
+            env = {"TF_CONFIG": json.dumps(config)}
             ranks.append(Rank(rank, node, env, "", primary=role == "worker"))
     else:
         raise MlError(f"distribution type {kind!r} cannot run locally (mpi, pytorch, tensorflow)")
