@@ -5,9 +5,12 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.azbai-setup
 AZURITE := node_modules/.bin/azurite-blob
+#: the real Batch AI CLI (azure-cli-batchai 0.4.10) for the differential test, in a venv of its own
+AZCLI := .venv-azcli
+AZCLI_PINS := tests/az/azcli-constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo demo-style test differential bench faults fuzz lint lock clean
+.PHONY: setup demo demo-style demo-v2 test differential bench faults fuzz lint lock clean
 
 ## setup: the .venv with the pinned packages (torch 2.13.0 CPU first), and Azurite from the npm registry. Idempotent.
 setup: $(STAMP) $(AZURITE) $(VENV)/share/azbai/az-alias.sh
@@ -40,13 +43,16 @@ demo: setup
 demo-style: setup
 	$(PY) recipes/style-transfer/demo.py
 
+## demo-v2: both recipes from their migrated Azure ML CLI v2 files (v2/job.yml, v2/pipeline.yml), run by `azbai ml`
+demo-v2: setup
+	mkdir -p out
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash recipes/demo_v2.sh
+
 ## test: the whole test suite (with the real Batch AI CLI beside it, for the differential test)
 test: setup $(AZCLI)/.azbai-setup
 	$(PY) -m pytest
 
 ## differential: the real Batch AI CLI (azure-cli-batchai 0.4.10, in .venv-azcli) against azbai's reading rules
-AZCLI := .venv-azcli
-AZCLI_PINS := tests/az/azcli-constraints.txt
 $(AZCLI)/.azbai-setup: $(AZCLI_PINS)
 	$(PYTHON) -m venv $(AZCLI)
 	$(AZCLI)/bin/pip install --quiet --no-deps -r $(AZCLI_PINS)

@@ -19,8 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from azbai.errors import (
     AzbaiError,
+    AzError,
+    AzUsageError,
     JobError,
     JobFailed,
+    MlError,
+    MlJobFailed,
     PipelineError,
     PlanError,
     SpecError,
@@ -56,6 +60,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "AzError",
+    "AzUsageError",
     "AzbaiError",
     "DataReference",
     "DataReferenceConfiguration",
@@ -66,6 +72,8 @@ __all__ = [
     "JobError",
     "JobFailed",
     "MigrationResult",
+    "MlError",
+    "MlJobFailed",
     "MpiConfiguration",
     "PipelineError",
     "PipelineRun",

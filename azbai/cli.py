@@ -109,3 +109,7 @@ main.add_command(pipeline)
 from azbai.cli_az import az  # noqa: E402
 
 main.add_command(az)
+
+from azbai.cli_ml import ml  # noqa: E402
+
+main.add_command(ml)

@@ -33,7 +33,7 @@ def _os_errors() -> Iterator[None]:
 
 def _confirm(question: str) -> bool:
     if not sys.stdin.isatty():
-        from azbai.az.state import AzError
+        from azbai.errors import AzError
 
         raise AzError("Unable to prompt for confirmation as no tty available. Use --yes.")
     return click.confirm(question, default=False, err=True)

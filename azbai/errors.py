@@ -11,8 +11,12 @@ are translated at the boundary where they happen, with ``raise … from exc``.
     ├── StorageError           the embedded storage (Azurite, local file shares) failed or was misused
     │   └── TransferError      an upload or download did not complete or did not verify
     ├── JobError               a local job cannot be created, found or controlled
-    │   └── JobFailed          a local job ran and failed (carries the exit code)
-    └── PipelineError          a local pipeline cannot run (a step failed, a cycle, a bad trigger)
+    │   ├── JobFailed          a local job ran and failed (carries the exit code)
+    │   └── MlError            a CLI v2 job file, datastore or compute cannot be used locally (``azbai ml``)
+    │       └── MlJobFailed    a local Azure ML job (or pipeline node) ran and failed (carries the exit code)
+    ├── PipelineError          a local pipeline cannot run (a step failed, a cycle, a bad trigger)
+    ├── AzError                what Azure would have refused an ``az`` command (not found, exists, invalid)
+    └── AzUsageError           an ``az`` command line az itself would have refused (exit code 2)
 
 Messages never contain secret values: storage keys, SAS tokens and job ``secrets`` are described, not quoted.
 """
@@ -70,5 +74,27 @@ class JobFailed(JobError):
         super().__init__(message)
 
 
+class MlError(JobError):
+    """A v2 job, datastore or compute file cannot be read or run locally; the message says which and why."""
+
+
+class MlJobFailed(MlError):
+    """A local Azure ML job ran and failed."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
 class PipelineError(AzbaiError):
     """A local pipeline cannot run."""
+
+
+class AzError(AzbaiError):
+    """What the service (Resource Manager, Batch AI, Storage) would have refused: not found, exists, invalid."""
+
+
+class AzUsageError(AzbaiError):
+    """A command line az would have refused (exit code 2, as argparse)."""
+
+    exit_code = 2

@@ -28,6 +28,7 @@ ALLOWED = {
     "aml": {"errors", "plan", "local", "targets", "facade", "fsutil", "source"},
     # `azbai az`: the az CLI's commands, over the façade and the local engine
     "az": {"errors", "plan", "local", "facade", "source"},
+    "ml": {"errors", "plan", "local", "targets", "fsutil"},  # the local Azure ML engine (azbai ml, --local)
     "cli": {"*"},
     "__init__": {"errors", "version", "facade", "plan", "source", "aml"},
     "__main__": {"cli"},

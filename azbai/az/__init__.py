@@ -16,7 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from azbai.az.context import Context, Result
-from azbai.az.parser import AzUsageError, GroupHelp, help_text, parse
+from azbai.az.parser import GroupHelp, help_text, parse
+from azbai.errors import AzUsageError
 
 __all__ = ["AzUsageError", "Context", "Outcome", "Result", "run"]
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from azbai.az.context import Context, Result, timestamp
 from azbai.az.shapes import node_setup, sanitized
-from azbai.az.state import SUBSCRIPTION, AzError, check_resource_name, resource_id
+from azbai.az.state import SUBSCRIPTION, check_resource_name, resource_id
 from azbai.az.workspaces import experiment_create, workspace_create
+from azbai.errors import AzError
 from azbai.source.placeholders import MSG_CONFIGURE_STORAGE_ACCOUNT, StorageAccount
 from azbai.source.storage_names import ACCOUNT_PLACEHOLDER
 

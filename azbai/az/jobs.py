@@ -19,8 +19,8 @@ from typing import Any
 from azbai.az.clusters import cluster_file, container_mount, legacy, node_count, share_mount
 from azbai.az.context import Context, Result
 from azbai.az.shapes import sanitized
-from azbai.az.state import SUBSCRIPTION, AzError, book_experiment, check_resource_name, resource_id
-from azbai.errors import JobError
+from azbai.az.state import SUBSCRIPTION, book_experiment, check_resource_name, resource_id
+from azbai.errors import AzError, JobError
 from azbai.local.azurite import DEV_ACCOUNT
 from azbai.source.placeholders import MSG_CONFIGURE_STORAGE_ACCOUNT, StorageAccount
 from azbai.source.storage_names import ACCOUNT_PLACEHOLDER, KEY_PLACEHOLDER

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from azbai.az.context import Context, timestamp
-from azbai.az.state import AzError
+from azbai.errors import AzError
 from azbai.local import transfer
 from azbai.local.stores import open_store
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
-from azbai.az.parser import AzUsageError
+from azbai.errors import AzUsageError
 
 
 def query(value: Any, expression: str | None) -> Any:

@@ -17,15 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from azbai.errors import AzbaiError
+from azbai.errors import AzUsageError
 
 OUTPUTS = ("json", "jsonc", "table", "tsv", "none")
-
-
-class AzUsageError(AzbaiError):
-    """A command line az would have refused (exit code 2, as argparse)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

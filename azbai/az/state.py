@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azbai.errors import AzbaiError
+from azbai.errors import AzError
 from azbai.local.records import load_record, save_record
 from azbai.local.workspace import Workspace
 
@@ -39,10 +39,6 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 _GROUP_RE = re.compile(r"^[-\w.()]{1,90}$")
 _NAME_RE = re.compile(r"^[-\w]{1,64}$")
 _ACCOUNT_RE = re.compile(r"^[a-z0-9]{3,24}$")
-
-
-class AzError(AzbaiError):
-    """What the service (Resource Manager, Batch AI, Storage) would have refused: not found, exists, invalid."""
 
 
 def not_found(kind: str, path: str, group: str) -> AzError:

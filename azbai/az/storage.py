@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from azbai.az.context import Context, Result, timestamp
-from azbai.az.state import AzError, check_account_name, check_group_name, resource_id
-from azbai.errors import StorageError
+from azbai.az.state import check_account_name, check_group_name, resource_id
+from azbai.errors import AzError, StorageError
 from azbai.local.azurite import DEV_ACCOUNT, DEV_KEY, HOST
 
 # -- groups -------------------------------------------------------------------------------------------------------

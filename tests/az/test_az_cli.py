@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azbai.az.commands import TABLE
-from azbai.az.parser import AzUsageError, parse
-from azbai.az.state import AzError
+from azbai.az.parser import parse
 from azbai.cli import main
+from azbai.errors import AzError, AzUsageError
 from tests.az.conftest import Az, write
 from tests.conftest import ROOT
 

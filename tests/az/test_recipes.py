@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from azbai.az.state import AzError
+from azbai.errors import AzError
 from tests.az.conftest import Az, write
 from tests.az.recipes import FILL, INSTRUCTIONS, job_file_for, missing_fields, recipe_dir, steps
 from tests.conftest import DATA

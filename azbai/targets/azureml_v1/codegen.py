@@ -88,6 +88,7 @@ def header_section(plan: Plan) -> str:
         "work should move to SDK v2 (azure-ai-ml); MIGRATION.md says what maps where.",
         "",
         "    python pipeline.py --dry-run           build every object offline (no credentials) and print a summary",
+        "    python pipeline.py --local             the same objects, run locally by azbai (Azurite, local processes)",
         "    python pipeline.py --submit            register datastores, create the cluster, submit the pipeline",
         "    python pipeline.py --submit --single-run   submit the job as one run (ScriptRunConfig) instead",
         "",
@@ -581,7 +582,8 @@ def render_main(modes: list[tuple[str, str]], flags: list[str], build_options: s
     def main(argv: list | None = None) -> int:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         mode = parser.add_mutually_exclusive_group(required=True)
-        mode.add_argument("--dry-run", action="store_true", help="build every object offline and print a summary")"""
+        mode.add_argument("--dry-run", action="store_true", help="build every object offline and print a summary")
+        mode.add_argument("--local", action="store_true", help="build offline, run on azbai's embedded default")"""
         + mode_lines
         + flag_lines
         + f"""
@@ -598,6 +600,11 @@ def render_main(modes: list[tuple[str, str]], flags: list[str], build_options: s
             summary = offline.summarize(objects)
             print(json.dumps(summary, indent=2) if args.json else offline.summary_text(summary))
             return 0
+        if args.local:
+            # the same objects, run by azbai's local Azure ML engine (Azurite, local processes), as Azure ML would
+            from azbai.ml import v1_local
+
+            return v1_local.main(build(v1_local.workspace(), account_name, account_key, dry_run=True))
         if NEEDS_ACCOUNT and account_name == ACCOUNT_PLACEHOLDER:
             parser.error("pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (no file names the account)")
         ws = Workspace.from_config(path=args.config)

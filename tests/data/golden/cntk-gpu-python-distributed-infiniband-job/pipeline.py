@@ -8,6 +8,7 @@ NOTE: Azure ML SDK v1 (azureml-core) reached end of support on 2026-06-30. It st
 work should move to SDK v2 (azure-ai-ml); MIGRATION.md says what maps where.
 
     python pipeline.py --dry-run           build every object offline (no credentials) and print a summary
+    python pipeline.py --local             the same objects, run locally by azbai (Azurite, local processes)
     python pipeline.py --submit            register datastores, create the cluster, submit the pipeline
     python pipeline.py --submit --single-run   submit the job as one run (ScriptRunConfig) instead
 
@@ -365,6 +366,7 @@ def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="build every object offline and print a summary")
+    mode.add_argument("--local", action="store_true", help="build offline, run on azbai's embedded default")
     mode.add_argument("--submit", action="store_true", help="submit to the workspace in --config")
     parser.add_argument(
         "--single-run", action="store_true", help="submit one run (ScriptRunConfig), not a pipeline"
@@ -382,6 +384,11 @@ def main(argv: list | None = None) -> int:
         summary = offline.summarize(objects)
         print(json.dumps(summary, indent=2) if args.json else offline.summary_text(summary))
         return 0
+    if args.local:
+        # the same objects, run by azbai's local Azure ML engine (Azurite, local processes), as Azure ML would
+        from azbai.ml import v1_local
+
+        return v1_local.main(build(v1_local.workspace(), account_name, account_key, dry_run=True))
     if NEEDS_ACCOUNT and account_name == ACCOUNT_PLACEHOLDER:
         parser.error(
             "pass --storage-account-name or set AZURE_BATCHAI_STORAGE_ACCOUNT (no file names the account)"
