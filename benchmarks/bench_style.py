@@ -18,7 +18,8 @@ Pipeline figures (the local pipeline run a new video triggers: upload, split, th
 staging):
 
 ``style_overhead_ratio`` (12 s clip) and ``style_overhead_ratio_4s``
-    wall time ÷ the pure model time for the same frames (frames ÷ ``style_frames_per_s`` of the same round).
+    wall time ÷ the pure model time for the same frames (frames ÷ the best in-process rate of the same round, 1 or 2
+    threads).
     Targets ≤ 1.15 and ≤ 1.3.
 ``pipeline_fixed_seconds``
     the wall time of a 1-frame clip's run: what a pipeline costs before it does any work.
@@ -129,11 +130,11 @@ def _model(frames: list) -> dict[str, float]:  # type: ignore[type-arg]
     }
 
 
-def _steady_rate(frames: list) -> float:  # type: ignore[type-arg]
+def _steady_rate(frames: list, threads: int) -> float:  # type: ignore[type-arg]
     import torch
     from stylenet import Stylizer
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     stylizer = Stylizer.pretrained(19, image_size=None, batch_size=BATCH)
     stylizer.stylize(frames[:BATCH])  # warm-up
     timings = []
@@ -174,7 +175,8 @@ def _pipelines(root: Path, frames: list) -> dict[str, float]:  # type: ignore[ty
         media.upload_file(clips["one"][0], "incoming/bench-warm-up.mp4")
         warm.poll()
         for index in range(ROUNDS):
-            rate = _steady_rate(frames)
+            # the best in-process rate, 1 or 2 threads (the workers run 2 processes of 1 thread each)
+            rate = max(_steady_rate(frames, 1), _steady_rate(frames, THREADS))
             for name, (clip, count) in clips.items():
                 watcher = TriggerWatcher(workspace, plan, RECIPE, reuse=False)
                 watcher.poll(skip_existing=True)
