@@ -47,6 +47,12 @@ def _one_hot(index: int) -> list[float]:
     return weights
 
 
+@pytest.fixture(autouse=True)
+def _eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check the network's behaviour, not its compiled form (tests/recipes/test_style_fast.py does)."""
+    monkeypatch.setenv("STYLENET_COMPILE", "0")
+
+
 @pytest.fixture
 def net() -> torch.nn.Module:
     return stylenet.load_multistyle26()

@@ -32,7 +32,9 @@ SCRIPTS = ("split.py", "stitch.py", "video.py", "stylenet.py", "style_batch.py",
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[Workspace]:
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    # the workers run the network eagerly: compiling it for each test's frame size would cost more than styling
+    monkeypatch.setenv("STYLENET_COMPILE", "0")
     workspace = Workspace(tmp_path / "ws")
     Emulator(workspace).ensure()
     scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")

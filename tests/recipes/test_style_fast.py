@@ -1,0 +1,84 @@
+"""The optimised 26-style network (frozen, channels-last, AOT-compiled) against the float32 eager reference.
+
+Tolerance: the optimised network stays in float32 and only reorders the arithmetic (mixed norm rows, a one-pass
+``var_mean``, fused scale-shift, NHWC convolutions, Inductor's kernels), so it must match the layer-by-layer
+`MultiStyleNet` to float32 round-off: max |diff| < 1e-4 on 0..1 outputs (measured ≈ 1e-5) and PSNR ≥ 60 dB, far
+above the 40 dB bound a lower precision would have to meet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.recipes.test_style_model import _astronaut, _batch, stylenet
+
+MAX_ABS_DIFF = 1e-4
+MIN_PSNR_DB = 60.0
+
+
+def _psnr(got: torch.Tensor, want: torch.Tensor) -> float:
+    mse = float(((got.double() - want.double()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
+
+
+def _frames() -> torch.Tensor:
+    source = _astronaut(96)
+    return _batch(
+        source,
+        source.rotate(90),
+        source.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    )[:, :, :, :88]  # 96x88: not square, a multiple of 4
+
+
+@pytest.mark.parametrize("style", [19, "blend"])
+def test_frozen_network_matches_the_eager_reference(style: int | str) -> None:
+    weights = [0.0] * 26
+    if style == "blend":
+        weights[3], weights[19], weights[25] = 0.2, 0.5, 0.3
+    else:
+        weights[19] = 1.0
+    net = stylenet.load_multistyle26()
+    frames = _frames()
+    fast = stylenet.Stylizer(net, style_weights=torch.tensor(weights), compile=False)
+    reference = stylenet.Stylizer(net, style_weights=torch.tensor(weights), fast=False)
+    got, want = fast.run(frames), reference.run(frames)
+    assert got.shape == want.shape == frames.shape
+    assert float((got - want).abs().max()) < MAX_ABS_DIFF
+    assert min(_psnr(g, w) for g, w in zip(got, want, strict=True)) >= MIN_PSNR_DB
+
+
+def test_compiled_network_matches_the_eager_reference_and_pads_short_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The AOT-compiled package: built once into the cache, loaded by a second Stylizer, every frame once."""
+    monkeypatch.setenv("STYLENET_CACHE", str(tmp_path / "cache"))
+    frames = _frames()  # 3 frames with batch_size 4: the short batch is filled up and cut back
+    compiled = stylenet.Stylizer.pretrained(19, image_size=None, batch_size=4, compile=True)
+    reference = stylenet.Stylizer.pretrained(19, image_size=None, batch_size=4, fast=False)
+    got, want = compiled.run(frames), reference.run(frames)
+    assert got.shape == want.shape == frames.shape
+    assert float((got - want).abs().max()) < MAX_ABS_DIFF
+    assert min(_psnr(g, w) for g, w in zip(got, want, strict=True)) >= MIN_PSNR_DB
+    packages = list((tmp_path / "cache" / "aoti").glob("*.pt2"))
+    assert len(packages) == 1, "one package per input shape, written complete"
+    again = stylenet.Stylizer.pretrained(19, image_size=None, batch_size=4, compile=True).run(frames)
+    assert torch.equal(again, got)
+
+
+def test_converted_weights_are_cached_by_the_file_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STYLENET_CACHE", str(tmp_path))
+    first = stylenet.load_multistyle26().state_dict()
+    (cached,) = tmp_path.glob("multistyle26-*.pt")
+    second = stylenet.load_multistyle26().state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    cached.write_bytes(b"not a state dict")  # a broken cache is converted again and replaced
+    third = stylenet.load_multistyle26().state_dict()
+    assert all(torch.equal(first[k], third[k]) for k in first)
+    assert cached.stat().st_size > 100_000
