@@ -48,6 +48,7 @@ def md5_cache_path(destination: Path) -> Path:
     destination = Path(destination).absolute()
     return destination.parent / f".{destination.name}{MD5_CACHE_SUFFIX}"
 
+
 #: Files in flight at once. Each transfer mostly waits on a request to the store, so more threads than cores pay off:
 #: 16 matched the best plain SDK thread pool for 1 MB and 20 KB files on 2 cores (benchmarks/bench_staging.py).
 DEFAULT_WORKERS = 16
