@@ -127,7 +127,7 @@ class JobRecord:
     @property
     def runner_alive(self) -> bool:
         """Whether the process that recorded itself as the job's runner still runs."""
-        return bool(self.runner_pid) and _alive(self.runner_pid or 0, self.runner_started)
+        return bool(self.runner_pid) and process_alive(self.runner_pid or 0, self.runner_started)
 
     @property
     def stranded(self) -> bool:
@@ -241,7 +241,7 @@ def process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive(pid: int, started: str | None) -> bool:
+def process_alive(pid: int, started: str | None = None) -> bool:
     """Whether ``pid`` is still the process that recorded itself as the job's runner (not a recycled pid, not a
     zombie waiting for its parent to collect it)."""
     try:

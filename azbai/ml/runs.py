@@ -11,7 +11,6 @@ A run's folder::
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from azbai.errors import MlError
+from azbai.local.jobs import process_alive
 from azbai.local.records import load_record, save_record, strict_fields
 from azbai.local.workspace import Workspace
 
@@ -131,13 +131,5 @@ class RunBook:
 
 
 def pid_alive(pid: int | None) -> bool:
-    """Whether a runner process still exists."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether a runner process still runs (a zombie does not)."""
+    return pid is not None and pid > 0 and process_alive(pid)
