@@ -139,13 +139,16 @@ class Schedule:
         on_fired: Callable[[Fired], None] | None = None,
     ) -> None:
         """Poll every ``interval`` seconds (default: ``polling_interval`` minutes) until :meth:`disable` or Ctrl-C."""
-        period = interval if interval is not None else self.polling_interval * 60
-        polls = 0
-        while self.status == ACTIVE and (max_polls is None or polls < max_polls):
-            self.poll(skip_existing=skip_existing and polls == 0, on_fired=on_fired)
-            polls += 1
-            if (max_polls is None or polls < max_polls) and self._stop.wait(period):
-                break
+        if self.status != ACTIVE:
+            log.info("schedule %s is disabled: not polling", self.name)
+            return
+        self.watcher.watch(
+            interval=interval if interval is not None else self.polling_interval * 60,
+            max_polls=max_polls,
+            skip_existing=skip_existing,
+            on_fired=on_fired,
+            stop=self._stop,
+        )
 
     def disable(self) -> None:
         """Stop firing (a running :meth:`watch` returns after its current poll)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import posixpath
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,15 +94,18 @@ class TriggerWatcher:
         max_polls: int | None = None,
         skip_existing: bool = False,
         on_fired: Callable[[Fired], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
-        """Poll every ``interval`` seconds (default: the trigger's polling interval) until interrupted."""
+        """Poll every ``interval`` seconds (default: the trigger's polling interval) until interrupted, or until
+        ``stop`` is set (a poll under way finishes first)."""
         period = interval if interval is not None else self.trigger.polling_interval_minutes * 60
+        stop = stop or threading.Event()
         polls = 0
-        while max_polls is None or polls < max_polls:
+        while not stop.is_set() and (max_polls is None or polls < max_polls):
             self.poll(skip_existing=skip_existing and polls == 0, on_fired=on_fired)
             polls += 1
-            if max_polls is None or polls < max_polls:
-                time.sleep(period)
+            if (max_polls is None or polls < max_polls) and stop.wait(period):
+                break
 
     def _fire(self, store: object, blob: str) -> Fired:
         try:
