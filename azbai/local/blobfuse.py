@@ -48,7 +48,8 @@ FSTYPE = "fuse.azbai"
 _MAJOR, _MINOR = 7, 31
 _IN_HEADER = struct.Struct("=IIQQIIII")  # len, opcode, unique, nodeid, uid, gid, pid, padding
 _OUT_HEADER = struct.Struct("=IiQ")  # len, error (negative errno), unique
-_ATTR = struct.Struct("=QQQQQQIIIIIIIIII")  # ino size blocks atime mtime ctime, nsecs, mode nlink uid gid rdev blksize
+#: ino size blocks atime mtime ctime, their nsecs, mode nlink uid gid rdev blksize flags
+_ATTR = struct.Struct("=QQQQQQIIIIIIIIII")
 _ENTRY_OUT = struct.Struct("=QQQQII")  # nodeid generation entry_valid attr_valid, their nsecs; then the attr
 _ATTR_OUT = struct.Struct("=QII")  # attr_valid, nsec, dummy; then the attr
 _INIT_IN = struct.Struct("=IIII")  # major minor max_readahead flags
@@ -423,7 +424,7 @@ class _Server:
 
     def handle(self, request: bytes) -> tuple[int, bytes] | None:
         """(errno, payload) for a request, or None for those that get no reply."""
-        length, opcode, unique, nodeid = _IN_HEADER.unpack_from(request)[:4]
+        length, opcode, _, nodeid = _IN_HEADER.unpack_from(request)[:4]
         if opcode in _NO_REPLY:
             return None  # FORGET/BATCH_FORGET: nodes live as long as the mount; INTERRUPT: requests finish anyway
         handler = self.handlers.get(opcode)
@@ -463,7 +464,9 @@ class _Server:
         if major < _MAJOR or (major == _MAJOR and minor < 26):
             raise _errno(errno.EPROTO)
         granted = flags & _WANTED
-        return _INIT_OUT.pack(_MAJOR, _MINOR, readahead, granted, 16, 12, _MAX_WRITE, 1, _MAX_WRITE // 4096, 0, 0)
+        return _INIT_OUT.pack(
+            _MAJOR, _MINOR, readahead, granted, 16, 12, _MAX_WRITE, 1, _MAX_WRITE // 4096, 0, 0
+        )
 
     # -- names
 
@@ -491,7 +494,8 @@ class _Server:
                 os.truncate(tree.local(rel), size)
         with tree.lock:
             local = tree.local(rel)
-            if rel not in tree.remote:  # a listed file not fetched yet keeps its attributes: chmod/touch accepted
+            # a listed file not fetched yet keeps its attributes: chmod, chown and touch are accepted
+            if rel not in tree.remote:
                 if valid & _FATTR_MODE:
                     os.chmod(local, stat.S_IMODE(mode))
                 if valid & (_FATTR_UID | _FATTR_GID):
@@ -805,11 +809,14 @@ class LazyMount:
         for worker in self._workers:
             worker.join(timeout)
         if any(w.is_alive() for w in self._workers):
-            log.warning("%s is still in use after %g s; it is unmounted once it is left", self.mountpoint, timeout)
+            log.warning(
+                "%s is still in use after %g s; it is unmounted once it is left", self.mountpoint, timeout
+            )
             return  # the serving threads keep the device open until then
         os.close(self._fd)
         self._fd = None
         if self._tree is not None:
             self._tree.close()
             files, size = self.fetched
-            log.info("%s: fetched %d file(s), %d bytes, of %d listed", self.mountpoint, files, size, len(self.snapshot))
+            listed = len(self.snapshot)
+            log.info("%s: fetched %d file(s), %d bytes, of %d listed", self.mountpoint, files, size, listed)

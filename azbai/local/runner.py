@@ -5,14 +5,19 @@ The runner gives every data reference of the step a local path, the way Azure ML
 =========  ===================================  =====================================================================
 mode       Azure File share                     blob container
 =========  ===================================  =====================================================================
-mount      the share's directory itself: reads  a per-job mirror of the container path: downloaded before the job,
-           and writes are the share's at once   changed, new and deleted files written back when the job ends
+mount      the share's directory itself: reads  a lazy FUSE mount of the container path (:mod:`azbai.local.blobfuse`):
+           and writes are the share's at once   a file is fetched when the job opens it; new, changed and deleted
+                                                files are written back when the job ends. Where FUSE is not
+                                                available, a per-job mirror: all of it downloaded before the job,
+                                                written back the same way
 download   a copy made before the job           a verified download made before the job
 upload     an empty directory, uploaded after   an empty directory, uploaded (MD5-verified) after the job
 =========  ===================================  =====================================================================
 
-A blob "mount" differs from blobfuse in one way a job can notice: other processes see the job's writes when the
-job ends, not when each file is closed. An output directory whose Batch AI path lies on a mounted volume
+``$AZBAI_BLOB_MOUNT`` chooses: ``auto`` (the default: FUSE when ``/dev/fuse`` opens and ``mount(2)`` succeeds,
+probed once, else the mirror; one log line says which), ``fuse`` (or fail) or ``mirror``. Either way a blob "mount"
+differs from blobfuse in one way a job can notice: other processes see the job's writes when the job ends, not
+when each file is closed. An output directory whose Batch AI path lies on a mounted volume
 (``$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/…``) is written through that mount, as on Batch AI: ``$AZ_BATCHAI_OUTPUT_<ID>``
 is ``<pathPrefix>/<segment>/outputs/<pathSuffix>`` under the mount root, and the upload staging of the Azure ML
 form is not used locally.
@@ -50,7 +55,7 @@ from typing import Any
 
 from azbai import launcher
 from azbai.errors import AzbaiError, JobError, StorageError
-from azbai.local import transfer
+from azbai.local import blobfuse, transfer
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.jobs import (
     DONE,
@@ -101,6 +106,9 @@ PASSTHROUGH_ENV = "AZBAI_JOB_ENV"
 #: what stage-out has to do, written before the job starts
 STAGEOUT_FILE = "stageout.json"
 STAGEOUT_FORMAT = 1
+#: how a blob container is mounted: ``auto`` (FUSE where possible, else a mirror), ``fuse`` or ``mirror``
+BLOB_MOUNT_ENV = "AZBAI_BLOB_MOUNT"
+BLOB_MOUNT_MODES = ("auto", "fuse", "mirror")
 
 
 def local_account(datastore: Datastore) -> str:
@@ -153,6 +161,9 @@ class _Staged:
     )
     #: written through a mounted volume (nothing of its own to stage out)
     through_mount: bool = False
+    #: a lazy (FUSE) mount: where the fetched and written files are, and the journal of removed listed paths
+    cache: Path | None = None
+    journal: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stage-out step as ``stageout.json`` keeps it."""
@@ -168,6 +179,8 @@ class _Staged:
             "path": str(self.path),
             "prefix": self.prefix,
             "snapshot": {k: list(v) for k, v in (self.snapshot or {}).items()},
+            "cache": str(self.cache) if self.cache is not None else None,
+            "journal": str(self.journal) if self.journal is not None else None,
             "done": action == "none",
         }
 
@@ -195,6 +208,8 @@ class JobRunner:
         self.extra_mounts = dict(extra_mounts or {})
         self._process: subprocess.Popen[bytes] | None = None
         self._terminated = threading.Event()
+        self._mounts: list[blobfuse.LazyMount] = []
+        self._blob_mount = "auto"
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -219,6 +234,7 @@ class JobRunner:
         record.save()
         code = 1
         try:
+            self._blob_mount = blob_mount_mode(env)
             if any(name not in self.extra_refs for name in self.references):
                 Emulator(self.workspace).ensure(accounts=accounts_of(self.plan))
             staged = self._stage_in()
@@ -230,6 +246,7 @@ class JobRunner:
             log.error("%s", exc)
         finally:
             stop_leftovers(record)
+            self._unmount()
             record.end_time, record.exit_code = now(), code
             record.save()
             record = finish_stage_out(self.workspace, record)
@@ -269,6 +286,8 @@ class JobRunner:
                 path = self.workspace.share_dir(store.account, store.name) / prefix
                 path.mkdir(parents=True, exist_ok=True)
                 staged.append(_Staged(ref, store, path, prefix))
+            elif ref.mode is DataMode.MOUNT and (lazy := self._lazy_mount(ref, store, prefix)) is not None:
+                staged.append(lazy)
             elif ref.mode is DataMode.MOUNT:
                 path = data_dir / "mounts" / name
                 path.mkdir(parents=True, exist_ok=True)
@@ -288,6 +307,38 @@ class JobRunner:
                 path.mkdir(parents=True, exist_ok=True)
                 staged.append(_Staged(ref, store, path, prefix))
         return staged
+
+    def _lazy_mount(self, ref: DataReference, store: Store, prefix: str) -> _Staged | None:
+        """A blob container mounted with FUSE, or None where the mirror is to be used instead."""
+        where = store.url_for(prefix)
+        reason = "AZBAI_BLOB_MOUNT=mirror" if self._blob_mount == "mirror" else blobfuse.fuse_unavailable()
+        if reason is None:
+            data_dir = self.record.work_dir / "azbai"
+            path = data_dir / "mounts" / ref.name
+            cache = data_dir / "mount-cache" / ref.name
+            mount = blobfuse.LazyMount(store, prefix, path, cache, cache.with_name(f"{ref.name}.removed"))
+            try:
+                mount.start()
+            except blobfuse.FuseUnavailable as exc:
+                reason = str(exc)
+            else:
+                self._mounts.append(mount)
+                log.info(
+                    "%s: %s is mounted with FUSE (files are fetched as they are opened)", ref.name, where
+                )
+                return _Staged(ref, store, path, prefix, mount.snapshot, cache=cache, journal=mount.journal)
+        if self._blob_mount == "fuse":
+            raise JobError(
+                f"{ref.name}: {BLOB_MOUNT_ENV}=fuse, but a FUSE mount cannot be made here: {reason}"
+            )
+        log.info("%s: %s is mirrored before the job (no FUSE mount: %s)", ref.name, where, reason)
+        return None
+
+    def _unmount(self) -> None:
+        """Unmount the lazy mounts (the job's processes are gone); stage-out reads their caches."""
+        for mount in self._mounts:
+            mount.stop()
+        self._mounts.clear()
 
     def _through_mount(self, name: str) -> Path | None:
         """Batch AI's path of an output uploaded in the Azure ML form, when it lies on a volume the job mounts
@@ -455,6 +506,9 @@ def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
     kind = {"container": item["store"]} if item["kind"] == "blob" else {"share": item["store"]}
     store = open_store(workspace, item["account"], **kind)
     local, prefix = Path(item["path"]), item["prefix"]
+    if item.get("cache"):
+        _write_back_cache(store, item)
+        return
     if not local.is_dir():
         raise StorageError(f"{local} is gone: its files cannot be staged out")
     if item["action"] == "upload":
@@ -471,6 +525,47 @@ def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
     log.info("%s: wrote back %d file(s)", item["reference"], len(changed))
 
 
+def _write_back_cache(store: Store, item: dict[str, Any]) -> None:
+    """A lazy mount's write-back: the cache's new and changed files are uploaded, the listed paths the journal
+    says were removed (and that the cache does not hold again) are deleted; a listed blob never fetched is in
+    neither, so it stays as it is."""
+    mountpoint, cache, prefix = Path(item["path"]), Path(item["cache"]), item["prefix"]
+    _retire_mount(mountpoint, cache)
+    if not cache.is_dir():
+        raise StorageError(f"{cache} is gone: the files the job wrote to its mount cannot be staged out")
+    before = {k: (int(v[0]), str(v[1])) for k, v in item["snapshot"].items()}
+    after = _local_files(cache)
+    changed = [rel for rel, facts in after.items() if before.get(rel) != facts]
+    for rel in changed:
+        store.upload_file(cache / rel, posixpath.join(prefix, rel) if prefix else rel)
+    removed = blobfuse.read_journal(item["journal"]) & before.keys() - after.keys()
+    for rel in sorted(removed):
+        store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
+    store.flush()
+    log.info("%s: wrote back %d file(s), deleted %d", item["reference"], len(changed), len(removed))
+
+
+def _retire_mount(mountpoint: Path, cache: Path) -> None:
+    """Detach a lazy mount that is still there (a dead runner leaves one answering ENOTCONN) and leave a link to
+    its cache in its place, so that the job's paths show what it fetched and wrote until the job is deleted."""
+    blobfuse.detach_under(mountpoint)
+    with contextlib.suppress(OSError):
+        if mountpoint.is_dir() and not mountpoint.is_symlink() and not any(mountpoint.iterdir()):
+            mountpoint.rmdir()
+            mountpoint.symlink_to(cache, target_is_directory=True)
+
+
+def blob_mount_mode(env: Mapping[str, str]) -> str:
+    """How blob containers are mounted (:data:`BLOB_MOUNT_ENV`): ``auto``, ``fuse`` or ``mirror``."""
+    value = env.get(BLOB_MOUNT_ENV, "").strip().lower() or "auto"
+    if value not in BLOB_MOUNT_MODES:
+        raise JobError(
+            f"{BLOB_MOUNT_ENV}={env[BLOB_MOUNT_ENV]!r} is not a blob mount mode: expected one of "
+            + ", ".join(BLOB_MOUNT_MODES)
+        )
+    return value
+
+
 def recover_job(record: JobRecord) -> JobRecord:
     """A job whose runner is gone: stop what it left running, say why, and finish its stage-out."""
     from filelock import FileLock
@@ -480,6 +575,7 @@ def recover_job(record: JobRecord) -> JobRecord:
         record = JobRecord.load(record.path)
         if record.state in (QUEUED, RUNNING) and record.runner_pid and not record.runner_alive:
             stopped = stop_leftovers(record)
+            blobfuse.detach_under(record.work_dir)  # its lazy mounts died with it (ENOTCONN)
             record.state, record.end_time = FAILED, now()
             record.message = (
                 f"the job's runner (pid {record.runner_pid}) died while the job ran; {stopped} process(es) it "
@@ -592,7 +688,10 @@ def _read_json(path: Path) -> Any:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a directory tree, links as links (a job's work directory links into shares: never follow them)."""
+    """Delete a directory tree, links as links (a job's work directory links into shares: never follow them).
+
+    Lazy mounts under it are detached first: a dead one would fail the walk, a live one would be emptied."""
+    blobfuse.detach_under(path)
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.is_dir():

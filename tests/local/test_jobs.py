@@ -91,7 +91,8 @@ def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Pat
     env = report["env"]
     assert report["argv"] == ["first", "second"]
     assert env["MODE"] == "report" and report["secret_length"] == len("a-secret-only-the-process-sees")
-    assert sorted(os.listdir(env["AZ_BATCHAI_INPUT_DATA"])) == ["train.csv"]
+    assert env["AZ_BATCHAI_INPUT_DATA"].endswith("/data/inputs")
+    assert report["inputs"]["AZ_BATCHAI_INPUT_DATA"] == ["train.csv"]
     segment = record.segment
     assert re.fullmatch(
         r"[0-9-]+/local/workspaces/local/experiments/batchai-migration/jobs/env/[0-9a-f-]{36}", segment

@@ -12,6 +12,9 @@ names = sorted(
 )
 report = {"argv": sys.argv[1:], "env": {k: os.environ[k] for k in names if k != "DB_PASSWORD"}}
 report["secret_length"] = len(os.environ.get("DB_PASSWORD", ""))
+# what the input directories held while the job ran (a lazy mount's local path holds only what was read afterwards)
+inputs = {k: v for k, v in os.environ.items() if k.startswith("AZ_BATCHAI_INPUT_")}
+report["inputs"] = {k: sorted(os.listdir(v)) if os.path.isdir(v) else None for k, v in inputs.items()}
 print(json.dumps(report, sort_keys=True), flush=True)
 print("a line on stderr", file=sys.stderr, flush=True)
 rank = os.environ.get("AZ_BATCHAI_TASK_INDEX") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
