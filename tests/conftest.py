@@ -22,6 +22,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture(params=["fuse", "mirror"])
+def blob_mount(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way a local job mounts a blob container (``$AZBAI_BLOB_MOUNT``) in turn; FUSE where it can be made."""
+    from azbai.local.blobfuse import fuse_unavailable
+
+    if request.param == "fuse" and (reason := fuse_unavailable()) is not None:
+        pytest.skip(f"no FUSE mount here: {reason}")
+    monkeypatch.setenv("AZBAI_BLOB_MOUNT", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))

@@ -338,6 +338,7 @@ class JobRunner:
         """Unmount the lazy mounts (the job's processes are gone); stage-out reads their caches."""
         for mount in self._mounts:
             mount.stop()
+            _retire_mount(mount.mountpoint, mount.cache)
         self._mounts.clear()
 
     def _through_mount(self, name: str) -> Path | None:
@@ -503,6 +504,10 @@ def finish_stage_out(workspace: Workspace, record: JobRecord) -> JobRecord:
 def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
     if item["action"] == "none":
         return
+    if item.get(
+        "cache"
+    ):  # before the store is opened: the job's paths show its files even while storage is down
+        _retire_mount(Path(item["path"]), Path(item["cache"]))
     kind = {"container": item["store"]} if item["kind"] == "blob" else {"share": item["store"]}
     store = open_store(workspace, item["account"], **kind)
     local, prefix = Path(item["path"]), item["prefix"]
@@ -529,8 +534,7 @@ def _write_back_cache(store: Store, item: dict[str, Any]) -> None:
     """A lazy mount's write-back: the cache's new and changed files are uploaded, the listed paths the journal
     says were removed (and that the cache does not hold again) are deleted; a listed blob never fetched is in
     neither, so it stays as it is."""
-    mountpoint, cache, prefix = Path(item["path"]), Path(item["cache"]), item["prefix"]
-    _retire_mount(mountpoint, cache)
+    cache, prefix = Path(item["cache"]), item["prefix"]
     if not cache.is_dir():
         raise StorageError(f"{cache} is gone: the files the job wrote to its mount cannot be staged out")
     before = {k: (int(v[0]), str(v[1])) for k, v in item["snapshot"].items()}

@@ -100,6 +100,7 @@ def test_a_new_account_while_jobs_run(faulty: Faulty, report: Callable[[int], No
     rerun_works(faulty, "accounts-again")
 
 
+@pytest.mark.usefixtures("blob_mount")
 def test_runner_sigkilled(faulty: Faulty, report: Callable[[int], None]) -> None:
     # item 3: the job's processes cannot outlive their runner; the next command stages out what they wrote
     record, ledger = faulty.start("orphan", faulty.job_file(pause_at=5))
@@ -120,6 +121,7 @@ def test_runner_sigkilled(faulty: Faulty, report: Callable[[int], None]) -> None
     rerun_works(faulty, "orphan-again")
 
 
+@pytest.mark.usefixtures("blob_mount")
 def test_job_process_sigkilled(faulty: Faulty, report: Callable[[int], None]) -> None:
     record, ledger = faulty.start("shot", faulty.job_file(pause_at=5))
     wait_for(ledger / "paused")
@@ -163,6 +165,7 @@ def test_disk_full_in_an_output(faulty: Faulty, report: Callable[[int], None]) -
     rerun_works(faulty, "full-again")
 
 
+@pytest.mark.usefixtures("blob_mount")
 def test_a_crash_then_a_rerun(faulty: Faulty, report: Callable[[int], None]) -> None:
     record, ledger = faulty.start("crash", faulty.job_file(crash_at=7), wait=True)
     lost = faulty.lost(record, ledger)
@@ -172,6 +175,7 @@ def test_a_crash_then_a_rerun(faulty: Faulty, report: Callable[[int], None]) -> 
     rerun_works(faulty, "crash-again")
 
 
+@pytest.mark.usefixtures("blob_mount")
 def test_stage_out_fails_then_is_retried(faulty: Faulty, report: Callable[[int], None]) -> None:
     # item 4: the emulator cannot come back during stage-out (this runner finds no Azurite to start); nothing is
     # lost, the files are listed where they are, delete refuses, and the next look at the job stages them out

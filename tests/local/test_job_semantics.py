@@ -62,7 +62,9 @@ def stdout(record: Any) -> str:
     return b"".join(stream_file(record, "stdout.txt", follow=False)).decode()
 
 
-def test_item2_files_named_azbai_are_outputs_too(workspace: Workspace, tmp_path: Path) -> None:
+def test_item2_files_named_azbai_are_outputs_too(
+    workspace: Workspace, tmp_path: Path, blob_mount: str
+) -> None:
     command = "echo share > $AZ_BATCHAI_OUTPUT_S/.azbai-mine && echo blob > $AZ_BATCHAI_OUTPUT_B/.azbai-mine"
     path = job_file(
         tmp_path,
@@ -72,7 +74,7 @@ def test_item2_files_named_azbai_are_outputs_too(workspace: Workspace, tmp_path:
             {"id": "B", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/blob"},
         ],
     )
-    record = run_job(workspace, path, name="dotfiles", wait=True)
+    record = run_job(workspace, path, name=f"dotfiles-{blob_mount}", wait=True)
     segment = record.segment
     assert (
         open_store(workspace, DEV_ACCOUNT, share="logs").read_bytes(f"{segment}/outputs/.azbai-mine")

@@ -69,7 +69,7 @@ def stdout_report(record: Any, name: str = "stdout.txt") -> dict[str, Any]:
     return json.loads(text.splitlines()[0])
 
 
-def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Path) -> None:
+def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Path, blob_mount: str) -> None:
     data = open_store(workspace, DEV_ACCOUNT, container="data")
     data.write_bytes("inputs/train.csv", b"1,2,3\n")
     path = job_file(
@@ -85,7 +85,7 @@ def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Pat
             {"id": "SCRATCH", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/data/scratch"},
         ],
     )
-    record = run_job(workspace, path, name="env", wait=True)
+    record = run_job(workspace, path, name=f"env-{blob_mount}", wait=True)
     assert (record.state, record.exit_code) == ("succeeded", 0)
     report = stdout_report(record)
     env = report["env"]
@@ -95,7 +95,8 @@ def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Pat
     assert report["inputs"]["AZ_BATCHAI_INPUT_DATA"] == ["train.csv"]
     segment = record.segment
     assert re.fullmatch(
-        r"[0-9-]+/local/workspaces/local/experiments/batchai-migration/jobs/env/[0-9a-f-]{36}", segment
+        r"[0-9-]+/local/workspaces/local/experiments/batchai-migration/jobs/env-(fuse|mirror)/[0-9a-f-]{36}",
+        segment,
     )
     assert env["AZ_BATCHAI_STDOUTERR_DIR"].endswith(f"/logs/{segment}/stdouterr")
     for name in (
@@ -122,7 +123,9 @@ def test_a_job_sees_the_batch_ai_environment(workspace: Workspace, tmp_path: Pat
             assert b"a-secret-only-the-process-sees" not in file.read_bytes(), file
 
 
-def test_a_blob_mount_reads_and_writes_the_container(workspace: Workspace, tmp_path: Path) -> None:
+def test_a_blob_mount_reads_and_writes_the_container(
+    workspace: Workspace, tmp_path: Path, blob_mount: str
+) -> None:
     data = open_store(workspace, DEV_ACCOUNT, container="mounted")
     data.write_bytes("in/a.txt", b"a\n")
     data.write_bytes("in/gone.txt", b"delete me\n")
@@ -145,7 +148,7 @@ def test_a_blob_mount_reads_and_writes_the_container(workspace: Workspace, tmp_p
             ],
         },
     )
-    run_job(workspace, path, {"storage_account": DEV_ACCOUNT}, name="blobmount", wait=True)
+    run_job(workspace, path, {"storage_account": DEV_ACCOUNT}, name=f"blobmount-{blob_mount}", wait=True)
     assert sorted(e.path for e in data.list()) == ["in/a.txt", "in/copy.txt"]
     assert data.read_bytes("in/copy.txt") == b"a\n"
 
@@ -211,9 +214,11 @@ def test_the_wall_clock_limit_kills_the_job(workspace: Workspace, tmp_path: Path
     assert "execution-node-0" in log
 
 
-def test_background_job_stream_terminate_and_delete(workspace: Workspace, tmp_path: Path) -> None:
+def test_background_job_stream_terminate_and_delete(
+    workspace: Workspace, tmp_path: Path, blob_mount: str
+) -> None:
     path = job_file(tmp_path, environmentVariables=[{"name": "MODE", "value": "sleep"}])
-    record = run_job(workspace, path, name="background")
+    record = run_job(workspace, path, name=f"background-{blob_mount}")
     assert record.state in ("queued", "running") and record.runner_pid
     first = next(iter(stream_file(record, "stdout.txt")))  # follows until the first output arrives
     assert b'"argv"' in first
@@ -226,7 +231,7 @@ def test_background_job_stream_terminate_and_delete(workspace: Workspace, tmp_pa
     assert any(f.name == "stdout.txt" for f in list_files(record))
     delete_job(record)
     with pytest.raises(JobError, match="no job named"):
-        JobBook(workspace).get("background")
+        JobBook(workspace).get(f"background-{blob_mount}")
 
 
 def test_records_survive_azurite_restarts(workspace: Workspace, tmp_path: Path) -> None:
