@@ -246,8 +246,8 @@ def _errno(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def _cstrings(data: bytes, count: int) -> list[str]:
-    parts = data.split(b"\0")
+def _cstrings(data: bytes | memoryview, count: int) -> list[str]:
+    parts = bytes(data).split(b"\0")
     if len(parts) <= count:
         raise _errno(errno.EINVAL)
     names = [os.fsdecode(p) for p in parts[:count]]
@@ -413,7 +413,7 @@ class _Server:
 
     def __init__(self, tree: _Tree) -> None:
         self.tree = tree
-        self.handlers: dict[int, Callable[[int, bytes], bytes]] = {
+        self.handlers: dict[int, Callable[[int, memoryview], bytes]] = {
             INIT: self.init, LOOKUP: self.lookup, GETATTR: self.getattr, SETATTR: self.setattr,
             MKNOD: self.mknod, MKDIR: self.mkdir, UNLINK: self.unlink, RMDIR: self.rmdir,
             RENAME: self.rename, RENAME2: self.rename2, OPEN: self.open, CREATE: self.create,
@@ -422,7 +422,7 @@ class _Server:
             FSYNCDIR: self.ok, DESTROY: self.ok,
         }  # fmt: skip
 
-    def handle(self, request: bytes) -> tuple[int, bytes] | None:
+    def handle(self, request: memoryview) -> tuple[int, bytes] | None:
         """(errno, payload) for a request, or None for those that get no reply."""
         length, opcode, _, nodeid = _IN_HEADER.unpack_from(request)[:4]
         if opcode in _NO_REPLY:
@@ -454,12 +454,12 @@ class _Server:
         with self.tree.lock:
             return _ATTR_OUT.pack(_VALID_SECONDS, 0, 0) + self.tree.attr(rel, nodeid)
 
-    def ok(self, nodeid: int, body: bytes) -> bytes:
+    def ok(self, nodeid: int, body: memoryview) -> bytes:
         return b""
 
     # -- the session
 
-    def init(self, nodeid: int, body: bytes) -> bytes:
+    def init(self, nodeid: int, body: memoryview) -> bytes:
         major, minor, readahead, flags = _INIT_IN.unpack_from(body)
         if major < _MAJOR or (major == _MAJOR and minor < 26):
             raise _errno(errno.EPROTO)
@@ -470,17 +470,17 @@ class _Server:
 
     # -- names
 
-    def lookup(self, nodeid: int, body: bytes) -> bytes:
+    def lookup(self, nodeid: int, body: memoryview) -> bytes:
         (name,) = _cstrings(body, 1)
         return self.entry(self.tree.child(nodeid, name))
 
-    def getattr(self, nodeid: int, body: bytes) -> bytes:
+    def getattr(self, nodeid: int, body: memoryview) -> bytes:
         flags, _, fh = _GETATTR_IN.unpack_from(body)
         if flags & _GETATTR_FH:
             return _ATTR_OUT.pack(_VALID_SECONDS, 0, 0) + stat_attr(os.fstat(fh), nodeid)
         return self.attr_out(self.tree.path(nodeid), nodeid)
 
-    def setattr(self, nodeid: int, body: bytes) -> bytes:
+    def setattr(self, nodeid: int, body: memoryview) -> bytes:
         tree = self.tree
         fields = _SETATTR_IN.unpack_from(body)
         valid, fh, size, atime, mtime = fields[0], fields[2], fields[3], fields[5], fields[6]
@@ -514,7 +514,7 @@ class _Server:
                     )
         return self.attr_out(rel, nodeid)
 
-    def mkdir(self, nodeid: int, body: bytes) -> bytes:
+    def mkdir(self, nodeid: int, body: memoryview) -> bytes:
         mode, _ = _MKDIR_IN.unpack_from(body)
         (name,) = _cstrings(body[_MKDIR_IN.size :], 1)
         tree = self.tree
@@ -525,7 +525,7 @@ class _Server:
             os.mkdir(tree.local(rel), stat.S_IMODE(mode))
         return self.entry(rel)
 
-    def mknod(self, nodeid: int, body: bytes) -> bytes:
+    def mknod(self, nodeid: int, body: memoryview) -> bytes:
         mode, _, _, _ = _MKNOD_IN.unpack_from(body)
         (name,) = _cstrings(body[_MKNOD_IN.size :], 1)
         if not stat.S_ISREG(mode):
@@ -538,7 +538,7 @@ class _Server:
             os.close(os.open(tree.local(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode)))
         return self.entry(rel)
 
-    def unlink(self, nodeid: int, body: bytes) -> bytes:
+    def unlink(self, nodeid: int, body: memoryview) -> bytes:
         (name,) = _cstrings(body, 1)
         tree = self.tree
         rel = tree.child(nodeid, name)
@@ -555,7 +555,7 @@ class _Server:
             tree.forget_tree(rel)
         return b""
 
-    def rmdir(self, nodeid: int, body: bytes) -> bytes:
+    def rmdir(self, nodeid: int, body: memoryview) -> bytes:
         (name,) = _cstrings(body, 1)
         tree = self.tree
         rel = tree.child(nodeid, name)
@@ -568,15 +568,15 @@ class _Server:
             tree.forget_tree(rel)
         return b""
 
-    def rename(self, nodeid: int, body: bytes) -> bytes:
+    def rename(self, nodeid: int, body: memoryview) -> bytes:
         (newdir,) = _RENAME_IN.unpack_from(body)
         return self._rename(nodeid, newdir, body[_RENAME_IN.size :], 0)
 
-    def rename2(self, nodeid: int, body: bytes) -> bytes:
+    def rename2(self, nodeid: int, body: memoryview) -> bytes:
         newdir, flags, _ = _RENAME2_IN.unpack_from(body)
         return self._rename(nodeid, newdir, body[_RENAME2_IN.size :], flags)
 
-    def _rename(self, nodeid: int, newdir: int, names: bytes, flags: int) -> bytes:
+    def _rename(self, nodeid: int, newdir: int, names: memoryview, flags: int) -> bytes:
         if flags & ~_RENAME_NOREPLACE:
             raise _errno(errno.EINVAL)  # RENAME_EXCHANGE and RENAME_WHITEOUT are not offered
         old_name, new_name = _cstrings(names, 2)
@@ -609,13 +609,13 @@ class _Server:
 
     # -- files
 
-    def open(self, nodeid: int, body: bytes) -> bytes:
+    def open(self, nodeid: int, body: memoryview) -> bytes:
         flags, _ = _OPEN_IN.unpack_from(body)
         rel = self.tree.path(nodeid)
         fd = self._open_local(rel, flags)
         return _OPEN_OUT.pack(fd, _FOPEN_KEEP_CACHE, 0)
 
-    def create(self, nodeid: int, body: bytes) -> bytes:
+    def create(self, nodeid: int, body: memoryview) -> bytes:
         flags, mode, _, _ = _CREATE_IN.unpack_from(body)
         (name,) = _cstrings(body[_CREATE_IN.size :], 1)
         rel = self.tree.child(nodeid, name)
@@ -640,34 +640,32 @@ class _Server:
         # the kernel positions appends itself (it knows the size), so the cache file is opened without O_APPEND;
         # a write-only open reads too, for the pages the kernel completes around a partial write
         local_flags = (os.O_RDWR if writing else os.O_RDONLY) | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
-        with tree.lock:
+        with tree.lock:  # removed since it was fetched: ENOENT, as for any file removed before its open
             if create is not None:
                 return os.open(tree.local(rel), local_flags | os.O_CREAT, create)
-            if rel in tree.remote:  # removed and listed again cannot happen; fetched, then removed can
-                raise _errno(errno.ENOENT)
             return os.open(tree.local(rel), local_flags)
 
-    def read(self, nodeid: int, body: bytes) -> bytes:
+    def read(self, nodeid: int, body: memoryview) -> bytes:
         fh, offset, size = _RW_IN.unpack_from(body)[:3]
         return os.pread(fh, size, offset)
 
-    def write(self, nodeid: int, body: bytes) -> bytes:
+    def write(self, nodeid: int, body: memoryview) -> bytes:
         fh, offset, size = _RW_IN.unpack_from(body)[:3]
         data = memoryview(body)[_RW_IN.size : _RW_IN.size + size]
         written = os.pwrite(fh, data, offset)
         return _WRITE_OUT.pack(written, 0)
 
-    def release(self, nodeid: int, body: bytes) -> bytes:
+    def release(self, nodeid: int, body: memoryview) -> bytes:
         (fh,) = _RELEASE_IN.unpack_from(body)[:1]
         os.close(fh)
         return b""
 
-    def fsync(self, nodeid: int, body: bytes) -> bytes:
+    def fsync(self, nodeid: int, body: memoryview) -> bytes:
         fh, flags, _ = _FSYNC_IN.unpack_from(body)
         (os.fdatasync if flags & 1 else os.fsync)(fh)
         return b""
 
-    def statfs(self, nodeid: int, body: bytes) -> bytes:
+    def statfs(self, nodeid: int, body: memoryview) -> bytes:
         st = os.statvfs(self.tree.cache)
         return _STATFS_OUT.pack(
             st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree, st.f_bsize, 255, st.f_frsize, 0
@@ -675,7 +673,7 @@ class _Server:
 
     # -- directories
 
-    def opendir(self, nodeid: int, body: bytes) -> bytes:
+    def opendir(self, nodeid: int, body: memoryview) -> bytes:
         """The listing is taken once per open, so offsets stay meaningful while the directory changes."""
         tree = self.tree
         with tree.lock:
@@ -693,7 +691,7 @@ class _Server:
             tree.dirs[handle] = entries
         return _OPEN_OUT.pack(handle, 0, 0)
 
-    def readdir(self, nodeid: int, body: bytes) -> bytes:
+    def readdir(self, nodeid: int, body: memoryview) -> bytes:
         fh, offset, size = _RW_IN.unpack_from(body)[:3]
         with self.tree.lock:
             entries = self.tree.dirs.get(fh)
@@ -710,7 +708,7 @@ class _Server:
             out += record
         return bytes(out)
 
-    def releasedir(self, nodeid: int, body: bytes) -> bytes:
+    def releasedir(self, nodeid: int, body: memoryview) -> bytes:
         (fh,) = _RELEASE_IN.unpack_from(body)[:1]
         with self.tree.lock:
             self.tree.dirs.pop(fh, None)
@@ -778,9 +776,10 @@ class LazyMount:
     def _serve(self, server: _Server) -> None:
         fd = self._fd
         assert fd is not None
+        buffer = bytearray(_BUFFER)  # one per thread, reused: a request is handled before the next is read
         while True:
             try:
-                request = os.read(fd, _BUFFER)
+                request = memoryview(buffer)[: os.readv(fd, [buffer])]
             except OSError as exc:
                 if exc.errno in (errno.EINTR, errno.EAGAIN, errno.ENOENT):
                     continue  # ENOENT: the request was interrupted before we read it

@@ -28,6 +28,9 @@ after a failed or terminated job too, so partial outputs and logs are kept; a jo
 failed, never succeeded, and the next ``azbai job`` command that looks at it tries again (:func:`recover_job`).
 The launcher dies with its runner (``PR_SET_PDEATHSIG``) and the job's processes with the launcher; a runner that
 died anyway is noticed by the next command, which stops what is left, records why and finishes the stage-out.
+A lazy mount's stage-out item names its cache and the journal of listed paths the job removed (written as they
+go), so that write-back, by whoever does it, uploads what the job wrote and deletes only what it removed; a mount
+whose server died with its runner (``ENOTCONN``) is detached first, and ``job delete`` detaches one left behind.
 
 The job's environment is Batch AI's: the launcher's variables, the job's ``environmentVariables`` and ``secrets``,
 and a small base (:data:`BASE_ENVIRONMENT`: PATH with the venv first, HOME, LANG, …); nothing else of the
