@@ -6,8 +6,9 @@ The semantics are blobfuse2's *file cache* mode, the one Azure ML and Batch AI m
   directories the job made; listing, ``stat`` and ``ls`` cost nothing but that one listing;
 * a file is downloaded — whole, MD5-verified, into a cache directory — when it is first opened (or renamed, or
   truncated to a non-zero size); a blob that is never opened is never fetched;
-* reads, writes, creates, ``mkdir``, ``unlink``, ``rmdir``, ``rename``, ``truncate``, ``chmod``, ``utimens``,
-  ``statfs``, ``fsync`` work on the cache (the kernel checks permissions: ``default_permissions``);
+* reads, writes, creates, ``mkdir``, ``unlink``, ``rmdir``, ``rename``, ``truncate``, ``chmod`` (which fetches:
+  a script made executable must stay so), ``utimens``, ``statfs``, ``fsync`` work on the cache (the kernel checks
+  permissions: ``default_permissions``); modes and times are not written back (blobs have none);
 * nothing reaches the container while the job runs: write-back (:func:`read_journal` and the runner's stage-out)
   uploads the new and changed cache files and deletes the listed blobs the job removed. Removals are journalled
   durably as they happen, so a stage-out run later, after the runner was killed, still knows them — and a listed
@@ -492,9 +493,11 @@ class _Server:
                 os.ftruncate(fh, size)
             else:
                 os.truncate(tree.local(rel), size)
+        elif valid & _FATTR_MODE:
+            tree.materialize(rel)  # `chmod +x` is how a script is made runnable: its mode must stick
         with tree.lock:
             local = tree.local(rel)
-            # a listed file not fetched yet keeps its attributes: chmod, chown and touch are accepted
+            # a listed file not fetched yet keeps its attributes: chown and touch are accepted, and fetch nothing
             if rel not in tree.remote:
                 if valid & _FATTR_MODE:
                     os.chmod(local, stat.S_IMODE(mode))

@@ -133,6 +133,7 @@ def test_a_job_reads_writes_renames_and_deletes_through_the_mount(
         "tree/x/1.txt": b"one",
         "tree/x/2.txt": b"two",
         "never/opened.bin": b"n" * 1000,
+        "tool.sh": b"#!/bin/sh\necho tool ran\n",
     }.items():
         container.write_bytes(name, data)
     command = " && ".join(
@@ -146,11 +147,13 @@ def test_a_job_reads_writes_renames_and_deletes_through_the_mount(
             f"echo nested > {M}/out/deep/er/n.txt",
             f"mv {M}/tree {M}/forest",
             f"mkdir {M}/made && rmdir {M}/made",
+            f"chmod +x {M}/tool.sh && {M}/tool.sh",
             f"ls {M}/in",
         ]
     )
     record = run(workspace, tmp_path, container, command, wait=True)
-    assert stdout(record).split() == ["a.txt", "append.txt", "copy.txt", "cut.txt", "empty-me.txt"]
+    assert stdout(record).split("\n", 1)[0] == "tool ran"
+    assert stdout(record).split()[2:] == ["a.txt", "append.txt", "copy.txt", "cut.txt", "empty-me.txt"]
     assert contents(container) == {
         "in/a.txt": b"a\n",
         "in/copy.txt": b"a\n",
@@ -162,6 +165,7 @@ def test_a_job_reads_writes_renames_and_deletes_through_the_mount(
         "forest/x/1.txt": b"one",
         "forest/x/2.txt": b"two",
         "never/opened.bin": b"n" * 1000,  # listed, never opened: neither fetched nor taken for deleted
+        "tool.sh": b"#!/bin/sh\necho tool ran\n",
     }
     assert "never/opened.bin" not in cached(record)
     assert "in/empty-me.txt" in cached(record)  # truncated to nothing: created empty, not downloaded first
@@ -323,3 +327,27 @@ def test_the_mount_setting(
     assert "AZBAI_BLOB_MOUNT='lazy' is not a blob mount mode: expected one of auto, fuse, mirror" in (
         failed.message or ""
     )
+
+
+def test_a_mount_point_with_odd_characters_is_found_and_detached(
+    tmp_path: Path, container: BlobStore
+) -> None:
+    """/proc/self/mountinfo escapes spaces and the like; a mount we made must still be found to be detached."""
+    container.write_bytes("a.txt", b"a")
+    point = tmp_path / "job dir\tx" / "m"
+    mount = blobfuse.LazyMount(container, "", point, tmp_path / "cache", tmp_path / "removed")
+    mount.start()
+    try:
+        assert blobfuse.mounts_under(tmp_path / "job dir\tx") == [str(point)]
+        assert (point / "a.txt").read_bytes() == b"a"
+    finally:
+        mount.stop()
+    assert not blobfuse.mounts_under(tmp_path)
+    assert os.listdir(point) == []
+
+
+def test_the_journal_ignores_a_torn_last_line(tmp_path: Path) -> None:
+    journal = tmp_path / "removed"
+    journal.write_text('"a/b.txt"\n"line\\nbreak"\n"tor')
+    assert blobfuse.read_journal(journal) == {"a/b.txt", "line\nbreak"}
+    assert blobfuse.read_journal(tmp_path / "absent") == set()
