@@ -507,9 +507,8 @@ def finish_stage_out(workspace: Workspace, record: JobRecord) -> JobRecord:
 def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
     if item["action"] == "none":
         return
-    if item.get(
-        "cache"
-    ):  # before the store is opened: the job's paths show its files even while storage is down
+    if item.get("cache"):
+        # a lazy mount is retired before the store is opened: its path shows the job's files while storage is down
         _retire_mount(Path(item["path"]), Path(item["cache"]))
     kind = {"container": item["store"]} if item["kind"] == "blob" else {"share": item["store"]}
     store = open_store(workspace, item["account"], **kind)
