@@ -259,7 +259,8 @@ def _cstrings(data: bytes | memoryview, count: int) -> list[str]:
 
 class _Tree:
     """The mounted view: a cache directory (every directory, and the files fetched or written) plus the listed
-    blobs not fetched yet. All methods take ``self.lock`` around what they read and change."""
+    blobs not fetched yet. ``lock`` guards the state: :meth:`materialize` takes it itself (and lets go of it while
+    downloading); for the other methods the caller holds it."""
 
     def __init__(
         self, store: Store, prefix: str, listing: dict[str, Entry], cache: Path, journal: Path
