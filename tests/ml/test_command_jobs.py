@@ -154,7 +154,11 @@ def test_a_job_secret_comes_from_the_caller_s_environment_and_is_written_nowhere
     register(ml_workspace, tmp_path / "out/v2")
     monkeypatch.setenv("DB_PASSWORD", secret)
     run = run_v2(ml_workspace, tmp_path / "out/v2/job.yml")
-    report = json.loads((run.logs_dir / "std_log.txt").read_text().splitlines()[0])
+    # the launcher (--echo) copies the script's stdout and stderr through two pipes, so std_log.txt has both lines
+    # but in no promised order: once they are two streams, which was written first is not known to the reader
+    lines = (run.logs_dir / "std_log.txt").read_text().splitlines()
+    assert "a line on stderr" in lines
+    report = json.loads(next(line for line in lines if line.startswith("{")))
     assert report["secret_length"] == len(secret)
     for path in [*run.path.rglob("*"), *(ml_workspace.root / "shares").rglob("*")]:
         if path.is_file() and not path.is_symlink():
