@@ -14,6 +14,10 @@ The semantics are blobfuse2's *file cache* mode, the one Azure ML and Batch AI m
   durably as they happen, so a stage-out run later, after the runner was killed, still knows them — and a listed
   blob that merely was not fetched is never taken for deleted.
 
+A *read-only* mount (``LazyMount(..., read_only=True)``, blobfuse2's ``-o ro``, what an Azure ML ``ro_mount`` is)
+is mounted ``MS_RDONLY``: the kernel answers every write, create, removal, rename and attribute change with
+``EROFS`` itself, and the server refuses them too (it never writes its cache but to fetch); reads fetch as above.
+
 There is no libfuse here (nor fusermount, blobfuse2 or rclone): the module speaks the kernel's protocol
 (``include/uapi/linux/fuse.h``, 7.31 layouts) over ``/dev/fuse`` itself, with ``mount(2)`` through ctypes, which
 needs ``CAP_SYS_ADMIN``. :func:`fuse_unavailable` says why a mount cannot be made, so the caller can fall back to a
@@ -92,7 +96,7 @@ _BUFFER = _MAX_WRITE + 4096  # the kernel wants room for a whole write request
 _VALID_SECONDS = 10
 _THREADS = 8
 
-_MS_NOSUID, _MS_NODEV = 2, 4
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
 _MNT_DETACH = 2
 
 
@@ -138,12 +142,13 @@ def fuse_unavailable() -> str | None:
         return reason or None
 
 
-def _mount(fd: int, point: str) -> None:
+def _mount(fd: int, point: str, *, read_only: bool = False) -> None:
     options = (
         f"fd={fd},rootmode=40000,user_id={os.getuid()},group_id={os.getgid()},default_permissions,allow_other"
     )
     libc = _libc()
-    if libc.mount(b"azbai", os.fsencode(point), FSTYPE.encode(), _MS_NOSUID | _MS_NODEV, options.encode()):
+    flags = _MS_NOSUID | _MS_NODEV | (_MS_RDONLY if read_only else 0)
+    if libc.mount(b"azbai", os.fsencode(point), FSTYPE.encode(), flags, options.encode()):
         code = ctypes.get_errno()
         raise FuseUnavailable(f"mount(2) of a FUSE file system failed: {os.strerror(code)}")
 
@@ -410,11 +415,16 @@ def stat_attr(st: os.stat_result, nodeid: int) -> bytes:
     )  # fmt: skip
 
 
+#: the requests that change the tree: a read-only mount refuses them (the kernel already does, for ``MS_RDONLY``)
+_CHANGES = {SETATTR, MKNOD, MKDIR, UNLINK, RMDIR, RENAME, RENAME2, CREATE, WRITE}
+
+
 class _Server:
     """The request handlers: one per opcode, each returning the reply's payload or raising OSError (errno)."""
 
-    def __init__(self, tree: _Tree) -> None:
+    def __init__(self, tree: _Tree, *, read_only: bool = False) -> None:
         self.tree = tree
+        self.read_only = read_only
         self.handlers: dict[int, Callable[[int, memoryview], bytes]] = {
             INIT: self.init, LOOKUP: self.lookup, GETATTR: self.getattr, SETATTR: self.setattr,
             MKNOD: self.mknod, MKDIR: self.mkdir, UNLINK: self.unlink, RMDIR: self.rmdir,
@@ -432,6 +442,8 @@ class _Server:
         handler = self.handlers.get(opcode)
         if handler is None:
             return errno.ENOSYS, b""
+        if self.read_only and opcode in _CHANGES:
+            return errno.EROFS, b""
         try:
             return 0, handler(nodeid, request[_IN_HEADER.size : length])
         except OSError as exc:
@@ -615,6 +627,8 @@ class _Server:
 
     def open(self, nodeid: int, body: memoryview) -> bytes:
         flags, _ = _OPEN_IN.unpack_from(body)
+        if self.read_only and (flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC):
+            raise _errno(errno.EROFS)
         rel = self.tree.path(nodeid)
         fd = self._open_local(rel, flags)
         return _OPEN_OUT.pack(fd, _FOPEN_KEEP_CACHE, 0)
@@ -724,6 +738,7 @@ class LazyMount:
 
     :meth:`start` lists the container (the :attr:`snapshot` write-back compares against), mounts and starts
     serving; :meth:`stop` unmounts and waits for the serving threads. Removals are journalled in ``journal``.
+    ``read_only``: every change answers ``EROFS`` (the journal stays empty, the cache holds only what was fetched).
     """
 
     def __init__(
@@ -735,10 +750,12 @@ class LazyMount:
         journal: Path,
         *,
         threads: int = _THREADS,
+        read_only: bool = False,
     ) -> None:
         self.store, self.prefix = store, prefix
         self.mountpoint, self.cache, self.journal = Path(mountpoint), Path(cache), Path(journal)
         self.threads = threads
+        self.read_only = read_only
         self.snapshot: dict[str, tuple[int, str]] = {}
         self._tree: _Tree | None = None
         self._fd: int | None = None
@@ -763,13 +780,13 @@ class LazyMount:
             self._tree.close()
             raise FuseUnavailable(f"/dev/fuse cannot be opened ({exc.strerror or exc})") from exc
         try:
-            _mount(self._fd, str(self.mountpoint))
+            _mount(self._fd, str(self.mountpoint), read_only=self.read_only)
         except FuseUnavailable:
             os.close(self._fd)
             self._tree.close()
             self._fd = None
             raise
-        server = _Server(self._tree)
+        server = _Server(self._tree, read_only=self.read_only)
         for index in range(self.threads):
             worker = threading.Thread(
                 target=self._serve, args=(server,), name=f"azbai-fuse-{index}", daemon=True
