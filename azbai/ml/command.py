@@ -238,7 +238,7 @@ class Engine:
         """Run ``spec`` as ``record``: stage in, run every process, stage out (always); returns the exit code."""
         record.status, record.start_time, record.pid = RUNNING, now(), os.getpid()
         record.save()
-        stager = Stager(self.workspace, self.registry, record.path / "data")
+        stager = Stager(self.workspace, self.registry, record.path / "data", self.env)
         code = 1
         try:
             values = self._stage(spec, record, stager)
@@ -249,7 +249,7 @@ class Engine:
             log.error("%s: %s", spec.name, exc)
         finally:
             try:
-                stager.stage_out()
+                stager.stage_out()  # unmounts the lazy mounts first, whatever way the job ended
             except AzbaiError as exc:
                 record.message = f"{record.message + '; ' if record.message else ''}stage-out failed: {exc}"
                 code = code or 1

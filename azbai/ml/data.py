@@ -5,28 +5,47 @@
 ==============  =============================  ==================================================================
 mode            file datastore (a share)       blob datastore (an Azurite container)
 ==============  =============================  ==================================================================
-``ro_mount``    the share's directory itself   a verified download (blobfuse's read-only view, taken at start)
+``ro_mount``    the share's directory itself   a read-only lazy FUSE mount (:mod:`azbai.local.blobfuse`): a file
+                                               is fetched (verified) when the job opens it; writes, creates and
+                                               removals fail with ``EROFS``, as on blobfuse's read-only mount.
+                                               Where FUSE is not available, a verified download made at start
 ``download``    a verified copy                a verified copy
 ``direct``      the store's URL, not a path    the store's URL, not a path
-``rw_mount``    the share's directory itself   a mirror, its new, changed and deleted files written back at the end
+``rw_mount``    the share's directory itself   a lazy FUSE mount: files are fetched as they are opened; the new
+                                               and changed files and the removals are written back at the end
+                                               (a blob never opened is left as it is). Where FUSE is not
+                                               available, a mirror, written back the same way
 ``upload``      an empty directory, uploaded   an empty directory, uploaded (MD5-verified) at the end
 ==============  =============================  ==================================================================
 
-Stage-out runs when the job ends, also after a failure or a cancel, so partial outputs and logs are kept. A
-``uri_file`` input's path is the file itself. A local path (``./data``) is used in place, read-only by agreement.
+``$AZBAI_BLOB_MOUNT`` chooses, as for a Batch AI job (:mod:`azbai.local.runner`): ``auto`` (FUSE where
+``/dev/fuse`` opens and ``mount(2)`` succeeds, else the mirror; one log line says which), ``fuse`` (or fail) or
+``mirror``. ``eval_mount`` is ``ro_mount``; a ``uri_file`` input is downloaded in every mode (its path is the file
+itself; a lazy mount would fetch that whole file anyway). A local path (``./data``) is used in place, read-only by
+agreement.
+
+Stage-out runs when the job ends, also after a failure or a cancel, so partial outputs and logs are kept; the
+lazy mounts are unmounted first (the job's processes are gone by then), and each mount point is left a link to its
+cache, so the run's paths show what the job fetched and wrote. A runner that died leaves mounts answering
+``ENOTCONN``: :func:`detach_mounts` (which ``azbai ml job show`` calls for a run whose runner is gone) detaches
+them; what such a runner's job wrote through an ``rw_mount`` stays in its cache, unwritten, as a mirror's would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from azbai.errors import AzbaiError, MlError, StorageError
-from azbai.local import transfer
-from azbai.local.stores import Store, check_prefix
+from azbai.local import blobfuse, transfer
+from azbai.local.runner import BLOB_MOUNT_ENV, blob_mount_mode
+from azbai.local.stores import Store, check_prefix, file_md5
 from azbai.local.workspace import Workspace
 from azbai.ml.registry import Registry
 
@@ -79,16 +98,22 @@ class Staged:
     store: Store | None = None
     local: Path | None = None
     before: set[str] = field(default_factory=set)  # a blob mirror's files at start (deleted ones are deleted)
+    mount: blobfuse.LazyMount | None = None  # a lazy mount: written back from its cache and journal
 
 
 class Stager:
     """Stages a job's data into ``data_dir`` and back out."""
 
-    def __init__(self, workspace: Workspace, registry: Registry, data_dir: Path) -> None:
+    def __init__(
+        self, workspace: Workspace, registry: Registry, data_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        """``env`` holds the :data:`~azbai.local.runner.BLOB_MOUNT_ENV` setting (default: ``os.environ``)."""
         self.workspace = workspace
         self.registry = registry
         self.data_dir = data_dir
+        self.env = dict(os.environ if env is None else env)
         self.staged: list[Staged] = []
+        self._mounts: list[blobfuse.LazyMount] = []
 
     def store(self, location: Location) -> Store:
         """The local store of a datastore URI."""
@@ -118,6 +143,15 @@ class Stager:
                 raise MlError(f"input {name!r}: no file {location.uri}")
             if not is_file:
                 local.mkdir(parents=True, exist_ok=True)
+        elif (
+            not is_file
+            and mode in ("ro_mount", "eval_mount")
+            and (mount := self._lazy(name, "inputs", store, location))
+        ):
+            self.staged.append(
+                Staged(name, "inputs", mode, location, str(mount.mountpoint), store, mount=mount)
+            )
+            return str(mount.mountpoint)
         else:
             target = self.data_dir / "inputs" / name
             try:
@@ -155,6 +189,11 @@ class Stager:
         if store.kind == "share" and mode == "rw_mount":
             local = self.workspace.share_dir(store.account, store.name) / location.path
             local.mkdir(parents=True, exist_ok=True)
+        elif mode == "rw_mount" and (mount := self._lazy(name, "outputs", store, location)):
+            self.staged.append(
+                Staged(name, "outputs", mode, location, str(mount.mountpoint), store, mount=mount)
+            )
+            return str(mount.mountpoint)
         else:
             local = self.data_dir / "outputs" / name
             local.mkdir(parents=True, exist_ok=True)
@@ -169,10 +208,60 @@ class Stager:
         self.staged.append(item)
         return str(local)
 
+    def _lazy(self, name: str, kind: str, store: Store, location: Location) -> blobfuse.LazyMount | None:
+        """A blob container path mounted with FUSE (read-only for an input), or None where the mirror (or the
+        download) is to be used instead: ``AZBAI_BLOB_MOUNT=mirror``, or no FUSE here (said in one log line)."""
+        setting = blob_mount_mode(self.env)
+        where = store.url_for(location.path)
+        reason = f"{BLOB_MOUNT_ENV}=mirror" if setting == "mirror" else blobfuse.fuse_unavailable()
+        if reason is None:
+            mount = blobfuse.LazyMount(
+                store,
+                location.path,
+                self.data_dir / kind / name,
+                self.data_dir / "mount-cache" / kind / name,
+                self.data_dir / "mount-cache" / kind / f"{name}.removed",
+                read_only=kind == "inputs",
+            )
+            try:
+                mount.start()
+            except blobfuse.FuseUnavailable as exc:
+                reason = str(exc)
+            except StorageError as exc:
+                raise MlError(f"{kind[:-1]} {name!r}: cannot mount {location.uri}: {exc}") from exc
+            else:
+                self._mounts.append(mount)
+                how = "read-only " if mount.read_only else ""
+                log.info("%s %r: %s is mounted %swith FUSE (files are fetched as they are opened)",
+                         kind[:-1], name, where, how)  # fmt: skip
+                return mount
+        if setting == "fuse":
+            raise MlError(
+                f"{kind[:-1]} {name!r}: {BLOB_MOUNT_ENV}=fuse, but a FUSE mount cannot be made here: {reason}"
+            )
+        copy = "downloaded" if kind == "inputs" else "mirrored"
+        log.info("%s %r: %s is %s before the job (no FUSE mount: %s)", kind[:-1], name, where, copy, reason)
+        return None
+
+    def unmount(self) -> None:
+        """Unmount the lazy mounts (the job's processes are gone); each mount point becomes a link to its cache."""
+        for mount in self._mounts:
+            mount.stop()
+            _retire(mount)
+        self._mounts.clear()
+
     def stage_out(self) -> None:
-        """Upload outputs and write blob mirrors back; every output is tried, problems are raised together."""
+        """Unmount, upload outputs and write blob mounts and mirrors back; every output is tried, problems are
+        raised together."""
+        self.unmount()
         problems = []
         for item in self.staged:
+            if item.kind == "outputs" and item.mount is not None:
+                try:
+                    _write_back(item.mount)
+                except AzbaiError as exc:
+                    problems.append(f"output {item.name!r} ({item.location.uri}): {exc}")
+                continue
             if item.kind != "outputs" or item.store is None or item.local is None or item.mode == "direct":
                 continue
             if item.store.kind == "share" and item.mode == "rw_mount":
@@ -189,6 +278,39 @@ class Stager:
                 problems.append(f"output {item.name!r} ({item.location.uri}): {exc}")
         if problems:
             raise StorageError("; ".join(problems))
+
+
+def _write_back(mount: blobfuse.LazyMount) -> None:
+    """A lazy ``rw_mount``'s write-back: the cache's new and changed files are uploaded and the listed blobs the
+    journal says were removed (and that the cache does not hold again) are deleted; a blob the job never opened
+    is in neither, so it stays as it is."""
+    store, prefix, cache = mount.store, mount.prefix, mount.cache
+    if not cache.is_dir():
+        raise StorageError(f"{cache} is gone: the files the job wrote to its mount cannot be staged out")
+    after = {rel: (path.stat().st_size, file_md5(path)) for path, rel in _files(cache)}
+    changed = [rel for rel, facts in after.items() if mount.snapshot.get(rel) != facts]
+    for rel in changed:
+        store.upload_file(cache / rel, posixpath.join(prefix, rel) if prefix else rel)
+    removed = blobfuse.read_journal(mount.journal) & mount.snapshot.keys() - after.keys()
+    for rel in sorted(removed):
+        store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
+    store.flush()
+    log.info("%s: wrote back %d file(s), deleted %d", mount.mountpoint.name, len(changed), len(removed))
+
+
+def _retire(mount: blobfuse.LazyMount) -> None:
+    """Leave a link to an unmounted mount's cache where it was, so the run's recorded path shows what the job
+    fetched and wrote (an empty directory would say the job saw nothing)."""
+    point = mount.mountpoint
+    with contextlib.suppress(OSError):
+        if point.is_dir() and not point.is_symlink() and not any(point.iterdir()):
+            point.rmdir()
+            point.symlink_to(mount.cache, target_is_directory=True)
+
+
+def detach_mounts(run_dir: Path) -> int:
+    """Detach the lazy mounts a dead runner left under its run's folder (they answer ``ENOTCONN``); how many."""
+    return blobfuse.detach_under(run_dir)
 
 
 def _files(root: Path) -> list[tuple[Path, str]]:

@@ -23,6 +23,7 @@ from azbai.local.azurite import Emulator
 from azbai.local.workspace import Workspace
 from azbai.ml import loaders
 from azbai.ml.command import Engine, command_spec
+from azbai.ml.data import detach_mounts
 from azbai.ml.pipeline import PipelineRun, Progress
 from azbai.ml.runs import CANCELED, COMPLETED, FAILED, FINISHED, RunBook, RunRecord, now, pid_alive
 
@@ -118,9 +119,13 @@ def run_recorded(directory: Path) -> int:
 
 
 def show_job(workspace: Workspace, name: str) -> RunRecord:
-    """``az ml job show -n NAME``; a runner that died without a word is reported failed."""
-    record = RunBook(workspace).get(name)
+    """``az ml job show -n NAME``; a runner that died without a word is reported failed, and the lazy mounts it
+    served (which died with it and answer ``ENOTCONN``) are detached."""
+    book = RunBook(workspace)
+    record = book.get(name)
     if record.status not in FINISHED and record.pid and not pid_alive(record.pid):
+        for directory in [record.path, *(book.root / child for child in record.children.values())]:
+            detach_mounts(directory)  # a pipeline's nodes ran in its runner
         record.status, record.message = FAILED, record.message or "its runner is gone; see runner.log"
     return record
 
