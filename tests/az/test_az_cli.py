@@ -527,3 +527,58 @@ def test_the_parser_refuses_with_az_errors_only(argv: list[str]) -> None:
         parse(TABLE, argv)
     except AzUsageError as exc:
         assert str(exc)
+
+
+def test_a_setup_task_s_blob_mount_fetches_what_it_opens_and_writes_back(
+    az: Az, tmp_path: Path, blob_mount: str
+) -> None:
+    """The cluster's ``azureBlobFileSystems`` during the setup task: lazy (FUSE) or a mirror, the same result in
+    the container; a big blob the task never opens is never fetched by the lazy mount, and survives either way."""
+    import hashlib
+
+    from azbai.local import blobfuse
+    from azbai.local.stores import open_store
+
+    group = f"bfs-{blob_mount}"
+    task = ("cat $AZ_BATCHAI_MOUNT_ROOT/bfs/in/small.txt > $AZ_BATCHAI_MOUNT_ROOT/bfs/seen.txt; "
+            "echo changed >> $AZ_BATCHAI_MOUNT_ROOT/bfs/in/changed.txt; rm $AZ_BATCHAI_MOUNT_ROOT/bfs/in/removed.txt")  # fmt: skip
+    az(f"group create -n {group} -l eastus")
+    az(f"storage account create -n {ACCOUNT} -g {group}")
+    az(f"storage share create -n logs --account-name {ACCOUNT}")
+    az(f"storage container create -n setupdata --account-name {ACCOUNT}")
+    store = open_store(az.workspace, ACCOUNT, container="setupdata")
+    big = os.urandom(8 << 20)
+    store.write_bytes("in/small.txt", b"small\n")
+    store.write_bytes("in/big.bin", big)
+    store.write_bytes("in/changed.txt", b"before\n")
+    store.write_bytes("in/removed.txt", b"gone soon\n")
+    az(f"batchai workspace create -g {group} -n ws")
+    az(f"batchai cluster create -g {group} -w ws -n c1 -s Standard_NC6 -t 1 --storage-account-name {ACCOUNT} "
+       f"--afs-name logs --afs-mount-path logs --bfs-name setupdata --bfs-mount-path bfs "
+       f"--setup-task '{task}' --setup-task-output '$AZ_BATCHAI_MOUNT_ROOT/logs'")  # fmt: skip
+    az(f"batchai experiment create -g {group} -w ws -n exp")
+    az(f"batchai job create -n j -c c1 -g {group} -w ws -e exp -f {job_json(tmp_path, 'true')} --storage-account-name {ACCOUNT}")  # fmt: skip
+    assert wait(az, group, "exp", "j") == 0
+    assert sorted(e.path for e in store.list("")) == [
+        "in/big.bin",
+        "in/changed.txt",
+        "in/small.txt",
+        "seen.txt",
+    ]
+    assert store.read_bytes("seen.txt") == b"small\n"
+    assert store.read_bytes("in/changed.txt") == b"before\nchanged\n"
+    assert hashlib.md5(store.read_bytes("in/big.bin")).digest() == hashlib.md5(big).digest()
+    nodes = az.workspace.root.rglob("node-0")
+    node = next(p for p in nodes if (p / "setup.json").exists())
+    assert blobfuse.mounts_under(node) == []  # unmounted when the task ended
+    if blob_mount == "fuse":
+        cache = node / "mount-cache" / "0"
+        fetched = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())
+        assert fetched == [
+            "in/changed.txt",
+            "in/small.txt",
+            "seen.txt",
+        ]  # big.bin: never opened, never fetched
+        assert (node / "mounts" / "bfs").is_symlink() and (
+            node / "mounts/bfs/seen.txt"
+        ).read_text() == "small\n"
