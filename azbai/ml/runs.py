@@ -6,7 +6,8 @@ A run's folder::
                              the file and --set it came from, inputs, outputs, children of a pipeline
     user_logs/               std_log.txt or std_log_process_<rank>.txt: what `az ml job stream` shows
     nodes/<n>/wd/            instance n's copy of the code directory, its working directory
-    data/                    downloaded inputs and blob mirrors
+    data/                    downloaded inputs, blob mirrors; lazy blob mounts (``inputs/``, ``outputs/``: links to
+                             their caches once unmounted) and their caches (``mount-cache/``)
 """
 
 from __future__ import annotations
