@@ -214,12 +214,9 @@ class FrozenMultiStyleNet(nn.Module):
 
     The conditional norms' scale and shift rows are mixed once for the style (not per call); each instance norm is
     one pass for its statistics (``var_mean``) and one fused scale-shift(-ReLU); activations are channels-last
-    (NHWC), which oneDNN's convolutions prefer. The two "nearest x2 upsampling, reflect pad, 3x3 convolution"
-    layers run as one 3x3 convolution on the small map with four times the output channels, one per phase of the
-    2x2 output block, followed by a pixel shuffle (`_subpixel_kernel`): the same arithmetic on a quarter of the
-    pixels, in a shape (32 and 16 output channels instead of 8 and 4) that fills the vector registers. `Stylizer`
-    hands the forward to AOTInductor, which fuses the norm, ReLU, padding, shuffle and residual adds around each
-    convolution into single loops. Input [N,3,H,W] in 0..1 with H, W multiples of 4 (the caller pads).
+    (NHWC), which oneDNN's convolutions prefer. `Stylizer` hands the forward to AOTInductor, which fuses the norm,
+    ReLU, reflect padding, nearest upsampling and residual adds around each convolution into single loops. Input
+    [N,3,H,W] in 0..1 with H, W multiples of 4 (the caller pads).
 
     ``precision=torch.float32`` gives the reference's results within float32 round-off. ``torch.bfloat16`` runs
     the convolutions on bfloat16 inputs and weights (float32 accumulation, oneDNN's AVX-512 BF16 kernels: twice
@@ -250,8 +247,6 @@ class FrozenMultiStyleNet(nn.Module):
         self.num_residual = len(net.res)
         for index, layer in enumerate(layers):
             kernel = layer.w.detach().to(torch.float32)
-            if layer.upsample:
-                kernel = _subpixel_kernel(kernel)
             if index == 0 and precision != torch.float32:
                 kernel = kernel / 255.0  # the input is scaled to 0..255 instead; see the class docstring
             kernel = kernel.to(precision).contiguous(memory_format=torch.channels_last)
@@ -268,10 +263,8 @@ class FrozenMultiStyleNet(nn.Module):
         stride, padding, upsample = self.meta[index]
         x = x.to(self.precision)
         if upsample:
-            # reflect padding of the upsampled map by 1 repeats its border pixels: the small map's replicate padding
-            y = F.pixel_shuffle(F.conv2d(_replicate_pad1(x), getattr(self, f"w{index}")), 2)
-        else:
-            y = F.conv2d(F.pad(x, (padding,) * 4, mode="reflect"), getattr(self, f"w{index}"), stride=stride)
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        y = F.conv2d(F.pad(x, (padding,) * 4, mode="reflect"), getattr(self, f"w{index}"), stride=stride)
         y = y.float()
         var, mean = torch.var_mean(y, dim=(2, 3), keepdim=True, correction=0)
         scale = getattr(self, f"g{index}") * torch.rsqrt(var + self.eps)
@@ -292,32 +285,6 @@ class FrozenMultiStyleNet(nn.Module):
         y = self._layer(last, y, relu=True)
         y = self._layer(last + 1, y, relu=True)
         return torch.sigmoid(self._layer(last + 2, y, relu=False))
-
-
-def _replicate_pad1(x: torch.Tensor) -> torch.Tensor:
-    """Pad H and W by one repeated border pixel: ``F.pad(x, (1, 1, 1, 1), mode="replicate")``, spelled as
-    concatenations because Inductor (torch 2.13) fails to simplify the index of a replicate pad that reads a
-    pixel-shuffled tensor ("vr must not be None").
-    """
-    x = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
-    return torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)
-
-
-def _subpixel_kernel(kernel: torch.Tensor) -> torch.Tensor:
-    """Turn a 3x3 kernel [O,I,3,3] applied after nearest x2 upsampling into one [4O,I,3,3] for the small map.
-
-    Output pixel (2i+p, 2j+q) of the upsampled map's 3x3 window reads small-map rows i-1, i, i (p = 0) or i, i, i+1
-    (p = 1), and likewise columns: so phase (p, q)'s kernel on the small map's 3x3 window sums the taps that read
-    the same pixel (rows ``_PHASE_TAPS[p] @ kernel``). Output channel ``4o + 2p + q`` is the order `F.pixel_shuffle`
-    expects. Exact up to the rounding of those sums.
-    """
-    taps = _PHASE_TAPS.to(kernel.dtype)
-    phases = torch.einsum("pak,oikl,qbl->opqiab", taps, kernel, taps)
-    return phases.reshape(4 * kernel.shape[0], kernel.shape[1], 3, 3).contiguous()
-
-
-# _PHASE_TAPS[p][a][k] = 1 where the upsampled window's row k reads the small window's row a, for output phase p
-_PHASE_TAPS = torch.tensor([[[1, 0, 0], [0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 0], [0, 0, 1]]])
 
 
 _WEIGHTS_CACHE_FORMAT = 1

@@ -1,9 +1,8 @@
 """The optimised 26-style network (frozen, channels-last, AOT-compiled) against the float32 eager reference.
 
 Tolerances. In float32 the optimised network only reorders the arithmetic (mixed norm rows, a one-pass
-``var_mean``, fused scale-shift, the upsampling folded into sub-pixel kernels, NHWC convolutions, Inductor's
-kernels), so it must match the layer-by-layer `MultiStyleNet` to float32 round-off: max |diff| < 1e-4 on 0..1
-outputs (measured ≈ 1e-5) and PSNR ≥ 60 dB. In bfloat16 (the convolutions' inputs and weights rounded to 8-bit
+``var_mean``, fused scale-shift, NHWC convolutions, Inductor's kernels), so it must match the layer-by-layer
+`MultiStyleNet` to float32 round-off: max |diff| < 1e-4 on 0..1 outputs (measured ≈ 1e-5) and PSNR ≥ 60 dB. In bfloat16 (the convolutions' inputs and weights rounded to 8-bit
 mantissas) the bound is the issue's: PSNR ≥ 40 dB on the worst frame (measured 44.4 dB on the benchmark's frames).
 """
 
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from tests.recipes.test_style_model import _astronaut, _batch, stylenet
@@ -65,21 +63,6 @@ def test_frozen_network_matches_the_eager_reference(style: int | str, precision:
     got, want = fast.run(frames), reference.run(frames)
     assert got.shape == frames.shape
     _check(got, want, precision)
-
-
-def test_subpixel_kernel_equals_upsampling_then_a_reflect_padded_convolution() -> None:
-    """Nearest x2, reflect pad 1, 3x3 conv == replicate pad 1, the phase kernel's conv, pixel shuffle (float64)."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 5, 7, 6, generator=generator, dtype=torch.float64)
-    kernel = torch.randn(3, 5, 3, 3, generator=generator, dtype=torch.float64)
-    want = F.conv2d(
-        F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"), kernel
-    )
-    phases = stylenet._subpixel_kernel(kernel)
-    got = F.pixel_shuffle(F.conv2d(stylenet._replicate_pad1(x), phases), 2)
-    assert got.shape == want.shape == (2, 3, 14, 12)
-    assert float((got - want).abs().max()) < 1e-12
-    assert torch.equal(stylenet._replicate_pad1(x), F.pad(x, (1, 1, 1, 1), mode="replicate"))
 
 
 @pytest.mark.parametrize("precision", [torch.float32, torch.bfloat16])
