@@ -521,9 +521,12 @@ class Stylizer:
             compile = os.environ.get("STYLENET_COMPILE", "1") not in ("0", "false", "no")
         self.compile = compile
         self._fast: nn.Module | None = None
+        # what the convolutions compute in: only the frozen 26-style network runs in anything but float32
+        self.precision = torch.float32
         if isinstance(net, MultiStyleNet) and fast:
             assert style_weights is not None
-            self._fast = FrozenMultiStyleNet(net, style_weights, precision or default_precision()).eval()
+            self.precision = precision or default_precision()
+            self._fast = FrozenMultiStyleNet(net, style_weights, self.precision).eval()
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod

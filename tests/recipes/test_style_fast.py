@@ -88,7 +88,9 @@ def test_compiled_network_matches_the_eager_reference_and_pads_short_batches(
 def test_precision_follows_the_environment_and_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STYLENET_PRECISION", "float32")
     assert stylenet.default_precision() == torch.float32
-    assert stylenet.Stylizer.pretrained(19)._fast.precision == torch.float32
+    assert stylenet.Stylizer.pretrained(19).precision == torch.float32
+    assert stylenet.Stylizer.pretrained(19, precision=torch.bfloat16)._fast.w3.dtype == torch.bfloat16
+    assert stylenet.Stylizer.pretrained(19, fast=False, precision=torch.bfloat16).precision == torch.float32
     monkeypatch.setenv("STYLENET_PRECISION", "bf16")
     assert stylenet.default_precision() == torch.bfloat16
     monkeypatch.setenv("STYLENET_PRECISION", "half")
