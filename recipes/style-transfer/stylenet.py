@@ -222,9 +222,9 @@ class FrozenMultiStyleNet(nn.Module):
     the convolutions on bfloat16 inputs and weights (float32 accumulation, oneDNN's AVX-512 BF16 kernels: twice
     the multiply rate of float32 where the CPU has them) and keeps the norms, the residual stream and the output in
     float32. Its one trick: the first convolution sees the image scaled to 0..255, where 8-bit pixel values are
-    exact in bfloat16's 8-bit mantissa, with its weights divided by 255; fed 0..1 directly, the rounding of the
-    input costs 6 dB. Measured on the benchmark's 48 frames: worst-frame PSNR 44.5 dB against the float32
-    reference (the bound is 40 dB; tests/recipes/test_style_fast.py).
+    integers that bfloat16's 8 significant bits hold exactly, with its weights divided by 255; fed 0..1 directly,
+    the rounding of the input costs about 6 dB. Measured on the benchmark's 48 frames: worst-frame PSNR 44.4 dB
+    against the float32 reference (the bound is 40 dB; tests/recipes/test_style_fast.py).
     """
 
     def __init__(
@@ -490,8 +490,8 @@ class Stylizer:
     TransformerNet trained with pytorch/examples). Thread count is left to torch's defaults. The 26-style network
     runs as a `FrozenMultiStyleNet` (``fast=False``: the layer-by-layer float32 reference), compiled ahead of time
     on first use unless ``compile=False`` or ``STYLENET_COMPILE=0``. Its ``precision`` (`default_precision`) is
-    bfloat16 where the CPU multiplies bfloat16 natively (within 40 dB PSNR of float32, see `FrozenMultiStyleNet`),
-    else float32; ``precision=torch.float32`` or ``STYLENET_PRECISION=float32`` asks for float32 round-off.
+    bfloat16 where the CPU multiplies bfloat16 natively (worst-frame PSNR ≥ 40 dB against float32, see
+    `FrozenMultiStyleNet`), else float32; ``precision=torch.float32`` or ``STYLENET_PRECISION=float32`` asks for float32 round-off.
     """
 
     def __init__(
