@@ -2,9 +2,9 @@
 
 Tolerances. In float32 the optimised network only reorders the arithmetic (mixed norm rows, a one-pass
 ``var_mean``, fused scale-shift, NHWC convolutions, Inductor's kernels), so it must match the layer-by-layer
-`MultiStyleNet` to float32 round-off: max |diff| < 1e-4 on 0..1 outputs (measured ≈ 1e-5) and PSNR ≥ 60 dB. In bfloat16 (the convolutions' inputs and weights rounded to 8
-significant bits) the bound is the issue's: PSNR ≥ 40 dB on the worst frame (measured 44.4 dB on the benchmark's
-frames, tested there too).
+`MultiStyleNet` to float32 round-off: max |diff| < 1e-4 on 0..1 outputs (measured ≈ 1e-5) and PSNR ≥ 60 dB.
+In bfloat16 (the convolutions' inputs and weights rounded to 8 significant bits) the bound is the issue's:
+PSNR ≥ 40 dB on the worst frame (measured 44.4 dB on the benchmark's frames, tested there too).
 """
 
 from __future__ import annotations
