@@ -477,7 +477,8 @@ def default_precision() -> torch.dtype:
         return torch.bfloat16
     if chosen:
         raise ValueError(f"STYLENET_PRECISION must be float32 or bfloat16, got {chosen!r}")
-    return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else torch.float32
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private; absent in other torch versions
+    return torch.bfloat16 if native is not None and native() else torch.float32
 
 
 # -- facade -----------------------------------------------------------------------------------------------
