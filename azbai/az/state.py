@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from azbai.errors import AzError
+from azbai.local import blobfuse
 from azbai.local.records import load_record, save_record
 from azbai.local.workspace import Workspace
 
@@ -198,8 +199,12 @@ class Namespace:
         ]
 
     def remove(self, path: Path) -> None:
-        """Forget a record or a record directory."""
+        """Forget a record or a record directory.
+
+        Lazy blob mounts under it are detached first: a dead one (its CLI was killed during a setup task) would
+        fail the walk, and a live one would be emptied through the mount."""
         if path.is_dir():
+            blobfuse.detach_under(path)
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()

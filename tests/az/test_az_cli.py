@@ -582,3 +582,29 @@ def test_a_setup_task_s_blob_mount_fetches_what_it_opens_and_writes_back(
         assert (node / "mounts" / "bfs").is_symlink() and (
             node / "mounts/bfs/seen.txt"
         ).read_text() == "small\n"
+
+
+def test_cluster_delete_detaches_a_blob_mount_left_under_the_cluster(az: Az, tmp_path: Path) -> None:
+    """A CLI killed during a setup task leaves its lazy mount under the cluster's node: ``cluster delete`` detaches
+    it before removing the folder, so the walk neither fails on it nor empties the container through it."""
+    from azbai.local import blobfuse
+    from azbai.local.stores import open_store
+
+    if (reason := blobfuse.fuse_unavailable()) is not None:
+        pytest.skip(f"no FUSE mount here: {reason}")
+    setup(az, "bfsdel")
+    az(f"storage container create -n keep --account-name {ACCOUNT}")
+    store = open_store(az.workspace, ACCOUNT, container="keep")
+    store.write_bytes("in/a.txt", b"a\n")
+    (cluster_dir,) = [p for p in az.workspace.root.glob("**/clusters/c1") if p.is_dir()]
+    point = cluster_dir / "nodes" / "node-0" / "mounts" / "bfs"
+    mount = blobfuse.LazyMount(store, "", point, tmp_path / "cache", tmp_path / "removed")
+    mount.start()
+    try:
+        assert os.listdir(point / "in") == ["a.txt"]
+        assert az("batchai cluster delete -g bfsdel -w ws -n c1 -y").exit_code == 0
+        assert not cluster_dir.exists() and blobfuse.mounts_under(cluster_dir.parent) == []
+        assert blobfuse.read_journal(tmp_path / "removed") == set()  # nothing was removed through the mount
+        assert store.read_bytes("in/a.txt") == b"a\n"
+    finally:
+        mount.stop()
