@@ -9,8 +9,9 @@ A run lives in ``<workspace>/pipelines/<pipeline>/runs/<run>/``::
 
 Each job step is a local job (``azbai job show -n <run>-<step>``). A parallel step is a job too: the launcher starts
 ``process_count_per_node × node_count`` processes of :mod:`azbai.local.parallel`, which share the mini-batches and
-call the entry script's ``init()`` once per worker and ``run()`` per mini-batch. Its progress is kept per input
-content, so a rerun after a crash only does the mini-batches that are missing.
+call the entry script's ``init()`` once per worker and ``run()`` per mini-batch. Until it succeeds its progress is
+kept per input content, so a rerun after a crash only does the mini-batches that are missing; then it moves to the
+run's ``steps/<step>/parallel/`` (its ``state/summary.json`` says which worker did what).
 
 Reuse, as Azure ML does it: a step whose definition, parameters, code and input data are unchanged is not run
 again; its outputs are copied from the cache (``<workspace>/pipelines/<pipeline>/cache/``). Data references count by
@@ -177,11 +178,11 @@ class PipelineRunner:
             refs = self._parameter_data(run)
             for step in self.plan.steps:
                 state = run.steps[step.name]
-                state.started, state.state = now(), "running"
+                state.started, state.state = _stamp(), "running"
                 run.save()
                 report(step.name, "running")
                 self._run_step(run, step, refs, state)
-                state.ended = now()
+                state.ended = _stamp()
                 run.save()
                 report(step.name, state.state)
             run.state = "succeeded"
@@ -189,7 +190,7 @@ class PipelineRunner:
             run.state = "failed"
             raise
         finally:
-            run.ended = now()
+            run.ended = _stamp()
             run.save()
         return run
 
@@ -285,7 +286,14 @@ class PipelineRunner:
             )
         state.state = "succeeded"
         if isinstance(step, ParallelStep):
-            _copy_tree(extra_refs[step.output], run.data_dir(step.output))
+            # The progress served a rerun after a crash; left in place after success it would make a later run
+            # of the same input skip the work (reuse off or not), so it moves into this run's record, and the
+            # output into the run's data (a rename: same file system, no copy).
+            target = run.data_dir(step.output)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(extra_refs[step.output]), str(target))
+            shutil.move(str(work), str(run.path / "steps" / step.name / "parallel"))
         if step.allow_reuse:
             cache.mkdir(parents=True, exist_ok=True)
             for name in produced:
@@ -409,6 +417,11 @@ class PipelineRunner:
                     elif store.root_exists() and store.exists(path):
                         paths.append(Path(f"blob:{store.info(path).md5}"))
         return paths
+
+
+def _stamp() -> str:
+    """The current UTC time to the microsecond: a step's span in run.json is worth measuring, not only seeing."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def check_datastore_path(path: str, *, what: str) -> str:

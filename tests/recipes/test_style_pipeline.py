@@ -136,7 +136,8 @@ def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspa
     )
     already = [int(n) for n in re.findall(r"(\d+) already done", logs)]
     assert already and min(already) >= done_before  # the rerun did not redo what was done
-    done = sorted((state / "done").glob("*.json"))
+    assert not state_root.exists() or not list(state_root.iterdir())  # the progress went with the run
+    done = sorted((run.path / "steps" / "style" / "parallel" / "state" / "done").glob("*.json"))
     items = [item for path in done for item in json.loads(path.read_text())["items"]]
     assert len(done) == 12 and len(items) == len(set(items)) == 24  # every frame exactly once
 
