@@ -22,6 +22,17 @@ import torch._inductor
 from PIL import Image
 from stylenet import Stylizer
 
+# AOTInductor's loader first probes which vector extensions the CPU has, by building and running small programs
+# (2-4 s, remembered per process); asked here, a forked worker inherits the answer. No thread starts: only
+# subprocesses, which have ended.
+if os.environ.get("STYLENET_COMPILE", "1") not in ("0", "false", "no"):
+    try:
+        from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+        valid_vec_isa_list()
+    except Exception:  # another torch: the loader asks itself, as before
+        pass
+
 _stylizer: Stylizer | None = None
 _output: Path | None = None
 
