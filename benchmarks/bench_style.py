@@ -24,6 +24,13 @@ staging):
     Targets ≤ 1.15 and ≤ 1.3.
 ``pipeline_fixed_seconds``
     the wall time of a 1-frame clip's run: what a pipeline costs before it does any work.
+``style_step_<step>_seconds``
+    where the 12 s clip's wall time goes: each step's span as ``run.json`` records it (its process starts, the
+    launcher, staging and the step's own work), and ``other`` for the rest of the run (parameters, records).
+
+``BENCH_STYLE_MODEL=0`` measures the pipeline alone (the model figures take ~30 s); ``BENCH_STYLE_PIPELINES=0`` the
+model alone. Set ``AZBAI_PARALLEL_FORK=0`` (workers without the fork server) or ``AZBAI_PIPELINE_DATA_LOCAL=0``
+(JPEG frames between the steps, as on Azure ML) to measure what each saves.
 """
 
 from __future__ import annotations

@@ -762,11 +762,13 @@ class _Supervisor:
         """The fork server, once it has imported the entry script; None: workers start afresh."""
         if not _ForkServer.usable():
             return None
-        server = _ForkServer(self.worker_config(), self.worker_env())
-        if server.wait_ready(lambda: self.stop_signal):
-            self.log(
-                f"workers fork from process {server.proc.pid if server.proc else '?'}, which imported the entry script"
-            )
+        try:
+            server = _ForkServer(self.worker_config(), self.worker_env())
+        except OSError as exc:
+            self.log(f"no fork server ({type(exc).__name__}: {exc}); workers start afresh")
+            return None
+        if server.wait_ready(lambda: self.stop_signal) and server.proc is not None:
+            self.log(f"workers fork from process {server.proc.pid}, which imported the entry script")
             return server
         server.close()
         if server.reason and not self.stop_signal:
@@ -1099,6 +1101,10 @@ def _fork_server_main(argv: Sequence[str]) -> int:
             if request["pid"] in children:  # not reaped yet: the pid is still that worker's
                 os.kill(request["pid"], request["signal"])
             continue
+        # flushed before the fork, else what the import printed is printed again by each worker
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
         pid = os.fork()
         if pid == 0:
             code = 1
