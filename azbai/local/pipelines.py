@@ -9,9 +9,9 @@ A run lives in ``<workspace>/pipelines/<pipeline>/runs/<run>/``::
 
 Each job step is a local job (``azbai job show -n <run>-<step>``). A parallel step is a job too: the launcher starts
 ``node_count`` processes of :mod:`azbai.local.parallel` with ``process_count_per_node`` workers each, which share
-the mini-batches and call the entry script's ``init()`` once per worker and ``run()`` per mini-batch. Until it succeeds its progress is
-kept per input content, so a rerun after a crash only does the mini-batches that are missing; then it moves to the
-run's ``steps/<step>/parallel/`` (its ``state/summary.json`` says which worker did what).
+the mini-batches and call the entry script's ``init()`` once per worker and ``run()`` per mini-batch. Until the step
+succeeds its progress is kept per input content, so a rerun after a crash only does the mini-batches that are
+missing; then it moves to the run's ``steps/<step>/parallel/`` (``state/summary.json``: which worker did what).
 
 Reuse, as Azure ML does it: a step whose definition, parameters, code and input data are unchanged is not run
 again; its outputs are copied from the cache (``<workspace>/pipelines/<pipeline>/cache/``). Data references count by

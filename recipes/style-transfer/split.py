@@ -2,8 +2,9 @@
 
     python split.py --video IN.mp4 --frames FRAMES_DIR --meta META_DIR
 
-``FRAMES_DIR`` receives only ``00001.jpg``... (``.ppm`` in a local pipeline run: see ``--format``; so the parallel step's input is exactly the frames); ``META_DIR``
-receives ``video.json`` (frame rate, count, size) and ``audio.m4a``, which the stitch step needs.
+``FRAMES_DIR`` receives only ``00001.jpg``... (``.ppm`` in a local pipeline run, see ``--format``; only frames, so
+the parallel step's input is exactly the frames); ``META_DIR`` receives ``video.json`` (frame rate, count, size) and
+``audio.m4a``, which the stitch step needs.
 """
 
 from __future__ import annotations
