@@ -27,6 +27,13 @@ staging):
     Targets ≤ 1.15 and ≤ 1.3.
 ``pipeline_fixed_seconds``
     the wall time of a 1-frame clip's run: what a pipeline costs before it does any work.
+``style_step_<step>_seconds``
+    where the 12 s clip's wall time goes: each step's span as ``run.json`` records it (its process starts, the
+    launcher, staging and the step's own work), and ``other`` for the rest of the run (parameters, records).
+
+``BENCH_STYLE_MODEL=0`` measures the pipeline alone (the model figures take ~30 s); ``BENCH_STYLE_PIPELINES=0`` the
+model alone. Set ``AZBAI_PARALLEL_FORK=0`` (workers without the fork server) or ``AZBAI_PIPELINE_DATA_LOCAL=0``
+(JPEG frames between the steps, as on Azure ML) to measure what each saves.
 """
 
 from __future__ import annotations
@@ -209,6 +216,7 @@ def _pipelines(root: Path, frames: list) -> dict[str, float]:  # type: ignore[ty
     Emulator(workspace).ensure()
     ratios: dict[str, list[float]] = {name: [] for name in clips}
     walls: dict[str, list[float]] = {name: [] for name in clips}
+    steps: dict[str, list[float]] = {}
     try:
         scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
         for name in ("split.py", "stitch.py", "video.py", "stylenet.py"):
@@ -233,6 +241,9 @@ def _pipelines(root: Path, frames: list) -> dict[str, float]:  # type: ignore[ty
                 if fired.run is None or fired.run.state != "succeeded":
                     raise RuntimeError(f"the pipeline failed: {fired.error}")
                 ratios[name].append(walls[name][-1] / (count / rate))
+                if name == "long":
+                    for step, seconds in _step_seconds(fired.run).items():
+                        steps.setdefault(step, []).append(seconds)
     finally:
         Emulator(workspace).stop()
     return {
@@ -242,7 +253,24 @@ def _pipelines(root: Path, frames: list) -> dict[str, float]:  # type: ignore[ty
         "style_pipeline_seconds": statistics.median(walls["long"]),
         "style_pipeline_4s_seconds": statistics.median(walls["short"]),
         "style_frames": float(clips["long"][1]),
+        # where the 12 s clip's wall time goes: each step from its start to its end as run.json records them,
+        # and what is left (the upload, the trigger's poll, downloading the parameter, saving run.json)
+        **{f"style_step_{step}_seconds": statistics.median(values) for step, values in steps.items()},
     }
+
+
+def _step_seconds(run: object) -> dict[str, float]:
+    from datetime import datetime
+
+    spans = {
+        name: (datetime.fromisoformat(s.started), datetime.fromisoformat(s.ended))
+        for name, s in run.steps.items()  # type: ignore[attr-defined]
+        if s.started and s.ended
+    }
+    seconds = {name: (end - start).total_seconds() for name, (start, end) in spans.items()}
+    total = (datetime.fromisoformat(run.ended) - datetime.fromisoformat(run.started)).total_seconds()  # type: ignore[attr-defined]
+    seconds["other"] = total - sum(seconds.values())
+    return seconds
 
 
 def run() -> dict[str, float]:
@@ -258,7 +286,8 @@ def run() -> dict[str, float]:
         clip = make_clip(root / "clip.mp4", seconds=2.0, fps=24, size=(256, 256))
         split(clip, root / "frames")
         frames = [Image.open(p).convert("RGB") for p in frame_paths(root / "frames")]
-        results = _model(frames)
+        # BENCH_STYLE_MODEL=0 leaves out the model figures (~30 s) to measure the pipeline alone
+        results = _model(frames) if os.environ.get("BENCH_STYLE_MODEL", "1") != "0" else {}
         torch.set_num_threads(threads)
         if os.environ.get("BENCH_STYLE_PIPELINES", "1") != "0":
             results.update(_pipelines(root, frames))

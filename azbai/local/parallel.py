@@ -11,7 +11,11 @@ The entry script is what Azure ML runs: ``init()`` (optional here) is called onc
 ``run(mini_batch)`` with a list of absolute file paths, returning one result per item (a list, a tuple, or a
 pandas ``DataFrame``: anything but a string with ``len()``). It runs with ``sys.argv = [script, *ENTRY ARGS]``,
 the working directory unchanged, its own directory first on ``sys.path`` and ``$AZUREML_BI_OUTPUT_PATH`` set to
-``--output``. Each process supervises ``--workers`` worker processes; it imports nothing of the entry script.
+``--output``. Each process supervises ``--workers`` worker processes; it imports nothing of the entry script. On
+Linux the workers fork from a fork server, a process of its own that imported the entry script once (its
+module-level code runs there, once), so that a worker pays only for its ``init()``; where that cannot be, or the
+entry script fails to import there, each worker is a fresh interpreter (:class:`_ForkServer`;
+``AZBAI_PARALLEL_FORK=0`` turns it off).
 
 Any number of such processes may share one ``--state`` directory; they are symmetric and coordinate through it
 alone, with atomic file operations (``O_CREAT|O_EXCL``, hard links and ``os.replace`` of temporary files)::
@@ -54,6 +58,8 @@ Exit status: 0 when every mini-batch is done, or the items of those given up are
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib.util
 import json
 import os
@@ -97,6 +103,9 @@ _BOOT = (
     "m=u.module_from_spec(s);sys.modules[s.name]=m;s.loader.exec_module(m);"
     "sys.exit(m._worker_main(sys.argv[2:]))"
 )
+_FORK_BOOT = _BOOT.replace("_worker_main", "_fork_server_main")
+#: ``0`` turns the fork server off: every worker is a fresh interpreter
+FORK_ENV = "AZBAI_PARALLEL_FORK"
 
 
 class ParallelError(Exception):
@@ -508,10 +517,188 @@ def _record_failure(
 # --- the supervisor -----------------------------------------------------------------------------------------
 
 
+class _Forked:
+    """A worker forked by the fork server, with what the supervisor uses of a ``Popen``.
+
+    It is the fork server's child, not ours: its exit status comes through the fork server, and signals go
+    through it too, because only its parent knows for sure that the pid is still this worker's (a reaped pid may
+    be given to another process at once).
+    """
+
+    def __init__(self, server: _ForkServer, pid: int) -> None:
+        self.server = server
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.server.pump()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            self.server.pump(_POLL)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            self.server.send({"signal": int(signum), "pid": self.pid})
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class _ForkServer:
+    """A process that imported the entry script once and forks the workers from there (Linux only).
+
+    A fresh worker pays for Python, the entry script's imports (torch: seconds) and then ``init()``; a forked one
+    only for ``init()``, which still runs in each worker, as Azure ML calls it once per worker process. The fork
+    server is a fresh interpreter of its own, started before any worker: the supervisor itself may be a process
+    with threads (``drive()`` called from a program), and forking one of those can leave a child waiting forever
+    on a lock some other thread held. The fork server only imports, so no library has started its compute
+    threads when it forks (OpenMP's pool starts at the first parallel region, torch's intra-op pool likewise);
+    each worker sets its own thread counts in ``init()``.
+
+    Where the fork server cannot run (no ``fork``, ``AZBAI_PARALLEL_FORK=0``) or the entry script fails to
+    import in it, workers are started afresh as before (a failing import is then reported by the worker, as
+    without a fork server). Module-level code of the entry script runs once, in the fork server, not once per
+    worker; a worker gets a fresh pid (its claims, signals and timeouts are its own), the supervisor's stdout and
+    stderr, and a reseeded ``random``.
+    """
+
+    def __init__(self, config: dict[str, Any], env: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
+        self.exits: dict[int, int] = {}
+        self.workers: dict[int, _Forked] = {}
+        self.ready = False
+        self.reason = ""
+        self.forked: int | None = None
+        try:
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _FORK_BOOT,
+                    os.path.abspath(__file__),
+                    json.dumps(dict(config, control_fd=theirs.fileno())),
+                ],
+                env=env,
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+
+    @staticmethod
+    def usable() -> bool:
+        return (
+            sys.platform.startswith("linux")
+            and hasattr(os, "fork")
+            and hasattr(socket, "send_fds")
+            and os.environ.get(FORK_ENV, "1") != "0"
+        )
+
+    def wait_ready(self, stopped: Any) -> bool:
+        """Wait until the entry script is imported; False (and ``reason``) when the fork server cannot serve."""
+        while not self.ready and self.proc is not None:
+            if stopped():
+                self.close()
+                return False
+            self.pump(_POLL)
+        return self.ready
+
+    def fork(self, report_fd: int) -> _Forked | None:
+        """A new worker reporting to ``report_fd``; None when the fork server is gone."""
+        if self.proc is None:
+            return None
+        try:
+            self.forked = None
+            socket.send_fds(self.sock, [json.dumps({"fork": True}).encode()], [report_fd])
+            while self.forked is None and self.proc is not None:
+                self.pump(_POLL)
+        except OSError as exc:
+            self._gone(f"the fork server is unreachable ({exc})")
+        if self.proc is None or self.forked is None:
+            return None
+        worker = self.workers[self.forked] = _Forked(self, self.forked)
+        if self.forked in self.exits:
+            worker.returncode = self.exits.pop(self.forked)
+        return worker
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.send(json.dumps(message).encode())
+        except OSError:
+            self.pump()
+
+    def pump(self, timeout: float = 0.0) -> None:
+        """Take what the fork server said: ready or failed, a fork's pid, workers' exit statuses."""
+        if self.proc is None:
+            return
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        while readable:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                data = None
+            except OSError:
+                data = b""
+            if not data:
+                if data is not None:
+                    self._gone("the fork server exited")
+                return
+            message = json.loads(data)
+            if "ready" in message:
+                self.ready = True
+            elif "failed" in message:
+                self.reason = message["failed"]
+            elif "forked" in message:
+                self.forked = message["forked"]
+            elif "exit" in message:
+                pid, code = message["exit"], message["code"]
+                if pid in self.workers:
+                    self.workers.pop(pid).returncode = code
+                else:
+                    self.exits[pid] = code
+            readable, _, _ = select.select([self.sock], [], [], 0)
+
+    def _gone(self, reason: str) -> None:
+        """The fork server exited: its workers exit too (they watch their parent); mark them as they go."""
+        self.reason = self.reason or reason
+        self.sock.close()
+        if self.proc is not None:
+            self.proc.wait()
+        self.proc = None
+        deadline = time.monotonic() + _GRACE
+        for worker in self.workers.values():
+            while _pid_alive(worker.pid) and time.monotonic() < deadline:
+                time.sleep(_POLL)
+            worker.returncode = _W_ORPHAN
+        self.workers.clear()
+
+    def close(self) -> None:
+        """End the fork server (its workers are gone or going); it exits when its socket closes."""
+        if self.proc is None:
+            return
+        self.sock.close()
+        try:
+            self.proc.wait(_GRACE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
 class _Child:
     """A worker process and what it reported: the (batch, attempt, started) it is running."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], fd: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes] | _Forked, fd: int) -> None:
         self.proc = proc
         self.fd: int | None = fd
         self.buffer = b""
@@ -533,6 +720,7 @@ class _Supervisor:
         self.aborted = False
         self.stop_signal = 0
         self.last_reason = ""
+        self.server: _ForkServer | None = None
 
     def log(self, line: str) -> None:
         print(f"parallel: {line}", file=self.out, flush=True)
@@ -553,6 +741,9 @@ class _Supervisor:
                 f"{len(view.done)} already done; {self.s['workers']} workers in process {os.getpid()}"
             )
             if not view.settled:
+                self.server = self.start_fork_server()
+                if self.stop_signal:
+                    return self.finish()
                 self.children = [self.spawn() for _ in range(self.s["workers"])]
                 self.loop()
             return self.finish()
@@ -562,22 +753,54 @@ class _Supervisor:
                 if child.proc.poll() is None:
                     child.proc.kill()
                     child.proc.wait()
+            if self.server is not None:
+                self.server.close()
             if os.path.exists(self.beat):
                 os.unlink(self.beat)
+
+    def start_fork_server(self) -> _ForkServer | None:
+        """The fork server, once it has imported the entry script; None: workers start afresh."""
+        if not _ForkServer.usable():
+            return None
+        try:
+            server = _ForkServer(self.worker_config(), self.worker_env())
+        except OSError as exc:
+            self.log(f"no fork server ({type(exc).__name__}: {exc}); workers start afresh")
+            return None
+        if server.wait_ready(lambda: self.stop_signal) and server.proc is not None:
+            self.log(f"workers fork from process {server.proc.pid}, which imported the entry script")
+            return server
+        server.close()
+        if server.reason and not self.stop_signal:
+            self.log(f"no fork server ({server.reason}); workers start afresh")
+        return None
+
+    def worker_config(self) -> dict[str, Any]:
+        return dict(self.s, supervisor=os.getpid(), forgiven=sorted(self.forgiven))
+
+    def worker_env(self) -> dict[str, str]:
+        return dict(os.environ, **{OUTPUT_ENV: self.s["output"]})
 
     def view(self) -> _View:
         return _View(self.state, self.tasks, self.forgiven, self.s["max_tries"])
 
     def spawn(self) -> _Child:
+        """A new worker: forked by the fork server if there is one that still serves, else a fresh interpreter."""
         read_fd, write_fd = os.pipe()
-        config = dict(self.s, supervisor=os.getpid(), report_fd=write_fd, forgiven=sorted(self.forgiven))
-        env = dict(os.environ, **{OUTPUT_ENV: self.s["output"]})
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, os.path.abspath(__file__), json.dumps(config)],
-                env=env,
-                pass_fds=(write_fd,),
-            )
+            proc: subprocess.Popen[bytes] | _Forked | None = None
+            if self.server is not None:
+                proc = self.server.fork(write_fd)
+                if proc is None:
+                    self.log(f"{self.server.reason}; workers start afresh from now on")
+                    self.server = None
+            if proc is None:
+                config = dict(self.worker_config(), report_fd=write_fd)
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT, os.path.abspath(__file__), json.dumps(config)],
+                    env=self.worker_env(),
+                    pass_fds=(write_fd,),
+                )
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -662,7 +885,7 @@ class _Supervisor:
     def reap(self, child: _Child) -> _Child | None:
         """Handle a worker's exit; return its replacement when one should run."""
         code = child.proc.returncode
-        if code == 0 or self.stop_signal:
+        if code is None or code == 0 or self.stop_signal:
             return None
         if code == _W_LOAD:
             self.fatal = (EXIT_ENTRY, child.reason or f"the entry script {self.s['entry']} cannot be loaded")
@@ -836,10 +1059,81 @@ def _exit_text(code: int) -> str:
 
 def _worker_main(argv: Sequence[str]) -> int:
     """A worker process: load the entry script, init() once, then claim and run mini-batches while any is left."""
+    return _worker(json.loads(argv[0]), None)
+
+
+def _fork_server_main(argv: Sequence[str]) -> int:
+    """The fork server (:class:`_ForkServer`): import the entry script, then fork a worker per request.
+
+    Requests come on the control socket, each a fork (with the worker's report pipe attached) or a signal for
+    a worker; answers go back on it: ready or failed once, each fork's pid, each worker's exit status. When the
+    socket closes (the supervisor is done, or died) the fork server exits; its workers notice and exit too.
+    """
     config = json.loads(argv[0])
+    control = socket.socket(fileno=config.pop("control_fd"))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+
+    def tell(**message: Any) -> None:
+        control.send(json.dumps(message).encode())
+
+    try:
+        module = _load_entry(config["entry"], config["arguments"])
+    except BaseException as exc:
+        tell(failed=f"the entry script does not import here: {_one_line(exc)}")
+        return 0
+    tell(ready=True)
+    children: set[int] = set()
+    while True:
+        readable, _, _ = select.select([control], [], [], _POLL)
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            children.discard(pid)
+            tell(exit=pid, code=os.waitstatus_to_exitcode(status))
+        if not readable:
+            continue
+        data, fds, _, _ = socket.recv_fds(control, 65536, 1)
+        if not data:
+            return 0
+        request = json.loads(data)
+        if "signal" in request:
+            if request["pid"] in children:  # not reaped yet: the pid is still that worker's
+                os.kill(request["pid"], request["signal"])
+            continue
+        # flushed before the fork, else what the import printed is printed again by each worker
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                control.close()
+                if "random" in sys.modules:
+                    sys.modules["random"].seed()
+                code = _worker(dict(config, report_fd=fds[0], parent=os.getppid()), module)
+                atexit._run_exitfuncs()  # what a fresh worker's interpreter would run at its exit
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+                os._exit(code)
+        os.close(fds[0])
+        children.add(pid)
+        tell(forked=pid)
+
+
+def _worker(config: dict[str, Any], module: Any) -> int:
+    """The worker's life, with the entry script already imported (``module``) or to import now (None)."""
     fd = config["report_fd"]
     os.set_inheritable(fd, False)  # the entry script's own subprocesses must not hold the report pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    parent = config.get("parent", config["supervisor"])
 
     def report(**event: Any) -> None:
         try:
@@ -848,19 +1142,20 @@ def _worker_main(argv: Sequence[str]) -> int:
             os._exit(_W_ORPHAN)
 
     def watchdog() -> None:
-        # a worker whose supervisor died (SIGKILL) must not keep working on its own
-        while os.getppid() == config["supervisor"]:
+        # a worker whose supervisor (or fork server) died must not keep working on its own
+        while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(_W_ORPHAN)
 
     threading.Thread(target=watchdog, name="azbai-parallel-watchdog", daemon=True).start()
     entry = config["entry"]
-    try:
-        module = _load_entry(entry, config["arguments"])
-    except BaseException as exc:
-        report(event="fatal", reason=f"cannot load the entry script {entry}: {_one_line(exc)}")
-        traceback.print_exc()
-        return _W_LOAD
+    if module is None:
+        try:
+            module = _load_entry(entry, config["arguments"])
+        except BaseException as exc:
+            report(event="fatal", reason=f"cannot load the entry script {entry}: {_one_line(exc)}")
+            traceback.print_exc()
+            return _W_LOAD
     run = getattr(module, "run", None)
     if not callable(run):
         report(event="fatal", reason=f"the entry script {entry} defines no run(mini_batch) function")

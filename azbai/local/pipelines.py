@@ -8,9 +8,10 @@ A run lives in ``<workspace>/pipelines/<pipeline>/runs/<run>/``::
     steps/<step>/logs/       stdout/stderr of parallel steps (job steps log where their job.json says)
 
 Each job step is a local job (``azbai job show -n <run>-<step>``). A parallel step is a job too: the launcher starts
-``process_count_per_node × node_count`` processes of :mod:`azbai.local.parallel`, which share the mini-batches and
-call the entry script's ``init()`` once per worker and ``run()`` per mini-batch. Its progress is kept per input
-content, so a rerun after a crash only does the mini-batches that are missing.
+``node_count`` processes of :mod:`azbai.local.parallel` with ``process_count_per_node`` workers each, which share
+the mini-batches and call the entry script's ``init()`` once per worker and ``run()`` per mini-batch. Until the step
+succeeds its progress is kept per input content, so a rerun after a crash only does the mini-batches that are
+missing; then it moves to the run's ``steps/<step>/parallel/`` (``state/summary.json``: which worker did what).
 
 Reuse, as Azure ML does it: a step whose definition, parameters, code and input data are unchanged is not run
 again; its outputs are copied from the cache (``<workspace>/pipelines/<pipeline>/cache/``). Data references count by
@@ -38,6 +39,7 @@ from typing import Any
 from azbai.errors import JobFailed, PipelineError, StorageError
 from azbai.local import transfer
 from azbai.local.jobs import JobBook, JobRecord, now
+from azbai.local.parallel import FORK_ENV
 from azbai.local.records import load_record, save_record, strict_fields
 from azbai.local.runner import (
     LOCAL_RESOURCE_GROUP,
@@ -71,6 +73,11 @@ log = logging.getLogger(__name__)
 
 #: the format of a run's ``run.json``
 RUN_FORMAT = 1
+
+#: set to 1 in every step's environment (unless the caller set it): the pipeline data a step writes is read by
+#: later steps on this machine, not through a datastore, so a step may choose a format for that (the style
+#: recipe's frames: uncompressed instead of JPEG)
+LOCAL_DATA_ENV = "AZBAI_PIPELINE_DATA_LOCAL"
 
 #: called with (step name, state) as a run progresses: "running", "succeeded", "reused", "failed"
 Progress = Callable[[str, str], None]
@@ -177,11 +184,11 @@ class PipelineRunner:
             refs = self._parameter_data(run)
             for step in self.plan.steps:
                 state = run.steps[step.name]
-                state.started, state.state = now(), "running"
+                state.started, state.state = _stamp(), "running"
                 run.save()
                 report(step.name, "running")
                 self._run_step(run, step, refs, state)
-                state.ended = now()
+                state.ended = _stamp()
                 run.save()
                 report(step.name, state.state)
             run.state = "succeeded"
@@ -189,7 +196,7 @@ class PipelineRunner:
             run.state = "failed"
             raise
         finally:
-            run.ended = now()
+            run.ended = _stamp()
             run.save()
         return run
 
@@ -272,7 +279,9 @@ class PipelineRunner:
             },
             extra_mounts=extra_mounts,
         )
-        code = runner.run(env={**os.environ, "AZBAI_WORKSPACE": str(self.workspace.root)})
+        env = {**os.environ, "AZBAI_WORKSPACE": str(self.workspace.root)}
+        env.setdefault(LOCAL_DATA_ENV, "1")  # 0 from the caller: the steps behave as on Azure ML
+        code = runner.run(env=env, passthrough=(LOCAL_DATA_ENV, FORK_ENV))
         state.exit_code = code
         if code != 0:
             state.state = "failed"
@@ -285,7 +294,14 @@ class PipelineRunner:
             )
         state.state = "succeeded"
         if isinstance(step, ParallelStep):
-            _copy_tree(extra_refs[step.output], run.data_dir(step.output))
+            # The progress served a rerun after a crash; left in place after success it would make a later run
+            # of the same input skip the work (reuse off or not), so it moves into this run's record, and the
+            # output into the run's data (a rename: same file system, no copy).
+            target = run.data_dir(step.output)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(extra_refs[step.output]), str(target))
+            shutil.move(str(work), str(run.path / "steps" / step.name / "parallel"))
         if step.allow_reuse:
             cache.mkdir(parents=True, exist_ok=True)
             for name in produced:
@@ -315,10 +331,12 @@ class PipelineRunner:
             f"{shlex.quote(sys.executable)} -m azbai.local.parallel --entry-script {shlex.quote(str(entry))} "
             "--input $AZ_BATCHAI_INPUT_INPUT --output $AZ_BATCHAI_OUTPUT_OUTPUT --state $AZ_BATCHAI_INPUT_STATE "
             f"--mini-batch-size {step.mini_batch_size} --error-threshold {step.error_threshold} "
-            f"--max-retries {step.max_retries} --timeout {step.run_invocation_timeout}"
-            + (f" -- {arguments}" if arguments else "")
+            f"--max-retries {step.max_retries} --timeout {step.run_invocation_timeout} "
+            f"--workers {step.process_count_per_node}" + (f" -- {arguments}" if arguments else "")
         )
-        count = step.process_count_per_node * step.node_count
+        # one supervisor per node with its processes as workers: on Linux they fork from one parent that imported
+        # the entry script once (azbai.local.parallel's fork server)
+        count = step.node_count
         job = Job(
             name=step.name,
             node_count=step.node_count,
@@ -409,6 +427,11 @@ class PipelineRunner:
                     elif store.root_exists() and store.exists(path):
                         paths.append(Path(f"blob:{store.info(path).md5}"))
         return paths
+
+
+def _stamp() -> str:
+    """The current UTC time to the microsecond: a step's span in run.json is worth measuring, not only seeing."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def check_datastore_path(path: str, *, what: str) -> str:

@@ -2,8 +2,9 @@
 
     python split.py --video IN.mp4 --frames FRAMES_DIR --meta META_DIR
 
-``FRAMES_DIR`` receives only ``00001.png``... (so the parallel step's input is exactly the frames); ``META_DIR``
-receives ``video.json`` (frame rate, count, size) and ``audio.m4a``, which the stitch step needs.
+``FRAMES_DIR`` receives only ``00001.jpg``... (``.ppm`` in a local pipeline run, see ``--format``; only frames, so
+the parallel step's input is exactly the frames); ``META_DIR`` receives ``video.json`` (frame rate, count, size) and
+``audio.m4a``, which the stitch step needs.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from video import DEFAULT_AUDIO_NAME, MANIFEST_NAME, VideoError, split
+
+#: set to 1 by azbai's local pipeline engine: what a step writes for later steps stays on this machine
+LOCAL_DATA_ENV = "AZBAI_PIPELINE_DATA_LOCAL"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--meta", required=True, type=Path, help="where video.json and the audio go")
     parser.add_argument(
         "--format",
-        default="jpg",
-        choices=("jpg", "png"),
-        help="frame format (the reference used JPEG; png is lossless)",
+        default=None,
+        choices=("jpg", "png", "ppm"),
+        help="frame format: jpg as the reference (the default), png lossless, ppm uncompressed; by default ppm "
+        f"where ${LOCAL_DATA_ENV}=1 (the local engine: the frames stay on this machine)",
     )
     args = parser.parse_args(argv)
+    # Between steps on one machine, JPEG costs an encode here and a decode in the style step, for nothing: the
+    # bytes never cross a network. The Azure ML form keeps JPEG, small on the datastore.
+    image_format = args.format or ("ppm" if os.environ.get(LOCAL_DATA_ENV) == "1" else "jpg")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     video = args.video
     if video.is_dir():
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         video = candidates[0]
     args.meta.mkdir(parents=True, exist_ok=True)
     try:
-        info = split(video, args.frames, audio_path=args.meta / DEFAULT_AUDIO_NAME, image_format=args.format)
+        info = split(video, args.frames, audio_path=args.meta / DEFAULT_AUDIO_NAME, image_format=image_format)
     except VideoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-_stylizer = None
+# Imported here, not in init(): where workers fork from a parent that imported this script (the local engine on
+# Linux), they pay for these imports once, not once each. torch._inductor loads the compiled network.
+import torch
+import torch._inductor
+from PIL import Image
+from stylenet import Stylizer
+
+# AOTInductor's loader first probes which vector extensions the CPU has, by building and running small programs
+# (2-4 s, remembered per process); asked here, a forked worker inherits the answer. No thread starts: only
+# subprocesses, which have ended.
+if os.environ.get("STYLENET_COMPILE", "1") not in ("0", "false", "no"):
+    try:
+        from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+        valid_vec_isa_list()
+    except Exception:  # another torch: the loader asks itself, as before
+        pass
+
+_stylizer: Stylizer | None = None
 _output: Path | None = None
 
 
@@ -32,9 +50,6 @@ def parse_style(text: str) -> tuple[int | None, list[float] | None]:
 
 def init() -> None:
     global _stylizer, _output
-    import torch
-    from stylenet import Stylizer
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--style", default="19")
     parser.add_argument("--checkpoint", default=None)
@@ -54,18 +69,19 @@ def init() -> None:
 
 
 def run(mini_batch: list[str]) -> list[str]:
-    from PIL import Image
-
     assert _stylizer is not None and _output is not None, "init() was not called"
-    frames = [Path(p) for p in mini_batch if p.lower().endswith((".png", ".jpg"))]
+    frames = [Path(p) for p in mini_batch if p.lower().endswith((".png", ".jpg", ".ppm"))]
     images = []
     for path in frames:
         with Image.open(path) as image:
             images.append(image.convert("RGB"))
     for path, styled in zip(frames, _stylizer.stylize(images), strict=False):
         temporary = _output / f".{path.name}.tmp"
+        # the frames' own format: JPEG stays JPEG on a datastore, uncompressed PPM stays PPM on one machine
         if path.suffix.lower() == ".jpg":
             styled.save(temporary, format="JPEG", quality=95)
+        elif path.suffix.lower() == ".ppm":
+            styled.save(temporary, format="PPM")
         else:
             styled.save(temporary, format="PNG", compress_level=1)
         os.replace(temporary, _output / path.name)  # a frame is either complete or absent

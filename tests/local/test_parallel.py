@@ -418,3 +418,149 @@ def test_sigterm_stops_workers_without_failing_the_batch(
     assert "stopped by SIGTERM" in err
     assert not list((run.state / "failed").iterdir())
     assert run.summary()["pending_batches"] >= 1
+
+
+# --- the fork server ---------------------------------------------------------------------------------------------
+
+FORKED = DATA / "forked.py"
+needs_fork = pytest.mark.skipif(not parallel._ForkServer.usable(), reason="no fork server on this platform")
+
+
+def _pids(folder: Path) -> set[int]:
+    return {int(p.name) for p in folder.iterdir()} if folder.exists() else set()
+
+
+def _env(**changes: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(changes)
+    return env
+
+
+@needs_fork
+def test_workers_fork_from_a_parent_that_imported_the_entry_script(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 12)
+    [(code, out, err)] = run.drive(procs, "--workers", "3", "--mini-batch-size", "2", entry=FORKED)
+
+    assert code == 0, err
+    # module-level code ran once, in the fork server, whose children the workers are; init() once per worker
+    (server,) = _pids(run.output / "imported")
+    assert f"workers fork from process {server}, which imported the entry script" in out
+    inits = {int(p.name): p.read_text() for p in (run.output / "init").iterdir()}
+    assert len(inits) == 3 and set(inits.values()) == {"init\n"}
+    assert server not in inits
+    for pid in inits:
+        assert not parallel._pid_alive(pid)  # reaped, gone: nothing left behind
+    # every item once, each by the worker whose pid its claim and done marker name
+    assert run.done_items() == Counter(run.items)
+    for name, marker in run.done_markers().items():
+        claim = json.loads((run.state / "claims" / f"{name}.0").read_text())
+        assert claim["pid"] == marker["pid"] and claim["pid"] in inits
+        assert marker["results"] == [f"{Path(i).name}:{marker['pid']}" for i in marker["items"]]
+
+
+def test_without_the_fork_server_each_worker_imports(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 6)
+    [(code, out, err)] = run.drive(procs, "--workers", "2", entry=FORKED, env=_env(AZBAI_PARALLEL_FORK="0"))
+
+    assert code == 0, err
+    assert "fork" not in out
+    assert _pids(run.output / "imported") == _pids(run.output / "init")
+    assert len(_pids(run.output / "init")) == 2
+
+
+@needs_fork
+def test_an_import_failing_in_the_fork_server_falls_back_to_fresh_workers(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 4)
+    once = tmp_path / "failed-once"
+    [(code, out, err)] = run.drive(
+        procs, "--workers", "2", entry=FORKED, env=_env(FORKED_FAIL_IMPORT=str(once))
+    )
+
+    assert code == 0, err
+    assert once.exists()
+    assert (
+        "no fork server (the entry script does not import here: ImportError: this entry script fails to import "
+        "the first time); workers start afresh" in out
+    )
+    assert _pids(run.output / "imported") == _pids(run.output / "init")  # each worker imported it itself
+    assert run.done_items() == Counter(run.items)
+
+    # an import that fails everywhere is the workers' to report, as without a fork server
+    broken = Run(tmp_path, 2, name="broken")
+    [(code, out, err)] = broken.drive(
+        procs, "--workers", "2", entry=FORKED, env=_env(FORKED_FAIL_IMPORT="always")
+    )
+    assert code == parallel.EXIT_ENTRY
+    assert err.splitlines()[-1] == (
+        f"parallel: error: cannot load the entry script {FORKED}: ImportError: this entry script never imports"
+    )
+
+
+@needs_fork
+def test_a_crash_and_a_timeout_in_forked_workers(tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    run = Run(tmp_path, 6)
+    [(code, out, err)] = run.drive(
+        procs,
+        "--workers",
+        "2",
+        "--timeout",
+        "1",
+        entry_args=["--crash-on", "f02.txt", "--hang-on", "f04.txt:once"],
+    )
+
+    assert code == 0, err
+    assert "workers fork from process" in out
+    kinds = {(f["batch"], f["kind"]) for f in run.summary()["failures"]}
+    assert kinds == {("000001", "crash"), ("000003", "timeout")}
+    assert "mini-batch 000001 attempt 1 failed: the worker process exited with code 9 during run()" in out
+    assert "mini-batch 000003 attempt 1 failed: run() exceeded the timeout of 1s; worker killed" in out
+    run.assert_every_item_once()
+    assert set(run.init_counts().values()) == {1}  # the replacements were forked and init() ran in each
+
+
+@needs_fork
+def test_workers_go_on_afresh_when_the_fork_server_dies(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 8)
+    proc = run.start(procs, "--workers", "2", entry_args=["--sleep", "0.5"])
+    assert proc.stdout is not None
+    line = ""
+    while "workers fork from process" not in line:
+        line = proc.stdout.readline()
+        assert line, "the supervisor ended without a fork server"
+    server = int(line.split("workers fork from process ")[1].split(",")[0])
+    deadline = time.monotonic() + 30
+    while not list((run.state / "done").glob("*.json")):  # forked workers at work
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(server, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0, err
+    # its workers exited with it (their mini-batches are retried), and the next ones are fresh interpreters
+    assert "the fork server exited; workers start afresh from now on" in out
+    run.assert_every_item_once()
+    assert run.summary()["retries"] >= 1
+
+
+@needs_fork
+def test_torch_in_a_forked_worker_computes_with_its_own_threads(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    pytest.importorskip("torch")
+    run = Run(tmp_path, 4)
+    [(code, out, err)] = run.drive(
+        procs, "--workers", "2", entry=DATA / "torch_forked.py", entry_args=["--threads", "2"]
+    )
+
+    assert code == 0, err
+    assert "workers fork from process" in out
+    results = [r for marker in run.done_markers().values() for r in marker["results"]]
+    assert sorted(results) == sorted(f"{Path(i).name}:2" for i in run.items)

@@ -73,7 +73,8 @@ def test_a_new_video_fires_the_pipeline_and_comes_back_styled(workspace: Workspa
     run = fired.run
     frames = sorted(p.name for p in run.data_dir("frames").iterdir())
     styled = sorted(p.name for p in run.data_dir("styled").iterdir() if not p.name.startswith("."))
-    assert frames == styled == [f"{i:05d}.jpg" for i in range(1, source.frames + 1)]  # every frame, once
+    # locally the frames go uncompressed from step to step (split.py --format)
+    assert frames == styled == [f"{i:05d}.ppm" for i in range(1, source.frames + 1)]  # every frame, once
     (video,) = [e for e in media.list("processed/") if e.path.endswith("clip_styled.mp4")]
     media.download_file(video.path, tmp_path / "out.mp4")
     out = probe(tmp_path / "out.mp4")
@@ -88,11 +89,62 @@ def test_a_new_video_fires_the_pipeline_and_comes_back_styled(workspace: Workspa
     from PIL import Image, ImageChops, ImageStat
 
     with (
-        Image.open(run.data_dir("frames") / "00001.jpg") as a,
-        Image.open(run.data_dir("styled") / "00001.jpg") as b,
+        Image.open(run.data_dir("frames") / "00001.ppm") as a,
+        Image.open(run.data_dir("styled") / "00001.ppm") as b,
     ):
         assert sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3 > 20
     assert watcher.poll() == []  # not run twice
+
+
+def test_frames_between_local_steps_skip_jpeg_and_match_the_azure_ml_form(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    from PIL import Image
+    from stylenet import Stylizer
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.5, fps=24, size=(64, 64))
+    count = probe(clip).frames
+    media = open_store(workspace, DEV_ACCOUNT, container="media")
+    media.upload_file(clip, "incoming/handoff.mp4")
+    plan, folder = small_plan(tmp_path)
+    local = PipelineRunner(workspace, plan, folder, reuse=False).run({"video": "incoming/handoff.mp4"})
+    monkeypatch.setenv("AZBAI_PIPELINE_DATA_LOCAL", "0")  # the steps as on Azure ML: JPEG frames
+    azure = PipelineRunner(workspace, plan, folder, reuse=False).run({"video": "incoming/handoff.mp4"})
+
+    def pictures(run: object, name: str, suffix: str) -> list[np.ndarray]:
+        paths = sorted(run.data_dir(name).iterdir())  # type: ignore[attr-defined]
+        assert [p.name for p in paths] == [
+            f"{i:05d}.{suffix}" for i in range(1, count + 1)
+        ]  # each frame once
+        return [np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) for p in paths]
+
+    frames = pictures(local, "frames", "ppm")
+    styled, styled_jpeg = pictures(local, "styled", "ppm"), pictures(azure, "styled", "jpg")
+    # the uncompressed path is the network's own output: within the float32 reference's bound (test_style_fast)
+    reference = Stylizer.pretrained(19, image_size=None, batch_size=4, fast=False)
+    want = [
+        np.asarray(i, dtype=np.float64)
+        for i in reference.stylize([Image.fromarray(f.astype(np.uint8)) for f in frames])
+    ]
+
+    def psnr(got: np.ndarray, expected: np.ndarray) -> float:
+        mse = float(np.mean((got - expected) ** 2))
+        return float("inf") if mse == 0 else 10 * float(np.log10(255**2 / mse))
+
+    uncompressed = min(psnr(g, w) for g, w in zip(styled, want, strict=True))
+    jpeg = min(psnr(g, w) for g, w in zip(styled_jpeg, want, strict=True))
+    print(
+        f"worst frame against the reference: {uncompressed:.1f} dB uncompressed, {jpeg:.1f} dB through JPEG"
+    )
+    assert uncompressed >= 40.0
+    # the JPEG path: the same pictures, less exactly (two lossy encodes, amplified by the network)
+    assert 15.0 < jpeg < uncompressed
+    videos = [e.path for e in media.list("processed/") if e.path.endswith("handoff_styled.mp4")]
+    assert len(videos) == 2
+    for index, path in enumerate(videos):
+        media.download_file(path, tmp_path / f"out-{index}.mp4")
+        assert probe(tmp_path / f"out-{index}.mp4").frames == count
 
 
 def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspace, tmp_path: Path) -> None:
@@ -136,7 +188,8 @@ def test_a_rerun_after_a_crash_styles_only_the_missing_frames(workspace: Workspa
     )
     already = [int(n) for n in re.findall(r"(\d+) already done", logs)]
     assert already and min(already) >= done_before  # the rerun did not redo what was done
-    done = sorted((state / "done").glob("*.json"))
+    assert not state_root.exists() or not list(state_root.iterdir())  # the progress went with the run
+    done = sorted((run.path / "steps" / "style" / "parallel" / "state" / "done").glob("*.json"))
     items = [item for path in done for item in json.loads(path.read_text())["items"]]
     assert len(done) == 12 and len(items) == len(set(items)) == 24  # every frame exactly once
 
