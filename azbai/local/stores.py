@@ -233,8 +233,13 @@ class PartFile:
         return self._file
 
     def __enter__(self) -> PartFile:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
+        # The folder usually exists (the other files of a download share it): try first, create it when missing,
+        # rather than pay a mkdir that fails with EEXIST (an exception and a stat in pathlib) for every file.
+        try:
+            fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
+        except FileNotFoundError:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
         self.path = Path(name)
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 would outlive the rename
