@@ -47,7 +47,7 @@ def _category(filename: str, name: str) -> str:
     """What a profiled function's own time is: a built-in by its module, Python code by its file."""
     if filename == "~":  # built-ins, e.g. "<method 'recv_into' of '_socket.socket' objects>"
         if "_hashlib" in name:
-            return "md5"
+            return "hashing (MD5; HMAC of the request signature)"
         if "_socket" in name or "_thread.lock" in name or "select" in name:
             return "waiting on the socket"
         if "posix." in name or "_io." in name or "io.open" in name:
@@ -73,11 +73,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _perf_split(path: Path, python_pid: int) -> dict[str, float] | None:
-    """Shares of samples by (process, library), folded into categories; ``None`` when perf cannot report."""
+def _perf_split(path: Path) -> dict[str, float] | None:
+    """Shares of samples by (command, library), folded into categories; ``None`` when perf cannot report.
+
+    By command, not by pid: perf's "pid" is a thread's id, and each transfer thread has its own.
+    """
     try:
         out = subprocess.run(
-            ["perf", "report", "-i", str(path), "--sort", "pid,dso", "--stdio", "--percent-limit", "0.01"],
+            ["perf", "report", "-i", str(path), "--sort", "comm,dso", "--stdio", "--percent-limit", "0.01"],
             capture_output=True, text=True, check=True, timeout=120,
         ).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
@@ -85,19 +88,17 @@ def _perf_split(path: Path, python_pid: int) -> dict[str, float] | None:
     split: dict[str, float] = {}
     for line in out.splitlines():
         parts = line.split()
-        if not parts or not parts[0].endswith("%"):
+        if len(parts) < 3 or not parts[0].endswith("%"):
             continue
-        share = float(parts[0].rstrip("%"))
-        pid = parts[1].split(":")[0]
-        dso = " ".join(parts[2:])
-        if pid != str(python_pid):
-            key = "azurite (node + its kernel time)"
+        share, comm, dso = float(parts[0].rstrip("%")), parts[1], " ".join(parts[2:])
+        if not comm.startswith("python"):
+            key = "azurite (node, and the kernel on its behalf)"
         elif "libcrypto" in dso:
-            key = "python: md5 (libcrypto)"
+            key = "python: MD5 (libcrypto)"
         elif "kernel" in dso:
             key = "python: kernel (sockets, page cache, ext4)"
         elif "libpython" in dso or "cpython" in dso:
-            key = "python: interpreter (sdk, http, azbai)"
+            key = "python: interpreter (SDK, HTTP, azbai)"
         else:
             key = "python: libc and others"
         split[key] = split.get(key, 0.0) + share
@@ -207,7 +208,7 @@ def main() -> int:
             if perf is not None:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(timeout=60)
-                split = _perf_split(record, os.getpid())
+                split = _perf_split(record)
                 for category, share in sorted((split or {}).items(), key=lambda kv: -kv[1]):
                     print(f"- {category}: {share:.1f}% of samples")
                 record.unlink(missing_ok=True)
