@@ -19,6 +19,7 @@ they are written and replace the target only when the hash matches the recorded 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
@@ -35,14 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from azbai.errors import StorageError, TransferError
 from azbai.local.azurite import Emulator, check_account_name
 from azbai.local.workspace import Workspace
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobServiceClient
+    from xml.etree.ElementTree import Element
+
+    from azure.storage.blob import BlobServiceClient, ContainerClient
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +233,13 @@ class PartFile:
         return self._file
 
     def __enter__(self) -> PartFile:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
+        # The folder usually exists (the other files of a download share it): try first, create it when missing,
+        # rather than pay a mkdir that fails with EEXIST (an exception and a stat in pathlib) for every file.
+        try:
+            fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
+        except FileNotFoundError:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
         self.path = Path(name)
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 would outlive the rename
@@ -423,6 +431,8 @@ class BlobStore(Store):
     def __init__(self, service: BlobServiceClient, container: str, *, max_concurrency: int = 4) -> None:
         super().__init__(service.account_name or "", check_container_name(container))
         self.max_concurrency = max_concurrency
+        #: Blobs per List Blobs request; ``None`` is the service's maximum (5,000). Smaller pages are for tests.
+        self.list_page_size: int | None = None
         self._client = service.get_container_client(container)
 
     @classmethod
@@ -449,8 +459,12 @@ class BlobStore(Store):
 
         check_prefix(prefix)
         try:
-            blobs = self._client.list_blobs(name_starts_with=prefix or None)
-            entries = [Entry(b.name, int(b.size), _hex(b.content_settings.content_md5)) for b in blobs]
+            entries = _list_from_xml(self._client, prefix, self.list_page_size)
+            if entries is None:
+                blobs = self._client.list_blobs(
+                    name_starts_with=prefix or None, results_per_page=self.list_page_size
+                )
+                entries = [Entry(b.name, int(b.size), _hex(b.content_settings.content_md5)) for b in blobs]
         except AzureError as exc:
             raise self._error(exc, prefix, "listing") from exc
         return sorted(entries, key=lambda e: e.path)
@@ -643,6 +657,48 @@ class BlobStore(Store):
                 f"{doing} {url}: the emulator received bytes whose MD5 differs from the file's"
             )
         return StorageError(f"{doing} {url} failed: {code or type(exc).__name__}: {_first_line(exc)}")
+
+
+def _list_from_xml(client: ContainerClient, prefix: str, page_size: int | None) -> list[Entry] | None:
+    """The listing read straight from the service's XML, or ``None`` when this SDK version hides it.
+
+    ``list_blobs`` turns every blob of a page into a ``BlobProperties`` through the SDK's generic model
+    deserializer: 0.54 s for 2,000 blobs against Azurite here, where ``list_blob_names``, which skips it, takes
+    0.13 s. ``list_blob_names`` keeps each page's parsed XML on its page iterator, from which the three fields
+    azbai needs (name, size, MD5) are read directly: 0.14 s. That attribute (``_response``) is the SDK's own, not
+    a public one, hence the fallback: an SDK whose pager does not carry an XML element gets ``list_blobs``. A
+    download lists before it transfers anything, so this is wall-clock time of every download and of every
+    incremental re-sync (where it is most of the time).
+    """
+    from xml.etree.ElementTree import Element
+
+    pages = client.list_blob_names(name_starts_with=prefix or None, results_per_page=page_size).by_page()
+    entries: list[Entry] = []
+    for page in pages:
+        names = list(page)
+        root = getattr(pages, "_response", None)
+        if not isinstance(root, Element):
+            return None
+        blobs = root.findall("Blobs/Blob")
+        if len(blobs) != len(names):
+            return None
+        try:
+            entries.extend(_entry_from_xml(blob) for blob in blobs)
+        except ValueError:  # a size or an MD5 this parser does not read: let the SDK's deserializer decide
+            return None
+    return entries
+
+
+def _entry_from_xml(blob: Element) -> Entry:
+    """An :class:`Entry` from one ``<Blob>`` of a List Blobs response (a name marked ``Encoded`` is percent-encoded,
+    as the service does for names that XML cannot carry)."""
+    name_node = blob.find("Name")
+    name = name_node.text if name_node is not None and name_node.text else ""
+    if name_node is not None and name_node.get("Encoded") == "true":
+        name = unquote(name)
+    size = blob.findtext("Properties/Content-Length")
+    md5 = blob.findtext("Properties/Content-MD5")
+    return Entry(name, int(size) if size else 0, base64.b64decode(md5).hex() if md5 else None)
 
 
 def _hex(md5: Any) -> str | None:

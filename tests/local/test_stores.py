@@ -80,3 +80,54 @@ def test_blob_store_stays_usable_after_close(blob_store: BlobStore) -> None:
     blob_store.write_bytes("before.txt", b"1")
     blob_store.close()
     assert blob_store.read_bytes("before.txt") == b"1"
+
+
+def _sdk_listing(blob_store: BlobStore, prefix: str = "") -> list[tuple[str, int, str | None]]:
+    """What the SDK's own ``list_blobs`` (its full deserializer) says: the ground truth for ``BlobStore.list``."""
+    return sorted(
+        (
+            b.name,
+            int(b.size),
+            bytes(b.content_settings.content_md5).hex() if b.content_settings.content_md5 else None,
+        )
+        for b in blob_store._client.list_blobs(name_starts_with=prefix or None)
+    )
+
+
+@pytest.mark.parametrize("page_size", [None, 2])
+def test_blob_listing_reads_names_sizes_and_md5s_as_the_sdk_does(
+    blob_store: BlobStore, page_size: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["plain.txt", "with space/and ü.txt", "odd %41 &<>'\".bin", "empty", "d/e/f/deep.dat"]
+    for i, name in enumerate(names):
+        blob_store.write_bytes(name, os.urandom(i * 1000))
+    # A blob committed from blocks carries no whole-blob Content-MD5 unless the client sets one.
+    blocks = blob_store._client.get_blob_client("from-blocks.bin")
+    blocks.stage_block("YmxvY2sx", b"block data")
+    blocks.commit_block_list(["YmxvY2sx"])
+    blob_store.list_page_size = page_size
+
+    listed = [(e.path, e.size, e.md5) for e in blob_store.list()]
+    assert listed == _sdk_listing(blob_store)
+    assert len(listed) == len(names) + 1
+    assert [e.path for e in blob_store.list("with")] == ["with space/and ü.txt"]
+    assert blob_store.list("nothing-here") == []
+
+    # An SDK whose name pager does not keep the page's XML: the store falls back to list_blobs, same answer.
+    from azure.storage.blob._list_blobs_helper import BlobNamesPaged
+
+    real = BlobNamesPaged._extract_data_cb
+
+    def forgetful(self: BlobNamesPaged, get_next_return: object) -> object:
+        result = real(self, get_next_return)
+        del self._response
+        return result
+
+    monkeypatch.setattr(BlobNamesPaged, "_extract_data_cb", forgetful)
+    calls: list[object] = []
+    real_list_blobs = blob_store._client.list_blobs
+    monkeypatch.setattr(
+        blob_store._client, "list_blobs", lambda *a, **k: calls.append(k) or real_list_blobs(*a, **k)
+    )
+    assert [(e.path, e.size, e.md5) for e in blob_store.list()] == listed
+    assert calls, "the fallback was not taken"

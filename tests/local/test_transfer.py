@@ -12,6 +12,7 @@ import pytest
 
 from azbai.errors import StorageError, TransferError
 from azbai.local import transfer
+from azbai.local.azurite import Emulator
 from azbai.local.stores import BlobStore, ShareStore, Store
 from azbai.local.transfer import download, md5_cache_path, upload
 
@@ -273,3 +274,66 @@ def test_retry_then_success_counts_once(
     report = transfer.download(store, "", tmp_path / "dst")
     assert report.files_transferred == 1
     assert (tmp_path / "dst" / "flaky.txt").read_bytes() == b"ok"
+
+
+def test_many_files_into_new_folders_in_parallel(blob_store: BlobStore, tmp_path: Path) -> None:
+    # Threads race to create the same missing folders (a part file makes its folder only when it is missing),
+    # and the listing comes in pages of 7: every file arrives, nothing else.
+    files = {
+        f"{top}/{sub}/{i:03d}.bin": os.urandom(100 + i) for top in "ab" for sub in "xyz" for i in range(12)
+    }
+    for rel, data in files.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_bytes(data)
+    upload(tmp_path / "src", blob_store, "")
+    blob_store.list_page_size = 7
+    report = download(blob_store, "", tmp_path / "dst", workers=16)
+    assert report.files_transferred == len(files)
+    assert read_tree(tmp_path / "dst") == files
+    assert stray_parts(tmp_path / "dst") == []
+
+
+def test_a_download_cannot_write_where_a_file_stands_in_for_its_folder(
+    blob_store: BlobStore, tmp_path: Path
+) -> None:
+    blob_store.write_bytes("d/inner.txt", b"x")
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "d").write_bytes(b"a file, not a folder")
+    with pytest.raises(TransferError, match=r"cannot write .*inner\.txt"):
+        download(blob_store, "", tmp_path / "dst")
+    assert (tmp_path / "dst" / "d").read_bytes() == b"a file, not a folder"
+
+
+def test_emulator_killed_mid_download_leaves_only_whole_files_and_a_retry_completes(
+    fresh_emulator: Emulator, tmp_path: Path
+) -> None:
+    import signal
+
+    files = {f"frames/{i:04d}.png": os.urandom(64 << 10) for i in range(60)}
+    for rel, data in files.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_bytes(data)
+    fresh_emulator.ensure()
+    upload(tmp_path / "src", BlobStore.open(fresh_emulator.workspace, "devstoreaccount1", "frames"), "")
+    fresh_emulator.stop()  # a graceful stop persists the metadata that a SIGKILL would lose
+    state = fresh_emulator.ensure()
+    store = BlobStore.open(fresh_emulator.workspace, "devstoreaccount1", "frames")
+
+    def kill_after_five(done_bytes: int, total_bytes: int, done_files: int, total_files: int) -> None:
+        if done_files == 5:
+            os.kill(state.pid, signal.SIGKILL)  # the emulator this test started, by its PID
+
+    with pytest.raises(StorageError) as info:
+        download(store, "", tmp_path / "dst", progress=kill_after_five, workers=4)
+    assert "AccountKey" not in str(info.value) and "sig=" not in str(info.value)
+    arrived = read_tree(tmp_path / "dst")
+    assert 5 <= len(arrived) < len(files)
+    assert all(files[rel] == data for rel, data in arrived.items())  # whole files or none, under final names
+    assert stray_parts(tmp_path / "dst") == []
+
+    fresh_emulator.ensure()
+    store = BlobStore.open(fresh_emulator.workspace, "devstoreaccount1", "frames")
+    report = download(store, "", tmp_path / "dst", incremental=True)
+    assert read_tree(tmp_path / "dst") == files
+    # What arrived whole is recognised by its MD5 (no cache: the first run was not incremental) and kept.
+    assert (report.files_skipped, report.files_transferred) == (len(arrived), len(files) - len(arrived))
