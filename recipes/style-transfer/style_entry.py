@@ -16,22 +16,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Imported here, not in init(): where workers fork from a parent that imported this script (the local engine on
-# Linux), they pay for these imports once, not once each. torch._inductor loads the compiled network.
+# Linux), they pay for these imports once, not once each. The compiled network is loaded by torch's C++ loader
+# (see stylenet.py): neither torch._inductor nor its CPU probe is needed to run it.
 import torch
-import torch._inductor
 from PIL import Image
 from stylenet import Stylizer
-
-# AOTInductor's loader first probes which vector extensions the CPU has, by building and running small programs
-# (2-4 s, remembered per process); asked here, a forked worker inherits the answer. No thread starts: only
-# subprocesses, which have ended.
-if os.environ.get("STYLENET_COMPILE", "1") not in ("0", "false", "no"):
-    try:
-        from torch._inductor.cpu_vec_isa import valid_vec_isa_list
-
-        valid_vec_isa_list()
-    except Exception:  # another torch: the loader asks itself, as before
-        pass
 
 _stylizer: Stylizer | None = None
 _output: Path | None = None

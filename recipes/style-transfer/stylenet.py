@@ -661,24 +661,45 @@ class _EagerFallback:
         shape = "x".join(str(size) for size in example.shape)
         path = _weights_cache_dir() / "aoti" / f"multistyle-{self.digest}-{shape}.pt2"
         try:
-            import torch._inductor  # imported only when compiling: it costs a second or more
-
             if not path.is_file():
+                inductor = importlib.import_module(
+                    "torch._inductor"
+                )  # only to compile: it costs a second or more
                 started = time.perf_counter()
                 path.parent.mkdir(parents=True, exist_ok=True)
                 temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
                 with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside export
                     exported = torch.export.export(self.eager, (example.clone(),))
-                    torch._inductor.aoti_compile_and_package(exported, package_path=str(temporary))
+                    inductor.aoti_compile_and_package(exported, package_path=str(temporary))
                 os.replace(temporary, path)  # complete or absent, also with workers compiling at once
                 logger.info(
                     "compiled the style network for %s in %.1f s", shape, time.perf_counter() - started
                 )
-            return cast(Callable[[torch.Tensor], torch.Tensor], torch._inductor.aoti_load_package(str(path)))
+            return _load_package(path)
         except Exception as exc:  # no C++ compiler, or a platform AOTInductor does not support
             logger.warning("cannot compile the style network (%s); running it eagerly", exc)
             return None
+
+
+def _load_package(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A compiled package's network, loaded by torch's C++ loader itself.
+
+    ``torch._inductor.aoti_load_package`` wraps the same loader, but importing ``torch._inductor`` costs a
+    second or two, and its first call probes the CPU's vector extensions by building and running small programs
+    (another 1-2 s): every worker process paid that before its first frame. The package holds one tensor in and
+    one out, so the loader's flat calling convention is all we need."""
+    aoti = getattr(torch._C, "_aoti", None)
+    if aoti is None or not hasattr(aoti, "AOTIModelPackageLoader"):  # another torch: its own wrapper
+        inductor = importlib.import_module("torch._inductor")
+        return cast(Callable[[torch.Tensor], torch.Tensor], inductor.aoti_load_package(str(path)))
+    loader = aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        (output,) = loader.boxed_run([batch])
+        return cast(torch.Tensor, output)
+
+    return run
 
 
 def _as_images(images: ImageBatch) -> list[Image.Image]:

@@ -9,6 +9,9 @@ PSNR ≥ 40 dB on the worst frame (measured 44.4 dB on the benchmark's frames, t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.recipes.test_style_model import _astronaut, _batch, _load, stylenet
+from tests.recipes.test_style_model import RECIPE, _astronaut, _batch, _load, stylenet
 
 MAX_ABS_DIFF = 1e-4
 MIN_PSNR_DB = 60.0
@@ -106,6 +109,20 @@ def test_compiled_network_matches_the_eager_reference_and_pads_short_batches(
     assert len(packages) == 1, "one package per input shape, written complete"
     again = stylenet.Stylizer.pretrained(19, image_size=None, batch_size=4, compile=True, precision=precision)
     assert torch.equal(again.run(frames), got)
+    for stylizer in (compiled, again):  # the packages ran: no silent fall-back to the eager network
+        assert stylizer._compiled is not None and None not in stylizer._compiled.packages.values()
+    # a worker process loads a cached package without torch._inductor (its import and CPU probe cost seconds)
+    probe = (
+        "import sys, torch, stylenet\n"
+        "s = stylenet.Stylizer.pretrained(19, image_size=None, batch_size=4, compile=True, precision=torch."
+        f"{str(precision).split('.')[-1]})\n"
+        f"s.run(torch.rand{tuple(frames.shape)})\n"  # the shape whose package is cached
+        "assert None not in s._compiled.packages.values(), 'fell back to eager'\n"
+        "assert 'torch._inductor' not in sys.modules, 'torch._inductor was imported'\n"
+    )
+    env = {**os.environ, "STYLENET_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(RECIPE)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_precision_follows_the_environment_and_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
