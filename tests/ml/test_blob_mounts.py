@@ -4,6 +4,7 @@ checked afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -245,5 +246,7 @@ def test_a_dead_runner_s_mounts_are_detached_by_job_show(
             time.sleep(0.05)
         assert show_job(ml_workspace, record.name).status == "Failed"
         assert blobfuse.mounts_under(record.path) == []
+        assert not pid_alive(job_pid)  # the job's process outlived its runner: the look stopped it
     finally:
-        os.kill(job_pid, signal.SIGKILL)  # the job's process outlives its runner: it is ours to stop
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(job_pid, signal.SIGKILL)  # should the test fail before the look stopped it
