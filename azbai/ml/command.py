@@ -265,7 +265,7 @@ class Engine:
             if self._canceled.is_set():
                 record.status = CANCELED
             else:
-                record.status = COMPLETED if code == 0 and not record.reason else FAILED
+                record.status = COMPLETED if code == 0 and not record.message else FAILED
             record.save()
         return code or (0 if record.stage_out == STAGE_DONE else 1)
 

@@ -301,7 +301,7 @@ def write_stage_out(record: RunRecord, items: list[dict[str, Any]]) -> None:
     """Record what stage-out has to do (before the job's processes start), so that anyone can finish it: the
     runner at the job's end, or the next command that finds the runner dead."""
     save_record(record.path / STAGEOUT_FILE, {"items": items}, STAGEOUT_FORMAT)
-    record.stage_out, record.stage_out_error = STAGE_PENDING, None
+    record.note_stage_out(STAGE_PENDING, None)
     record.save()
 
 
@@ -311,7 +311,8 @@ def finish_stage_out(workspace: Workspace, record: RunRecord) -> RunRecord:
     Serialised by a lock per run, so two commands never stage out one run at once, and each output is marked
     done as soon as it is in storage, so a stage-out cut short is finished, not redone. Each datastore is opened
     afresh: the emulator is found on its current port, or started, as for any other command. Every output is
-    tried; the problems are recorded in ``stage_out_error`` (``stage_out`` Failed), for the next look to retry.
+    tried; the problems are recorded (``stage_out`` Failed, ``stage_out_error``, and in the run's message) for the
+    next look to retry.
     A finished run whose job succeeded (exit code 0, no message) and whose stage-out now succeeded is Completed.
     """
     from filelock import FileLock
@@ -337,8 +338,7 @@ def finish_stage_out(workspace: Workspace, record: RunRecord) -> RunRecord:
                 continue
             item["done"] = True
             save_record(path, {"items": items}, STAGEOUT_FORMAT)
-        record.stage_out = STAGE_FAILED if problems else STAGE_DONE
-        record.stage_out_error = "; ".join(problems) or None
+        record.note_stage_out(STAGE_FAILED if problems else STAGE_DONE, "; ".join(problems) or None)
         if not problems:
             log.info("%s: staged out %d output(s)", record.name, sum(i["action"] != "none" for i in items))
             if record.status == FAILED and record.exit_code == 0 and not record.message:

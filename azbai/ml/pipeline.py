@@ -111,7 +111,7 @@ class PipelineRun:
                     left = nodes[position + 1 :]
                     record.message = (
                         f"node {name!r} {child.status.lower()} (exit code {child.exit_code})"
-                        + (f": {child.reason}" if child.reason else "")
+                        + (f": {child.message}" if child.message else "")
                         + f"; logs: azbai ml job stream -n {child.name}"
                         + (f"; not started: {', '.join(left)}" if left else "")
                     )

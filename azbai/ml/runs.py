@@ -96,14 +96,18 @@ class RunRecord:
         """Whether the recorded runner still runs (the same process: not a zombie, not a recycled pid)."""
         return pid_alive(self.pid, self.pid_started)
 
-    @property
-    def reason(self) -> str | None:
-        """Why the run did not complete, as ``az ml job create`` and ``wait`` say it: the run's message and a
-        stage-out failure, kept apart in the record so that a later retry can clear the latter alone."""
-        parts = [self.message] if self.message else []
-        if self.stage_out == STAGE_FAILED:
-            parts.append(f"stage-out failed: {self.stage_out_error}")
-        return "; ".join(parts) or None
+    def note_stage_out(self, state: str, error: str | None) -> None:
+        """Record where the stage-out stands. A failure is also said in :attr:`message` (what ``azbai ml job
+        show`` and a failed wait print), after the job's own message; a later success takes that part away
+        again, so a job that succeeded has no message left once its outputs are in storage."""
+        note = f"stage-out failed: {self.stage_out_error}"
+        own = self.message
+        if self.stage_out == STAGE_FAILED and own is not None and own.endswith(note):
+            own = own[: -len(note)].removesuffix("; ") or None
+        self.stage_out, self.stage_out_error = state, error
+        if state == STAGE_FAILED:
+            own = f"{own}; stage-out failed: {error}" if own else f"stage-out failed: {error}"
+        self.message = own
 
     def save(self) -> None:
         """Write ``run.json`` atomically."""

@@ -9,7 +9,7 @@ stage-out plan before the job's processes start (:func:`azbai.ml.data.write_stag
 looks at a run (``job show``, ``list``, ``stream``, ``download``, ``cancel``, waiting) first calls
 :func:`recover_run`, which stops the job's leftover processes, detaches its mounts, finishes the stage-out (once,
 under a lock) and reports the run Failed with a reason naming the dead runner. A stage-out that fails is recorded
-(``stage_out`` Failed, ``stage_out_error``) and retried by the next look; a run is never Completed with outputs
+(``stage_out`` Failed, ``stage_out_error``, and said in the run's message) and retried by the next look; a run is never Completed with outputs
 missing, and one whose job succeeded is Completed once a retried stage-out has put its outputs in storage.
 """
 
@@ -100,7 +100,7 @@ def create_job(
     record = RunRecord.load(record.path)
     if code != 0 or record.status != COMPLETED:
         raise MlJobFailed(
-            f"job {record.name} {record.status.lower()}: {record.reason or f'exit code {code}'}", code or 1
+            f"job {record.name} {record.status.lower()}: {record.message or f'exit code {code}'}", code or 1
         )
     return record
 
@@ -197,7 +197,7 @@ def wait_job(workspace: Workspace, name: str, timeout: float | None = None) -> R
             raise MlError(f"job {name} did not end within {timeout} s")
         time.sleep(0.2)
     if record.status != COMPLETED:
-        raise MlJobFailed(f"job {name} {record.status.lower()}: {record.reason}", record.exit_code or 1)
+        raise MlJobFailed(f"job {name} {record.status.lower()}: {record.message}", record.exit_code or 1)
     return record
 
 

@@ -184,8 +184,8 @@ def test_an_rw_mount_writes_back_changes_and_keeps_never_opened_blobs(
     )
     if fails:
         with pytest.raises(MlJobFailed, match="exit code 5"):
-            run_v2(ml_workspace, file)
-        run = RunBook(ml_workspace).list()[-1]
+            run_v2(ml_workspace, file, name=store.name)
+        run = RunBook(ml_workspace).get(store.name)  # by name: runs created in one second list in any order
     else:
         run = run_v2(ml_workspace, file)
     check_written_back(store, big_md5)  # a failed job's partial outputs are kept too

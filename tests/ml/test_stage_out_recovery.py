@@ -132,7 +132,7 @@ def test_a_killed_runner_s_outputs_are_staged_out_by_the_next_look(
     runner = kill_runner(ml_workspace, record.name)
     assert pid_alive(job_pid)  # the job's process outlives its runner, until the next look stops it
     seen = show_job(ml_workspace, record.name)
-    assert seen.status == "Failed" and seen.stage_out == "Done", seen.reason
+    assert seen.status == "Failed" and seen.stage_out == "Done", seen.message
     assert f"runner (pid {runner}) died" in str(seen.message) and "1 process(es)" in str(seen.message)
     assert not pid_alive(job_pid)
     check_in_storage(ml_workspace, name, written)
@@ -158,14 +158,14 @@ def test_a_stage_out_that_fails_while_storage_is_down_is_retried_by_a_later_look
         patch.setenv("AZBAI_AZURITE_BIN", str(tmp_path / "no-azurite-here"))
         seen = show_job(ml_workspace, record.name)
         assert (seen.status, seen.stage_out) == ("Failed", "Failed")
-        assert seen.stage_out_error and "stage-out failed" in str(seen.reason)
+        assert seen.stage_out_error and "stage-out failed" in str(seen.message)
         # what the job wrote is where its paths say, meanwhile
         assert (Path(seen.outputs["rw"]["path"]) / "a.bin").is_file()
         assert show_job(ml_workspace, record.name).stage_out == "Failed"  # retried, failed again
         assert not pid_alive(job_pid)  # stopped by the first look, storage or not
     seen = show_job(ml_workspace, record.name)  # this look can start the emulator again
     assert (seen.status, seen.stage_out, seen.stage_out_error) == ("Failed", "Done", None)
-    assert "died" in str(seen.reason)
+    assert "died" in str(seen.message) and "stage-out failed" not in str(seen.message)
     check_in_storage(ml_workspace, name, written)
 
 
@@ -184,8 +184,9 @@ def test_a_job_that_succeeded_is_completed_once_its_failed_stage_out_is_retried(
         assert time.monotonic() < deadline, "the job did not end"
         time.sleep(0.1)
     assert (found.status, found.exit_code, found.stage_out) == ("Failed", 0, "Failed")
+    assert str(found.message).startswith("stage-out failed: output 'up'")
     seen = show_job(ml_workspace, "late")
-    assert (seen.status, seen.stage_out, seen.reason) == ("Completed", "Done", None)
+    assert (seen.status, seen.stage_out, seen.message) == ("Completed", "Done", None)
     check_in_storage(ml_workspace, name, written)
 
 
