@@ -270,6 +270,7 @@ class Stager:
                 continue
             entry: dict[str, Any] = {
                 "output": item.name,
+                "mode": item.mode,
                 "uri": item.location.uri,
                 "datastore": item.location.datastore,
                 "prefix": item.location.path,

@@ -9,8 +9,9 @@ stage-out plan before the job's processes start (:func:`azbai.ml.data.write_stag
 looks at a run (``job show``, ``list``, ``stream``, ``download``, ``cancel``, waiting) first calls
 :func:`recover_run`, which stops the job's leftover processes, detaches its mounts, finishes the stage-out (once,
 under a lock) and reports the run Failed with a reason naming the dead runner. A stage-out that fails is recorded
-(``stage_out`` Failed, ``stage_out_error``, and said in the run's message) and retried by the next look; a run is never Completed with outputs
-missing, and one whose job succeeded is Completed once a retried stage-out has put its outputs in storage.
+(``stage_out`` Failed, ``stage_out_error``, and said in the run's message) and retried by the next look; a run is
+never Completed with outputs missing, and one whose job succeeded is Completed once a retried stage-out has put
+its outputs in storage.
 """
 
 from __future__ import annotations
