@@ -153,13 +153,15 @@ def recover_run(workspace: Workspace, record: RunRecord) -> RunRecord:
     """
     from filelock import FileLock
 
-    if record.status not in FINISHED and record.pid and not record.runner_alive:
-        for child in record.children.values():  # the nodes ran in the pipeline's runner: theirs first
-            node = RunRecord.load(RunBook(workspace).root / child)
-            if node.pid is None and node.status not in FINISHED:  # created, not yet started, when it died
-                node.pid, node.pid_started = record.pid, record.pid_started
-                node.save()
-            recover_run(workspace, node)
+    dead = record.status not in FINISHED and bool(record.pid) and not record.runner_alive
+    for child in record.children.values():  # a pipeline's nodes, which ran in its runner: theirs first
+        node = RunRecord.load(RunBook(workspace).root / child)
+        if dead and node.pid is None and node.status not in FINISHED:
+            # created, not yet started, when the runner died: it is that runner's to report
+            node.pid, node.pid_started = record.pid, record.pid_started
+            node.save()
+        recover_run(workspace, node)  # also retries a node's failed stage-out
+    if dead:
         with FileLock(str(record.path / "recover.lock")):
             record = RunRecord.load(record.path)
             if record.status not in FINISHED and not record.runner_alive:

@@ -22,7 +22,7 @@ from azbai.local.stores import BlobStore, open_store
 from azbai.local.workspace import Workspace
 from azbai.ml.registry import Registry
 from azbai.ml.runs import FINISHED, RunBook, RunRecord, pid_alive
-from azbai.ml.service import create_job, show_job
+from azbai.ml.service import create_job, list_jobs, show_job
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.azurite
@@ -230,7 +230,7 @@ def test_a_pipeline_s_node_is_staged_out_when_the_pipeline_s_runner_dies(
     record = create_job(ml_workspace, file, name="pipeline-killed")
     job_pid, written = started(tmp_path, record)
     runner = kill_runner(ml_workspace, record.name)
-    seen = show_job(ml_workspace, record.name)
+    (seen,) = [run for run in list_jobs(ml_workspace) if run.name == record.name]  # job list looks too
     assert seen.status == "Failed" and f"pipeline's runner (pid {runner}) died" in str(seen.message)
     node = RunBook(ml_workspace).get(seen.children["first"])
     assert (node.status, node.stage_out) == ("Failed", "Done") and "died" in str(node.message)
