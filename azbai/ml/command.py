@@ -29,9 +29,9 @@ from azbai.errors import AzbaiError, MlError
 from azbai.local.runner import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION, LOCAL_WORKSPACE
 from azbai.local.workspace import Workspace
 from azbai.ml import processes
-from azbai.ml.data import Stager, parse_uri
+from azbai.ml.data import Stager, finish_stage_out, parse_uri, write_stage_out
 from azbai.ml.registry import DEFAULT_DATASTORE, Registry
-from azbai.ml.runs import CANCELED, COMPLETED, FAILED, RUNNING, RunRecord, now
+from azbai.ml.runs import CANCELED, COMPLETED, FAILED, RUNNING, STAGE_DONE, RunRecord, now
 
 log = logging.getLogger(__name__)
 
@@ -235,33 +235,39 @@ class Engine:
             group.cancel()
 
     def execute(self, spec: NodeSpec, record: RunRecord) -> int:
-        """Run ``spec`` as ``record``: stage in, run every process, stage out (always); returns the exit code."""
-        record.status, record.start_time, record.pid = RUNNING, now(), os.getpid()
+        """Run ``spec`` as ``record``: stage in, record the stage-out plan, run every process, stage out (always);
+        returns the exit code (1 where the job succeeded but its stage-out failed).
+
+        The plan is in ``stageout.json`` before a process of the job starts, so when this runner dies a later
+        ``azbai ml job show`` stages out what the job wrote (:func:`~azbai.ml.data.finish_stage_out`)."""
+        record.status, record.start_time = RUNNING, now()
+        record.set_runner(os.getpid())
         record.save()
         stager = Stager(self.workspace, self.registry, record.path / "data", self.env)
         code = 1
         try:
             values = self._stage(spec, record, stager)
-            record.save()
+            write_stage_out(record, stager.plan())
             code = self._run(spec, record, values)
         except AzbaiError as exc:
             record.message = str(exc)
             log.error("%s: %s", spec.name, exc)
         finally:
-            try:
-                stager.stage_out()  # unmounts the lazy mounts first, whatever way the job ended
-            except AzbaiError as exc:
-                record.message = f"{record.message + '; ' if record.message else ''}stage-out failed: {exc}"
-                code = code or 1
-            record.end_time, record.exit_code = now(), code
+            stager.unmount()  # the lazy mounts first, whatever way the job ended (its processes are gone)
+            if record.stage_out is None:  # staging in failed: what was staged is staged out all the same
+                write_stage_out(record, stager.plan())
+            if code == processes.EXIT_TIMEOUT and not record.message:
+                record.message = f"limits.timeout ({spec.timeout:g} s) exceeded"
+            record.exit_code = code
+            record.save()
+            record = finish_stage_out(self.workspace, record)
+            record.end_time = now()
             if self._canceled.is_set():
                 record.status = CANCELED
             else:
                 record.status = COMPLETED if code == 0 and not record.message else FAILED
-            if code == processes.EXIT_TIMEOUT and not record.message:
-                record.message = f"limits.timeout ({spec.timeout:g} s) exceeded"
             record.save()
-        return code
+        return code or (0 if record.stage_out == STAGE_DONE else 1)
 
     # -- data ------------------------------------------------------------------------------------------------------
 

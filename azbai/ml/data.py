@@ -26,9 +26,13 @@ agreement.
 
 Stage-out runs when the job ends, also after a failure or a cancel, so partial outputs and logs are kept; the
 lazy mounts are unmounted first (the job's processes are gone by then), and each mount point is left a link to its
-cache, so the run's paths show what the job fetched and wrote. A runner that died leaves mounts answering
-``ENOTCONN``: :func:`detach_mounts` (which ``azbai ml job show`` calls for a run whose runner is gone) detaches
-them; what such a runner's job wrote through an ``rw_mount`` stays in its cache, unwritten, as a mirror's would.
+cache, so the run's paths show what the job fetched and wrote. What stage-out has to do is recorded before the
+job's processes start (:meth:`Stager.plan`, :func:`write_stage_out`: ``stageout.json``, with each output's mode,
+local directory, datastore name and path, and for a lazy mount its cache, removal journal and listing snapshot;
+no secret) and carried out by :func:`finish_stage_out`, output by output, under a lock: by the runner at the end,
+or, when the runner died, by the next command that looks at the run (:func:`azbai.ml.service.recover_run`), which
+first detaches the mounts the dead runner left answering ``ENOTCONN`` (:func:`detach_mounts`). A failed stage-out
+is recorded and retried by the next look.
 """
 
 from __future__ import annotations
@@ -41,18 +45,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from azbai.errors import AzbaiError, MlError, StorageError
 from azbai.local import blobfuse, transfer
+from azbai.local.records import load_record, save_record
 from azbai.local.runner import BLOB_MOUNT_ENV, blob_mount_mode
 from azbai.local.stores import Store, check_prefix, file_md5
 from azbai.local.workspace import Workspace
 from azbai.ml.registry import Registry
+from azbai.ml.runs import COMPLETED, FAILED, STAGE_DONE, STAGE_FAILED, STAGE_PENDING, RunRecord
 
 log = logging.getLogger(__name__)
 
 INPUT_MODES = ("ro_mount", "download", "direct", "eval_mount", "eval_download")
 OUTPUT_MODES = ("rw_mount", "upload", "direct")
+#: the stage-out plan of a run (in its folder) and its format
+STAGEOUT_FILE = "stageout.json"
+STAGEOUT_FORMAT = 1
 _URI = re.compile(r"^azureml://datastores/(?P<name>[^/]+)/paths/(?P<path>.*)$")
 
 
@@ -247,65 +257,148 @@ class Stager:
         """Unmount the lazy mounts (the job's processes are gone); each mount point becomes a link to its cache."""
         for mount in self._mounts:
             mount.stop()
-            _retire(mount)
+            _retire(mount.mountpoint, mount.cache)
         self._mounts.clear()
 
-    def stage_out(self) -> None:
-        """Unmount, upload outputs and write blob mounts and mirrors back; every output is tried, problems are
-        raised together."""
-        self.unmount()
-        problems = []
+    def plan(self) -> list[dict[str, Any]]:
+        """What stage-out has to do for each output, as ``stageout.json`` keeps it: the datastore by name (no
+        secret: it is opened afresh from the registry when the plan is carried out), the path on it, the local
+        directory, and for a lazy mount its cache, journal and listing snapshot, for a mirror what it held."""
+        items = []
         for item in self.staged:
-            if item.kind == "outputs" and item.mount is not None:
-                try:
-                    _write_back(item.mount)
-                except AzbaiError as exc:
-                    problems.append(f"output {item.name!r} ({item.location.uri}): {exc}")
+            if item.kind != "outputs":
                 continue
-            if item.kind != "outputs" or item.store is None or item.local is None or item.mode == "direct":
-                continue
-            if item.store.kind == "share" and item.mode == "rw_mount":
-                continue  # the share's directory itself: written in place
-            try:
-                transfer.upload(
-                    item.local, item.store, item.location.path, incremental=item.mode == "rw_mount"
+            entry: dict[str, Any] = {
+                "output": item.name,
+                "mode": item.mode,
+                "uri": item.location.uri,
+                "datastore": item.location.datastore,
+                "prefix": item.location.path,
+                "path": item.value,
+                "action": "none",
+            }
+            if item.mount is not None:
+                mount = item.mount
+                entry.update(
+                    action="write-back",
+                    cache=str(mount.cache),
+                    journal=str(mount.journal),
+                    snapshot={rel: list(facts) for rel, facts in mount.snapshot.items()},
                 )
-                if item.mode == "rw_mount":
-                    now = {rel for _, rel in _files(item.local)}
-                    for rel in sorted(item.before - now):
-                        item.store.delete(posixpath.join(item.location.path, rel), missing_ok=True)
+            elif item.store is None or item.local is None or item.mode == "direct":
+                pass  # a local path or a URL: the job wrote (or did not) where it lives
+            elif item.store.kind == "share" and item.mode == "rw_mount":
+                pass  # the share's directory itself: written in place
+            elif item.mode == "rw_mount":
+                entry.update(action="mirror", before=sorted(item.before))
+            else:
+                entry.update(action="upload")
+            entry["done"] = entry["action"] == "none"
+            items.append(entry)
+        return items
+
+
+def write_stage_out(record: RunRecord, items: list[dict[str, Any]]) -> None:
+    """Record what stage-out has to do (before the job's processes start), so that anyone can finish it: the
+    runner at the job's end, or the next command that finds the runner dead."""
+    save_record(record.path / STAGEOUT_FILE, {"items": items}, STAGEOUT_FORMAT)
+    record.note_stage_out(STAGE_PENDING, None)
+    record.save()
+
+
+def finish_stage_out(workspace: Workspace, record: RunRecord) -> RunRecord:
+    """Do what is left of a run's recorded stage-out (all of it, or what failed last time); the saved record.
+
+    Serialised by a lock per run, so two commands never stage out one run at once, and each output is marked
+    done as soon as it is in storage, so a stage-out cut short is finished, not redone. Each datastore is opened
+    afresh: the emulator is found on its current port, or started, as for any other command. Every output is
+    tried; the problems are recorded (``stage_out`` Failed, ``stage_out_error``, and in the run's message) for the
+    next look to retry.
+    A finished run whose job succeeded (exit code 0, no message) and whose stage-out now succeeded is Completed.
+    """
+    from filelock import FileLock
+
+    with FileLock(str(record.path / "stageout.lock")):
+        record = RunRecord.load(record.path)
+        path = record.path / STAGEOUT_FILE
+        if record.stage_out not in (STAGE_PENDING, STAGE_FAILED) or not path.exists():
+            return record
+        items = load_record(
+            path, STAGEOUT_FORMAT, "stage-out plan", MlError, lambda data: list(data["items"]),
+            hint="delete the run's folder, or use the azbai version that wrote it",
+        )  # fmt: skip
+        problems = []
+        for item in items:
+            if item["done"]:
+                continue
+            try:
+                _stage_out_item(workspace, item)
             except AzbaiError as exc:
-                problems.append(f"output {item.name!r} ({item.location.uri}): {exc}")
-        if problems:
-            raise StorageError("; ".join(problems))
+                problems.append(f"output {item['output']!r} ({item['uri']}): {exc}")
+                log.error("stage-out of output %r failed: %s", item["output"], exc)
+                continue
+            item["done"] = True
+            save_record(path, {"items": items}, STAGEOUT_FORMAT)
+        record.note_stage_out(STAGE_FAILED if problems else STAGE_DONE, "; ".join(problems) or None)
+        if not problems:
+            log.info("%s: staged out %d output(s)", record.name, sum(i["action"] != "none" for i in items))
+            if record.status == FAILED and record.exit_code == 0 and not record.message:
+                record.status = COMPLETED  # the job itself succeeded; now its outputs are in storage too
+        record.save()
+        return record
 
 
-def _write_back(mount: blobfuse.LazyMount) -> None:
+def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
+    action = item["action"]
+    if action == "none":
+        return
+    local = Path(item["path"])
+    if action == "write-back":
+        # a lazy mount a dead runner left (ENOTCONN) is detached and retired before the store is opened: its path
+        # shows the job's files while storage is down
+        _retire(local, Path(item["cache"]))
+    store = Registry(workspace).datastore(item["datastore"]).open(workspace)
+    prefix = item["prefix"]
+    if action == "write-back":
+        _write_back(store, item)
+        return
+    if not local.is_dir():
+        raise StorageError(f"{local} is gone: its files cannot be staged out")
+    transfer.upload(local, store, prefix, incremental=action == "mirror")
+    if action == "mirror":
+        now = {rel for _, rel in _files(local)}
+        for rel in sorted(set(item["before"]) - now):
+            store.delete(posixpath.join(prefix, rel), missing_ok=True)
+
+
+def _write_back(store: Store, item: dict[str, Any]) -> None:
     """A lazy ``rw_mount``'s write-back: the cache's new and changed files are uploaded and the listed blobs the
     journal says were removed (and that the cache does not hold again) are deleted; a blob the job never opened
     is in neither, so it stays as it is."""
-    store, prefix, cache = mount.store, mount.prefix, mount.cache
+    prefix, cache = item["prefix"], Path(item["cache"])
     if not cache.is_dir():
         raise StorageError(f"{cache} is gone: the files the job wrote to its mount cannot be staged out")
+    snapshot = {rel: (int(facts[0]), str(facts[1])) for rel, facts in item["snapshot"].items()}
     after = {rel: (path.stat().st_size, file_md5(path)) for path, rel in _files(cache)}
-    changed = [rel for rel, facts in after.items() if mount.snapshot.get(rel) != facts]
+    changed = [rel for rel, facts in after.items() if snapshot.get(rel) != facts]
     for rel in changed:
         store.upload_file(cache / rel, posixpath.join(prefix, rel) if prefix else rel)
-    removed = blobfuse.read_journal(mount.journal) & mount.snapshot.keys() - after.keys()
+    removed = blobfuse.read_journal(item["journal"]) & snapshot.keys() - after.keys()
     for rel in sorted(removed):
         store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
     store.flush()
-    log.info("%s: wrote back %d file(s), deleted %d", mount.mountpoint.name, len(changed), len(removed))
+    log.info("output %r: wrote back %d file(s), deleted %d", item["output"], len(changed), len(removed))
 
 
-def _retire(mount: blobfuse.LazyMount) -> None:
-    """Leave a link to an unmounted mount's cache where it was, so the run's recorded path shows what the job
-    fetched and wrote (an empty directory would say the job saw nothing)."""
-    point = mount.mountpoint
+def _retire(point: Path, cache: Path) -> None:
+    """Detach a lazy mount still there (a dead runner leaves one answering ``ENOTCONN``) and leave a link to its
+    cache where it was, so the run's recorded path shows what the job fetched and wrote (an empty directory
+    would say the job saw nothing)."""
+    blobfuse.detach_under(point)
     with contextlib.suppress(OSError):
         if point.is_dir() and not point.is_symlink() and not any(point.iterdir()):
             point.rmdir()
-            point.symlink_to(mount.cache, target_is_directory=True)
+            point.symlink_to(cache, target_is_directory=True)
 
 
 def detach_mounts(run_dir: Path) -> int:

@@ -3,8 +3,10 @@
 A node's input bound to ``${{parent.inputs.X}}`` gets the pipeline input (data or literal); one bound to
 ``${{parent.jobs.S.outputs.Y}}`` gets the URI node S's output ``Y`` was written to (its path, else the workspace
 default ``azureml://datastores/workspaceblobstore/paths/azureml/<S's run>/<Y>/``), read with the consuming
-component's input mode. Each node is a child run (``azbai ml job show -n <child>``). A failed node stops the
-pipeline: nodes that depend on it are not started, and the message names the failed node and those left out.
+component's input mode. Each node is a child run (``azbai ml job show -n <child>``), run by the pipeline's
+runner, with its own stage-out plan: when that runner dies, the next look at the pipeline (or at the node) finishes
+each started node's stage-out (:func:`azbai.ml.service.recover_run`). A failed node stops the pipeline: nodes that
+depend on it are not started, and the message names the failed node and those left out.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class PipelineRun:
         """Run every node; returns 0, or the failed node's exit code."""
         report = progress or (lambda node, status: None)
         record = self.record
-        record.status, record.start_time, record.pid = RUNNING, now(), os.getpid()
+        record.status, record.start_time = RUNNING, now()
+        record.set_runner(os.getpid())
         nodes = order(self.pipeline)
         default = self.pipeline.settings.default_compute if self.pipeline.settings else None
         for spec in self.specs().values():

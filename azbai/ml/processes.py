@@ -31,7 +31,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -227,3 +227,27 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_leftovers(workspace_root: Path, run_names: Iterable[str], grace: float = GRACE_SECONDS) -> int:
+    """Stop the processes a dead runner's job left running: those whose environment names one of ``run_names``
+    (``AZUREML_RUN_ID``) in this workspace (``AZBAI_WORKSPACE``), as :meth:`ProcessGroup.run` gave it to them and
+    their children inherit it; never a process that merely sits in the run's folder. Returns how many."""
+    import psutil
+
+    from azbai.local.processes import stop_processes
+
+    names, root = set(run_names), str(workspace_root)
+    victims = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        try:
+            env = process.environ()
+        except (psutil.Error, OSError):
+            continue  # gone, or not ours to read
+        if env.get("AZUREML_RUN_ID") in names and env.get("AZBAI_WORKSPACE") == root:
+            victims.append(process)
+    with contextlib.suppress(psutil.Error):
+        stop_processes(victims, grace)
+    return len(victims)

@@ -3,7 +3,11 @@
 A run's folder::
 
     run.json                 name, type, status (Azure ML's: NotStarted, Running, Completed, Failed, Canceled),
-                             the file and --set it came from, inputs, outputs, children of a pipeline
+                             the file and --set it came from, inputs, outputs, children of a pipeline, the
+                             runner's pid (and start time), and where its stage-out stands (``stage_out``)
+    stageout.json            what stage-out has to do, written before the job's processes start
+                             (:func:`azbai.ml.data.write_stage_out`), each output marked done as it is staged out;
+                             with ``stageout.lock``, what lets a later command finish it when the runner died
     user_logs/               std_log.txt or std_log_process_<rank>.txt: what `az ml job stream` shows
     nodes/<n>/wd/            instance n's copy of the code directory, its working directory
     data/                    downloaded inputs, blob mirrors; lazy blob mounts (``inputs/``, ``outputs/``: links to
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from azbai.errors import MlError
-from azbai.local.jobs import process_alive
+from azbai.local.jobs import process_alive, process_start
 from azbai.local.records import load_record, save_record, strict_fields
 from azbai.local.workspace import Workspace
 
@@ -28,6 +32,8 @@ from azbai.local.workspace import Workspace
 RUN_FORMAT = 1
 NOT_STARTED, RUNNING, COMPLETED, FAILED, CANCELED = "NotStarted", "Running", "Completed", "Failed", "Canceled"
 FINISHED = (COMPLETED, FAILED, CANCELED)
+#: ``stage_out``: recorded and not yet done (or under way), done, or tried and failed (retried by the next look)
+STAGE_PENDING, STAGE_DONE, STAGE_FAILED = "Pending", "Done", "Failed"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 
 
@@ -61,10 +67,15 @@ class RunRecord:
     exit_code: int | None = None
     message: str | None = None
     pid: int | None = None
+    #: the runner's start time (:func:`~azbai.local.jobs.process_start`): a recycled pid is not the runner
+    pid_started: str | None = None
     processes: int = 0
     inputs: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     children: dict[str, str] = field(default_factory=dict)
+    #: None (nothing recorded: nothing of the job's ran), or STAGE_PENDING, STAGE_DONE, STAGE_FAILED
+    stage_out: str | None = None
+    stage_out_error: str | None = None
 
     @property
     def path(self) -> Path:
@@ -75,6 +86,28 @@ class RunRecord:
     def logs_dir(self) -> Path:
         """``user_logs/``."""
         return self.path / "user_logs"
+
+    def set_runner(self, pid: int) -> None:
+        """Record ``pid`` as the process that runs this job (and when it started)."""
+        self.pid, self.pid_started = pid, process_start(pid)
+
+    @property
+    def runner_alive(self) -> bool:
+        """Whether the recorded runner still runs (the same process: not a zombie, not a recycled pid)."""
+        return pid_alive(self.pid, self.pid_started)
+
+    def note_stage_out(self, state: str, error: str | None) -> None:
+        """Record where the stage-out stands. A failure is also said in :attr:`message` (what ``azbai ml job
+        show`` and a failed wait print), after the job's own message; a later success takes that part away
+        again, so a job that succeeded has no message left once its outputs are in storage."""
+        note = f"stage-out failed: {self.stage_out_error}"
+        own = self.message
+        if self.stage_out == STAGE_FAILED and own is not None and own.endswith(note):
+            own = own[: -len(note)].removesuffix("; ") or None
+        self.stage_out, self.stage_out_error = state, error
+        if state == STAGE_FAILED:
+            own = f"{own}; stage-out failed: {error}" if own else f"stage-out failed: {error}"
+        self.message = own
 
     def save(self) -> None:
         """Write ``run.json`` atomically."""
@@ -131,6 +164,7 @@ class RunBook:
         return sorted(runs, key=lambda r: (r.created, r.name))
 
 
-def pid_alive(pid: int | None) -> bool:
-    """Whether a runner process still runs (a zombie does not)."""
-    return pid is not None and pid > 0 and process_alive(pid)
+def pid_alive(pid: int | None, started: str | None = None) -> bool:
+    """Whether a runner process still runs (a zombie does not; nor a later process given its pid, when
+    ``started`` is known)."""
+    return pid is not None and pid > 0 and process_alive(pid, started)

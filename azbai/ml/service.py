@@ -3,6 +3,15 @@
 :func:`create_job` reads the file with azure-ai-ml's ``load_job`` (``--set`` as ``params_override``), checks the
 computes and datastores it names, records the run, and runs it in the background (``python -m azbai.ml.service
 RUN_DIR``) or, with ``wait``, in this process. The file is read again by the runner: what runs is the file.
+
+Nothing a job wrote is lost when its runner dies (SIGKILL, a crash, a reboot): the runner records each run's
+stage-out plan before the job's processes start (:func:`azbai.ml.data.write_stage_out`), and every command that
+looks at a run (``job show``, ``list``, ``stream``, ``download``, ``cancel``, waiting) first calls
+:func:`recover_run`, which stops the job's leftover processes, detaches its mounts, finishes the stage-out (once,
+under a lock) and reports the run Failed with a reason naming the dead runner. A stage-out that fails is recorded
+(``stage_out`` Failed, ``stage_out_error``, and said in the run's message) and retried by the next look; a run is
+never Completed with outputs missing, and one whose job succeeded is Completed once a retried stage-out has put
+its outputs in storage.
 """
 
 from __future__ import annotations
@@ -23,9 +32,20 @@ from azbai.local.azurite import Emulator
 from azbai.local.workspace import Workspace
 from azbai.ml import loaders
 from azbai.ml.command import Engine, command_spec
-from azbai.ml.data import detach_mounts
+from azbai.ml.data import detach_mounts, finish_stage_out
 from azbai.ml.pipeline import PipelineRun, Progress
-from azbai.ml.runs import CANCELED, COMPLETED, FAILED, FINISHED, RunBook, RunRecord, now, pid_alive
+from azbai.ml.processes import stop_leftovers
+from azbai.ml.runs import (
+    CANCELED,
+    COMPLETED,
+    FAILED,
+    FINISHED,
+    STAGE_FAILED,
+    STAGE_PENDING,
+    RunBook,
+    RunRecord,
+    now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +94,7 @@ def create_job(
                 env={**os.environ, **(env or {}), "AZBAI_WORKSPACE": str(workspace.root)},
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        record.pid = process.pid
+        record.set_runner(process.pid)
         record.save()
         return record
     code = _run(engine, book, job, record, progress)
@@ -119,20 +139,54 @@ def run_recorded(directory: Path) -> int:
 
 
 def show_job(workspace: Workspace, name: str) -> RunRecord:
-    """``az ml job show -n NAME``; a runner that died without a word is reported failed, and the lazy mounts it
-    served (which died with it and answer ``ENOTCONN``) are detached."""
-    book = RunBook(workspace)
-    record = book.get(name)
-    if record.status not in FINISHED and record.pid and not pid_alive(record.pid):
-        for directory in [record.path, *(book.root / child for child in record.children.values())]:
-            detach_mounts(directory)  # a pipeline's nodes ran in its runner
-        record.status, record.message = FAILED, record.message or "its runner is gone; see runner.log"
+    """``az ml job show -n NAME``, after :func:`recover_run`: a run whose runner died is not left running."""
+    return recover_run(workspace, RunBook(workspace).get(name))
+
+
+def recover_run(workspace: Workspace, record: RunRecord) -> RunRecord:
+    """A run whose runner is gone: stop what its job left running, detach the lazy mounts it served (they died
+    with it and answer ``ENOTCONN``), say why it failed, and finish its recorded stage-out, so what the job wrote
+    before the runner died is in storage; a pipeline's started nodes each the same way. A stage-out that failed
+    (say, storage unreachable) is retried by each look until it succeeds. Returns the record as saved.
+
+    Serialised by a lock per run, so two commands looking at once recover (and stage out) a run once.
+    """
+    from filelock import FileLock
+
+    dead = record.status not in FINISHED and bool(record.pid) and not record.runner_alive
+    for child in record.children.values():  # a pipeline's nodes, which ran in its runner: theirs first
+        node = RunRecord.load(RunBook(workspace).root / child)
+        if dead and node.pid is None and node.status not in FINISHED:
+            # created, not yet started, when the runner died: it is that runner's to report
+            node.pid, node.pid_started = record.pid, record.pid_started
+            node.save()
+        recover_run(workspace, node)  # also retries a node's failed stage-out
+    if dead:
+        with FileLock(str(record.path / "recover.lock")):
+            record = RunRecord.load(record.path)
+            if record.status not in FINISHED and not record.runner_alive:
+                stopped = stop_leftovers(workspace.root, [record.name])
+                detach_mounts(record.path)
+                what = "the pipeline" if record.children else "the job"
+                record.status, record.end_time = FAILED, now()
+                record.message = (
+                    f"{what}'s runner (pid {record.pid}) died while {what} ran"
+                    + (f"; {stopped} process(es) it left were stopped" if stopped else "")
+                    + ("" if record.stage_out is None else "; what the job wrote so far is staged out")
+                    + (f" (the runner's log: {record.path / 'runner.log'})" if record.parent is None else "")
+                )
+                record.save()
+                log.warning("job %s: %s", record.name, record.message)
+    if record.stage_out in (STAGE_PENDING, STAGE_FAILED) and (
+        record.status in FINISHED or not record.runner_alive
+    ):
+        record = finish_stage_out(workspace, record)
     return record
 
 
 def list_jobs(workspace: Workspace) -> list[RunRecord]:
-    """``az ml job list``: jobs and pipelines, not pipeline nodes."""
-    return RunBook(workspace).list()
+    """``az ml job list``: jobs and pipelines, not pipeline nodes, each after :func:`recover_run`."""
+    return [recover_run(workspace, record) for record in RunBook(workspace).list()]
 
 
 def wait_job(workspace: Workspace, name: str, timeout: float | None = None) -> RunRecord:
@@ -218,7 +272,7 @@ def cancel_job(workspace: Workspace, name: str, timeout: float = 60.0) -> RunRec
     record = show_job(workspace, name)
     if record.status in FINISHED:
         return record
-    if record.pid and pid_alive(record.pid) and record.pid != os.getpid():
+    if record.pid and record.runner_alive and record.pid != os.getpid():
         os.kill(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

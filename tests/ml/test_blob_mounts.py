@@ -4,6 +4,7 @@ checked afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -183,8 +184,8 @@ def test_an_rw_mount_writes_back_changes_and_keeps_never_opened_blobs(
     )
     if fails:
         with pytest.raises(MlJobFailed, match="exit code 5"):
-            run_v2(ml_workspace, file)
-        run = RunBook(ml_workspace).list()[-1]
+            run_v2(ml_workspace, file, name=store.name)
+        run = RunBook(ml_workspace).get(store.name)  # by name: runs created in one second list in any order
     else:
         run = run_v2(ml_workspace, file)
     check_written_back(store, big_md5)  # a failed job's partial outputs are kept too
@@ -245,5 +246,7 @@ def test_a_dead_runner_s_mounts_are_detached_by_job_show(
             time.sleep(0.05)
         assert show_job(ml_workspace, record.name).status == "Failed"
         assert blobfuse.mounts_under(record.path) == []
+        assert not pid_alive(job_pid)  # the job's process outlived its runner: the look stopped it
     finally:
-        os.kill(job_pid, signal.SIGKILL)  # the job's process outlives its runner: it is ours to stop
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(job_pid, signal.SIGKILL)  # should the test fail before the look stopped it
