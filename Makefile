@@ -74,8 +74,8 @@ fuzz: setup
 	$(PY) -m benchmarks.fuzz
 
 lint: setup
-	$(VENV)/bin/ruff check azbai tests benchmarks
-	$(VENV)/bin/ruff format --check azbai tests benchmarks
+	$(VENV)/bin/ruff check azbai tests benchmarks recipes
+	$(VENV)/bin/ruff format --check azbai tests benchmarks recipes
 	$(VENV)/bin/mypy
 
 ## lock: re-pin constraints.txt after changing setup.cfg (uv resolves in seconds where pip backtracks)
