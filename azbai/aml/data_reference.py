@@ -6,7 +6,8 @@ arguments and the script gets the local path. What each mode becomes locally (se
 =========  ====================================================  ================================================
 mode       blob container (Azurite)                              file share (a directory)
 =========  ====================================================  ================================================
-mount      a mirror of the path, written back after the run      the share's directory itself
+mount      a lazy FUSE mount of the path (files fetched when     the share's directory itself
+           opened; else a mirror), written back after the run
 download   a verified copy made before the run                   a verified copy made before the run
 upload     an empty directory, uploaded after the run (also      the same
            after a failure)
