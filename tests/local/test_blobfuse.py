@@ -273,7 +273,8 @@ def test_a_sigkilled_runner_leaves_a_dead_mount_that_recovery_detaches(
         time.sleep(0.05)
     with pytest.raises(OSError) as dead:
         os.listdir(mountpoint)  # the kernel aborted the connection with its server
-    assert dead.value.errno == errno.ENOTCONN
+    # ENOTCONN once the abort is complete; ECONNABORTED for a request that met the connection being torn down
+    assert dead.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     recovered = JobBook(workspace).get(runner.name)  # what `azbai job show` does
     assert recovered.state == "failed" and "died" in (recovered.message or "")
     assert recovered.stage_out == "done"
