@@ -30,6 +30,15 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 EPOCHS = os.environ.get("BENCH_MNIST_EPOCHS", "3")
 EPOCH_SIZE = os.environ.get("BENCH_MNIST_EPOCH_SIZE", "20000")
 _RATE = re.compile(r"Finished Epoch\[(\d+) of \d+\].*\(\s*([\d.]+) samples/s\)")
+_OF = re.compile(r"Finished Epoch\[\d+ of (\d+)\]")
+
+
+def _same_work(log: str, who: str) -> None:
+    """Both contestants must train the shortened epochs: a job that ran the recipe's 40 would make the ratio
+    meaningless (a job sees Batch AI's environment only, so the epochs must be handed to it)."""
+    totals = set(_OF.findall(log))
+    if totals != {EPOCHS}:
+        raise RuntimeError(f"the {who} run trained {sorted(totals) or 'no'} epochs, not {EPOCHS}")
 
 
 def _rates(log: str) -> list[float]:
@@ -41,7 +50,8 @@ def run() -> dict[str, float]:
     sys.path.insert(0, str(RECIPE))
     from prepare_data import prepare
 
-    env = {**os.environ, "CONVNET_MNIST_EPOCHS": EPOCHS, "CONVNET_MNIST_EPOCH_SIZE": EPOCH_SIZE}
+    epochs = {"CONVNET_MNIST_EPOCHS": EPOCHS, "CONVNET_MNIST_EPOCH_SIZE": EPOCH_SIZE}
+    env = {**os.environ, **epochs}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = root / "mnist_cntk"
@@ -62,13 +72,20 @@ def run() -> dict[str, float]:
                         capture_output=True, text=True, env=env, check=True,
                     )  # fmt: skip
                     direct.append(time.perf_counter() - started)
+                    _same_work(result.stderr, "direct")
                     rates += _rates(result.stderr)
                     started = time.perf_counter()
-                    record = create_job(
-                        workspace, azbai.load(RECIPE / "job.json"), name=f"bench{index}", wait=True
+                    record = create_job(  # the job sees Batch AI's environment only: the epochs are handed in
+                        workspace,
+                        azbai.load(RECIPE / "job.json"),
+                        name=f"bench{index}",
+                        wait=True,
+                        env=epochs,
                     )
                     job.append(time.perf_counter() - started)
-                    rates += _rates(b"".join(stream_file(record, "stderr.txt", follow=False)).decode())
+                    log = b"".join(stream_file(record, "stderr.txt", follow=False)).decode()
+                    _same_work(log, "job")
+                    rates += _rates(log)
                     ratios.append(job[-1] / direct[-1])
             finally:
                 os.environ.clear()
