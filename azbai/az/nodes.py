@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import posixpath
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,7 +29,7 @@ from azbai.az.context import Context, timestamp
 from azbai.errors import AzbaiError, AzError
 from azbai.local import blobfuse, transfer
 from azbai.local.runner import BLOB_MOUNT_ENV, blob_mount_mode
-from azbai.local.stores import Store, file_md5, iter_local_files, open_store
+from azbai.local.stores import Store, iter_local_files, open_store
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +71,10 @@ def _run_setup(ctx: Context, cluster: dict[str, Any], task: dict[str, Any], node
     finally:
         for mount in lazy:
             mount.stop()
-            _retire(mount)
+            blobfuse.retire(mount.mountpoint, mount.cache)
     try:
         for mount in lazy:
-            _write_back(mount)
+            blobfuse.write_back(mount.store, mount.prefix, mount.cache, mount.snapshot, mount.journal)
         for store, mirror, listed in mirrors:
             transfer.upload(mirror, store, "", incremental=True)
             kept = {rel for _, rel in iter_local_files(mirror)}
@@ -200,27 +199,3 @@ def _lazy(ctx: Context, store: Store, point: Path, cache: Path) -> blobfuse.Lazy
         "%s is mirrored at %s before the setup task (no FUSE mount: %s)", store.url_for(""), point, reason
     )
     return None
-
-
-def _write_back(mount: blobfuse.LazyMount) -> None:
-    """The cache's new and changed files are uploaded, the listed blobs the journal says were removed (and that
-    the cache does not hold again) deleted; a blob never opened is in neither, so it stays as it is."""
-    cache, prefix = mount.cache, mount.prefix
-    after = {rel: (path.stat().st_size, file_md5(path)) for path, rel in iter_local_files(cache)}
-    changed = [rel for rel, facts in after.items() if mount.snapshot.get(rel) != facts]
-    for rel in changed:
-        mount.store.upload_file(cache / rel, posixpath.join(prefix, rel) if prefix else rel)
-    removed = blobfuse.read_journal(mount.journal) & mount.snapshot.keys() - after.keys()
-    for rel in sorted(removed):
-        mount.store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
-    mount.store.flush()
-
-
-def _retire(mount: blobfuse.LazyMount) -> None:
-    """Leave a link to an unmounted mount's cache where it was: the node's mount root shows what the task fetched
-    and wrote, as a mirror's would."""
-    point = mount.mountpoint
-    with contextlib.suppress(OSError):
-        if point.is_dir() and not point.is_symlink() and not any(point.iterdir()):
-            point.rmdir()
-            point.symlink_to(mount.cache, target_is_directory=True)

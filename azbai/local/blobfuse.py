@@ -28,11 +28,13 @@ point answers ``ENOTCONN`` until :func:`detach_under` lazily unmounts it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
 import logging
 import os
+import posixpath
 import stat
 import struct
 import threading
@@ -41,7 +43,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from azbai.errors import AzbaiError, StorageError
-from azbai.local.stores import Entry, Store, check_path
+from azbai.local.stores import Entry, Store, check_path, file_md5, iter_local_files
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +221,43 @@ def read_journal(path: str | os.PathLike[str]) -> set[str]:
     except OSError as exc:
         raise StorageError(f"cannot read the mount's journal {path}: {exc.strerror or exc}") from exc
     return removed
+
+
+def write_back(
+    store: Store,
+    prefix: str,
+    cache: Path,
+    snapshot: dict[str, tuple[int, str]],
+    journal: str | os.PathLike[str],
+    *,
+    keep: Callable[[str], bool] = lambda rel: True,
+) -> tuple[int, int]:
+    """A lazy mount's write-back, once it is unmounted: the cache's new and changed files (``keep`` says which of
+    its files are data) are uploaded, and the listed paths the journal says were removed, and that the cache does
+    not hold again, are deleted; a listed blob never fetched is in neither, so it stays as it is. Returns how many
+    files were uploaded and deleted."""
+    if not cache.is_dir():
+        raise StorageError(f"{cache} is gone: the files the job wrote to its mount cannot be staged out")
+    after = {rel: (path.stat().st_size, file_md5(path)) for path, rel in iter_local_files(cache) if keep(rel)}
+    changed = [rel for rel, facts in after.items() if snapshot.get(rel) != facts]
+    for rel in changed:
+        store.upload_file(cache / rel, posixpath.join(prefix, rel) if prefix else rel)
+    removed = read_journal(journal) & snapshot.keys() - after.keys()
+    for rel in sorted(removed):
+        store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
+    store.flush()
+    return len(changed), len(removed)
+
+
+def retire(mountpoint: Path, cache: Path) -> None:
+    """Detach a lazy mount still there (a dead server leaves one answering ``ENOTCONN``) and leave a link to its
+    cache in its place, so that its path shows what was fetched and written (an empty directory would say
+    nothing was)."""
+    detach_under(mountpoint)
+    with contextlib.suppress(OSError):
+        if mountpoint.is_dir() and not mountpoint.is_symlink() and not any(mountpoint.iterdir()):
+            mountpoint.rmdir()
+            mountpoint.symlink_to(cache, target_is_directory=True)
 
 
 def listing_of(store: Store, prefix: str) -> dict[str, Entry]:

@@ -341,7 +341,7 @@ class JobRunner:
         """Unmount the lazy mounts (the job's processes are gone); stage-out reads their caches."""
         for mount in self._mounts:
             mount.stop()
-            _retire_mount(mount.mountpoint, mount.cache)
+            blobfuse.retire(mount.mountpoint, mount.cache)
         self._mounts.clear()
 
     def _through_mount(self, name: str) -> Path | None:
@@ -509,19 +509,20 @@ def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
         return
     if item.get("cache"):
         # a lazy mount is retired before the store is opened: its path shows the job's files while storage is down
-        _retire_mount(Path(item["path"]), Path(item["cache"]))
+        blobfuse.retire(Path(item["path"]), Path(item["cache"]))
     kind = {"container": item["store"]} if item["kind"] == "blob" else {"share": item["store"]}
     store = open_store(workspace, item["account"], **kind)
     local, prefix = Path(item["path"]), item["prefix"]
+    before = {k: (int(v[0]), str(v[1])) for k, v in item["snapshot"].items()}
     if item.get("cache"):
-        _write_back_cache(store, item)
+        uploaded, deleted = blobfuse.write_back(store, prefix, Path(item["cache"]), before, item["journal"])
+        log.info("%s: wrote back %d file(s), deleted %d", item["reference"], uploaded, deleted)
         return
     if not local.is_dir():
         raise StorageError(f"{local} is gone: its files cannot be staged out")
     if item["action"] == "upload":
         transfer.upload(local, store, prefix, incremental=True)
         return
-    before = {k: (int(v[0]), str(v[1])) for k, v in item["snapshot"].items()}
     after = _local_files(local)
     changed = [rel for rel, facts in after.items() if before.get(rel) != facts]
     for rel in changed:
@@ -530,35 +531,6 @@ def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
         store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
     store.flush()
     log.info("%s: wrote back %d file(s)", item["reference"], len(changed))
-
-
-def _write_back_cache(store: Store, item: dict[str, Any]) -> None:
-    """A lazy mount's write-back: the cache's new and changed files are uploaded, the listed paths the journal
-    says were removed (and that the cache does not hold again) are deleted; a listed blob never fetched is in
-    neither, so it stays as it is."""
-    cache, prefix = Path(item["cache"]), item["prefix"]
-    if not cache.is_dir():
-        raise StorageError(f"{cache} is gone: the files the job wrote to its mount cannot be staged out")
-    before = {k: (int(v[0]), str(v[1])) for k, v in item["snapshot"].items()}
-    after = _local_files(cache)
-    changed = [rel for rel, facts in after.items() if before.get(rel) != facts]
-    for rel in changed:
-        store.upload_file(cache / rel, posixpath.join(prefix, rel) if prefix else rel)
-    removed = blobfuse.read_journal(item["journal"]) & before.keys() - after.keys()
-    for rel in sorted(removed):
-        store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
-    store.flush()
-    log.info("%s: wrote back %d file(s), deleted %d", item["reference"], len(changed), len(removed))
-
-
-def _retire_mount(mountpoint: Path, cache: Path) -> None:
-    """Detach a lazy mount that is still there (a dead runner leaves one answering ENOTCONN) and leave a link to
-    its cache in its place, so that the job's paths show what it fetched and wrote until the job is deleted."""
-    blobfuse.detach_under(mountpoint)
-    with contextlib.suppress(OSError):
-        if mountpoint.is_dir() and not mountpoint.is_symlink() and not any(mountpoint.iterdir()):
-            mountpoint.rmdir()
-            mountpoint.symlink_to(cache, target_is_directory=True)
 
 
 def blob_mount_mode(env: Mapping[str, str]) -> str:

@@ -37,7 +37,6 @@ is recorded and retried by the next look.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import posixpath
@@ -51,7 +50,7 @@ from azbai.errors import AzbaiError, MlError, StorageError
 from azbai.local import blobfuse, transfer
 from azbai.local.records import load_record, save_record
 from azbai.local.runner import BLOB_MOUNT_ENV, blob_mount_mode
-from azbai.local.stores import Store, check_prefix, file_md5
+from azbai.local.stores import Store, check_prefix
 from azbai.local.workspace import Workspace
 from azbai.ml.registry import Registry
 from azbai.ml.runs import COMPLETED, FAILED, STAGE_DONE, STAGE_FAILED, STAGE_PENDING, RunRecord
@@ -257,7 +256,7 @@ class Stager:
         """Unmount the lazy mounts (the job's processes are gone); each mount point becomes a link to its cache."""
         for mount in self._mounts:
             mount.stop()
-            _retire(mount.mountpoint, mount.cache)
+            blobfuse.retire(mount.mountpoint, mount.cache)
         self._mounts.clear()
 
     def plan(self) -> list[dict[str, Any]]:
@@ -356,11 +355,15 @@ def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
     if action == "write-back":
         # a lazy mount a dead runner left (ENOTCONN) is detached and retired before the store is opened: its path
         # shows the job's files while storage is down
-        _retire(local, Path(item["cache"]))
+        blobfuse.retire(local, Path(item["cache"]))
     store = Registry(workspace).datastore(item["datastore"]).open(workspace)
     prefix = item["prefix"]
     if action == "write-back":
-        _write_back(store, item)
+        snapshot = {rel: (int(facts[0]), str(facts[1])) for rel, facts in item["snapshot"].items()}
+        changed, removed = blobfuse.write_back(
+            store, item["prefix"], Path(item["cache"]), snapshot, item["journal"], keep=_is_data
+        )
+        log.info("output %r: wrote back %d file(s), deleted %d", item["output"], changed, removed)
         return
     if not local.is_dir():
         raise StorageError(f"{local} is gone: its files cannot be staged out")
@@ -371,42 +374,19 @@ def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:
             store.delete(posixpath.join(prefix, rel), missing_ok=True)
 
 
-def _write_back(store: Store, item: dict[str, Any]) -> None:
-    """A lazy ``rw_mount``'s write-back: the cache's new and changed files are uploaded and the listed blobs the
-    journal says were removed (and that the cache does not hold again) are deleted; a blob the job never opened
-    is in neither, so it stays as it is."""
-    prefix, cache = item["prefix"], Path(item["cache"])
-    if not cache.is_dir():
-        raise StorageError(f"{cache} is gone: the files the job wrote to its mount cannot be staged out")
-    snapshot = {rel: (int(facts[0]), str(facts[1])) for rel, facts in item["snapshot"].items()}
-    after = {rel: (path.stat().st_size, file_md5(path)) for path, rel in _files(cache)}
-    changed = [rel for rel, facts in after.items() if snapshot.get(rel) != facts]
-    for rel in changed:
-        store.upload_file(cache / rel, posixpath.join(prefix, rel) if prefix else rel)
-    removed = blobfuse.read_journal(item["journal"]) & snapshot.keys() - after.keys()
-    for rel in sorted(removed):
-        store.delete(posixpath.join(prefix, rel) if prefix else rel, missing_ok=True)
-    store.flush()
-    log.info("output %r: wrote back %d file(s), deleted %d", item["output"], len(changed), len(removed))
-
-
-def _retire(point: Path, cache: Path) -> None:
-    """Detach a lazy mount still there (a dead runner leaves one answering ``ENOTCONN``) and leave a link to its
-    cache where it was, so the run's recorded path shows what the job fetched and wrote (an empty directory
-    would say the job saw nothing)."""
-    blobfuse.detach_under(point)
-    with contextlib.suppress(OSError):
-        if point.is_dir() and not point.is_symlink() and not any(point.iterdir()):
-            point.rmdir()
-            point.symlink_to(cache, target_is_directory=True)
-
-
 def detach_mounts(run_dir: Path) -> int:
     """Detach the lazy mounts a dead runner left under its run's folder (they answer ``ENOTCONN``); how many."""
     return blobfuse.detach_under(run_dir)
 
 
-def _files(root: Path) -> list[tuple[Path, str]]:
-    from azbai.local.stores import AZBAI_FILE_PREFIX, iter_local_files
+def _is_data(rel: str) -> bool:
+    """Not one of azbai's own files (``.azbai-*``)."""
+    from azbai.local.stores import AZBAI_FILE_PREFIX
 
-    return [(p, rel) for p, rel in iter_local_files(root) if not Path(rel).name.startswith(AZBAI_FILE_PREFIX)]
+    return not Path(rel).name.startswith(AZBAI_FILE_PREFIX)
+
+
+def _files(root: Path) -> list[tuple[Path, str]]:
+    from azbai.local.stores import iter_local_files
+
+    return [(p, rel) for p, rel in iter_local_files(root) if _is_data(rel)]
