@@ -7,17 +7,37 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 
+def create_new(folder: Path, prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, Path]:
+    """Create a new file ``folder/<prefix><8 random hex digits><suffix>``, open for writing; its descriptor and path.
+
+    Its mode is ``mode`` less the umask (applied by the kernel): by default what ``open`` gives a new file, so that
+    it can be renamed into place as the final file (``tempfile.mkstemp``'s 0o600 would outlive the rename).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        path = folder / f"{prefix}{os.urandom(4).hex()}{suffix}"
+        try:
+            return os.open(path, flags, mode), path
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, mode: int | None = None) -> Path:
-    """Write ``data`` to ``path`` through a temporary file beside it and a rename (creating parent directories)."""
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename (creating parent directories).
+
+    The file gets ``mode``, or what ``open`` would give it (0o666 less the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # a file given a mode (a private one) never exists with a wider one, not even before the chmod
+    handle, temporary = create_new(
+        path.parent, f".{path.name}.", ".tmp", 0o666 if mode is None else mode & 0o666
+    )
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data.encode("utf-8") if isinstance(data, str) else data)

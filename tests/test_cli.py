@@ -97,3 +97,16 @@ def test_migrate_does_not_import_azureml(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_migrated_files_get_the_mode_a_new_file_gets(tmp_path: Path) -> None:
+    # 0o666 less the umask, like any file the user's tools write (they were 0o600: the temporary file's mode
+    # outlived the rename, so nobody else on the team could read a migration).
+    result = subprocess.run(
+        ["sh", "-c", 'umask 022 && exec "$0" -m azbai migrate "$1" -o "$2"', sys.executable, str(QUICKSTART),
+         str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}

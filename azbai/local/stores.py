@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -39,6 +37,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, cast
 from urllib.parse import quote, unquote
 
 from azbai.errors import StorageError, TransferError
+from azbai.fsutil import create_new
 from azbai.local.azurite import Emulator, check_account_name
 from azbai.local.workspace import Workspace
 
@@ -57,7 +56,7 @@ _PART_RE = re.compile(r"\.azbai-dl-[A-Za-z0-9_]{8}\.part")
 
 
 def _is_part_file(name: str) -> bool:
-    """A download's temporary file (``tempfile.mkstemp`` names: 8 random characters)."""
+    """A download's temporary file (8 random characters: hex now, ``tempfile.mkstemp``'s alphabet before)."""
     return _PART_RE.fullmatch(name) is not None
 
 
@@ -209,13 +208,6 @@ class Md5Cache:
                     tmp.unlink()
 
 
-@functools.cache
-def _new_file_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 class PartFile:
     """A temporary ``.azbai-*.part`` file beside ``target``: :meth:`commit` renames it over the target; leaving the
     ``with`` block without committing deletes it. So a target is either absent, its old self, or complete."""
@@ -236,13 +228,10 @@ class PartFile:
         # The folder usually exists (the other files of a download share it): try first, create it when missing,
         # rather than pay a mkdir that fails with EEXIST (an exception and a stat in pathlib) for every file.
         try:
-            fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
+            fd, self.path = create_new(self.target.parent, _PART_PREFIX, _PART_SUFFIX)
         except FileNotFoundError:
             self.target.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=_PART_PREFIX, suffix=_PART_SUFFIX, dir=self.target.parent)
-        self.path = Path(name)
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 would outlive the rename
+            fd, self.path = create_new(self.target.parent, _PART_PREFIX, _PART_SUFFIX)
         self._file = os.fdopen(fd, "wb")
         return self
 

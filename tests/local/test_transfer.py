@@ -6,6 +6,8 @@ import hashlib
 import itertools
 import json
 import os
+import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -337,3 +339,26 @@ def test_emulator_killed_mid_download_leaves_only_whole_files_and_a_retry_comple
     assert read_tree(tmp_path / "dst") == files
     # What arrived whole is recognised by its MD5 (no cache: the first run was not incremental) and kept.
     assert (report.files_skipped, report.files_transferred) == (len(arrived), len(files) - len(arrived))
+
+
+def test_parallel_downloads_keep_the_umask_and_give_files_its_mode(store: Store, tmp_path: Path) -> None:
+    # Each downloaded file gets the mode a plain open() would: 0o666 less the umask in force now, not the one the
+    # process had at its first download (the mode used to be computed once and cached), and finding it must not
+    # change the umask under the other transfer threads.
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(300):
+        (source / f"f{i:03d}").write_bytes(b"x")
+    upload(source, store, "modes")
+    download(store, "modes/f000", tmp_path / "first")  # a download under the usual umask comes first
+    interval = sys.getswitchinterval()
+    previous = os.umask(0o027)
+    try:
+        sys.setswitchinterval(1e-6)  # threads switch between any two bytecodes, as often as they can
+        download(store, "modes", tmp_path / "dst")
+        assert os.umask(0o027) == 0o027
+    finally:
+        sys.setswitchinterval(interval)
+        os.umask(previous)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "dst").iterdir()}
+    assert modes == {0o640}
