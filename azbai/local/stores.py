@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -209,13 +210,22 @@ class Md5Cache:
 
 
 class PartFile:
-    """A temporary ``.azbai-*.part`` file beside ``target``: :meth:`commit` renames it over the target; leaving the
-    ``with`` block without committing deletes it. So a target is either absent, its old self, or complete."""
+    """A temporary file beside ``target``: :meth:`commit` puts it in place as the target; leaving the ``with`` block
+    without committing discards it. So a target is either absent, its old self, or complete.
+
+    On Linux the file has no name until the commit (``O_TMPFILE``, then linked in as the target): no listing sees
+    it, and a process killed mid-write leaves nothing behind. Elsewhere, or where the file system cannot do that,
+    it is a ``.azbai-dl-*.part`` file renamed over the target.
+    """
+
+    #: False once a file system has refused O_TMPFILE (then every part file is a named one)
+    _anonymous_ok: ClassVar[bool] = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
     def __init__(self, target: Path) -> None:
         self.target = target
         self.path = target
         self._file: BinaryIO | None = None
+        self._anonymous = False
         self._committed = False
 
     @property
@@ -228,27 +238,88 @@ class PartFile:
         # The folder usually exists (the other files of a download share it): try first, create it when missing,
         # rather than pay a mkdir that fails with EEXIST (an exception and a stat in pathlib) for every file.
         try:
-            fd, self.path = create_new(self.target.parent, _PART_PREFIX, _PART_SUFFIX)
+            fd = self._create()
         except FileNotFoundError:
             self.target.parent.mkdir(parents=True, exist_ok=True)
-            fd, self.path = create_new(self.target.parent, _PART_PREFIX, _PART_SUFFIX)
+            fd = self._create()
         self._file = os.fdopen(fd, "wb")
         return self
 
+    def _create(self) -> int:
+        if PartFile._anonymous_ok:
+            try:
+                fd = os.open(self.target.parent, os.O_TMPFILE | os.O_WRONLY, 0o666)
+            except OSError as exc:
+                # EISDIR: a kernel without O_TMPFILE opens the folder itself (O_TMPFILE includes O_DIRECTORY)
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.EISDIR):
+                    raise
+                PartFile._anonymous_ok = False  # this file system (or kernel) has no O_TMPFILE
+            else:
+                self._anonymous = True
+                self.path = Path(f"/proc/self/fd/{fd}")  # the file's contents, while it is open
+                return fd
+        fd, self.path = create_new(self.target.parent, _PART_PREFIX, _PART_SUFFIX)
+        return fd
+
     def commit(self) -> None:
-        """Close the temporary file and move it over the target."""
-        self.file.close()
-        os.replace(self.path, self.target)
+        """Close the temporary file and put it in place as the target."""
+        if not self._anonymous:
+            self.file.close()
+            os.replace(self.path, self.target)
+            self._committed = True
+            return
+        self.file.flush()
+        try:
+            _link_open_file(self.file.fileno(), self.target)
+        except FileExistsError:
+            # a link never replaces: link it under a temporary name, then rename that over the old target
+            while True:
+                temporary = self.target.with_name(f"{_PART_PREFIX}{os.urandom(4).hex()}{_PART_SUFFIX}")
+                try:
+                    _link_open_file(self.file.fileno(), temporary)
+                    break
+                except FileExistsError:
+                    continue
+            try:
+                os.replace(temporary, self.target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                raise
         self._committed = True
+        self.file.close()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if not self._committed:
-            if self._file is not None:
-                self._file.close()
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        if not self._committed and not self._anonymous:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+
+
+_PROC_FD: list[tuple[int, int]] = []  # (pid, descriptor of /proc/self/fd), opened once per process
+_PROC_FD_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a fork while another thread held the lock must not leave it held
+    os.register_at_fork(after_in_child=lambda: globals().update(_PROC_FD_LOCK=threading.Lock()))
+
+
+def _link_open_file(fd: int, target: Path) -> None:
+    """Give the open, unnamed (``O_TMPFILE``) file ``fd`` the name ``target`` (linkat through /proc/self/fd).
+
+    /proc/self/fd is opened once per process: "self" is resolved when it is opened, so a descriptor inherited
+    across a fork names the parent's files, and the child opens its own.
+    """
+    with _PROC_FD_LOCK:
+        if not _PROC_FD or _PROC_FD[0][0] != os.getpid():
+            if _PROC_FD:  # the parent's, inherited across a fork
+                os.close(_PROC_FD.pop()[1])
+            _PROC_FD.append(
+                (os.getpid(), os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            )
+        proc_fd = _PROC_FD[0][1]
+    os.link(str(fd), target, src_dir_fd=proc_fd, follow_symlinks=True)
 
 
 class _HashingWriter:

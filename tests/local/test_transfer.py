@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,10 +16,19 @@ import pytest
 from azbai.errors import StorageError, TransferError
 from azbai.local import transfer
 from azbai.local.azurite import Emulator
-from azbai.local.stores import BlobStore, ShareStore, Store
+from azbai.local.stores import BlobStore, PartFile, ShareStore, Store
 from azbai.local.transfer import download, md5_cache_path, upload
 
 pytestmark = pytest.mark.azurite
+
+
+@pytest.fixture(autouse=True, params=["unnamed", "named"])
+def part_files(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with both kinds of part file: unnamed until the commit (O_TMPFILE) and named (the fallback)."""
+    if request.param == "unnamed" and not PartFile._anonymous_ok:
+        pytest.skip("no O_TMPFILE here")
+    monkeypatch.setattr(PartFile, "_anonymous_ok", request.param == "unnamed")
+    return str(request.param)
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -362,3 +372,40 @@ def test_parallel_downloads_keep_the_umask_and_give_files_its_mode(store: Store,
         os.umask(previous)
     modes = {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "dst").iterdir()}
     assert modes == {0o640}
+
+
+def test_a_process_killed_mid_write_leaves_no_part_file(tmp_path: Path, part_files: str) -> None:
+    if part_files == "named":
+        pytest.skip("a named part file outlives a SIGKILL; only the unnamed kind cannot")
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from azbai.local.stores import PartFile\n"
+        "with PartFile(Path(sys.argv[1])) as part:\n"
+        "    part.file.write(b'half' * 1000)\n"
+        "    part.file.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "target")], capture_output=True)
+    assert result.returncode == -9, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_part_files_replace_a_target_and_work_in_a_forked_child(tmp_path: Path, part_files: str) -> None:
+    (tmp_path / "target").write_bytes(b"old")
+    with PartFile(tmp_path / "target") as part:
+        part.file.write(b"new")
+        part.commit()
+    assert (tmp_path / "target").read_bytes() == b"new"
+    pid = os.fork()
+    if pid == 0:  # the child: its /proc/self is not its parent's
+        code = 1
+        try:
+            with PartFile(tmp_path / "child") as part:
+                part.file.write(b"from the child")
+                part.commit()
+            code = 0 if (tmp_path / "child").read_bytes() == b"from the child" else 2
+        finally:
+            os._exit(code)  # whatever happened: the child never returns into pytest
+    assert os.waitpid(pid, 0)[1] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child", "target"]
