@@ -32,7 +32,8 @@ staging):
     launcher, staging and the step's own work), and ``other`` for the rest of the run (parameters, records).
 
 ``BENCH_STYLE_MODEL=0`` measures the pipeline alone (the model figures take ~30 s); ``BENCH_STYLE_PIPELINES=0`` the
-model alone. Set ``AZBAI_PARALLEL_FORK=0`` (workers without the fork server) or ``AZBAI_PIPELINE_DATA_LOCAL=0``
+model alone. Set ``AZBAI_PARALLEL_FORK=0`` (workers without the fork server), ``AZBAI_PARALLEL_PRESTART=0`` (the
+style step's fork server started by the step, not while the split step runs) or ``AZBAI_PIPELINE_DATA_LOCAL=0``
 (JPEG frames between the steps, as on Azure ML) to measure what each saves.
 """
 

@@ -15,7 +15,8 @@ the working directory unchanged, its own directory first on ``sys.path`` and ``$
 Linux the workers fork from a fork server, a process of its own that imported the entry script once (its
 module-level code runs there, once), so that a worker pays only for its ``init()``; where that cannot be, or the
 entry script fails to import there, each worker is a fresh interpreter (:class:`_ForkServer`;
-``AZBAI_PARALLEL_FORK=0`` turns it off).
+``AZBAI_PARALLEL_FORK=0`` turns it off). A fork server started ahead of the step (:func:`prestart`, named by
+``$AZBAI_PARALLEL_WARM``) is adopted when it fits, so that its imports have overlapped the steps before.
 
 Any number of such processes may share one ``--state`` directory; they are symmetric and coordinate through it
 alone, with atomic file operations (``O_CREAT|O_EXCL``, hard links and ``os.replace`` of temporary files)::
@@ -58,14 +59,18 @@ Exit status: 0 when every mini-batch is done, or the items of those given up are
 from __future__ import annotations
 
 import argparse
+import ast
 import atexit
 import contextlib
+import importlib
 import importlib.util
 import json
 import os
+import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -73,6 +78,8 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 EXIT_OK = 0
@@ -104,8 +111,18 @@ _BOOT = (
     "sys.exit(m._worker_main(sys.argv[2:]))"
 )
 _FORK_BOOT = _BOOT.replace("_worker_main", "_fork_server_main")
+_WARM_BOOT = _BOOT.replace("_worker_main", "_warm_server_main")
 #: ``0`` turns the fork server off: every worker is a fresh interpreter
 FORK_ENV = "AZBAI_PARALLEL_FORK"
+#: in a step's environment: the (abstract) socket of a fork server started ahead of the step (:func:`prestart`)
+WARM_ENV = "AZBAI_PARALLEL_WARM"
+#: ``0`` starts no fork server ahead of a step (the step starts its own)
+PRESTART_ENV = "AZBAI_PARALLEL_PRESTART"
+#: what may differ between a fork server started ahead of a step and the step's own environment: the job's
+#: Batch AI and Azure ML variables (paths, ranks), azbai's own, and what a shell sets. Anything else that differs
+#: could have changed what an import did, and the step starts a fork server of its own.
+_PER_JOB_ENV = re.compile(r"(AZ_BATCHAI_|AZUREML_|AZBAI_).*|PWD|OLDPWD|SHLVL|_")
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 
 class ParallelError(Exception):
@@ -554,6 +571,30 @@ class _Forked:
         self.send_signal(signal.SIGKILL)
 
 
+class _Adopted:
+    """A fork server started ahead of the step (not this process's child), with what ``_ForkServer`` uses of a
+    ``Popen``: its pid, waiting for it to exit, and killing it, through a pidfd (no pid reuse can mislead them)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd: int | None = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._fd is not None:
+            readable, _, _ = select.select([self._fd], [], [], timeout)
+            if not readable:
+                assert timeout is not None
+                raise subprocess.TimeoutExpired("the fork server", timeout)
+            os.close(self._fd)
+            self._fd = None
+        return 0  # its exit status is its parent's (the pipeline engine's) to collect
+
+    def kill(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._fd, signal.SIGKILL)  # type: ignore[attr-defined,unused-ignore]
+
+
 class _ForkServer:
     """A process that imported the entry script once and forks the workers from there (Linux only).
 
@@ -594,6 +635,32 @@ class _ForkServer:
             )
         finally:
             theirs.close()
+
+    @classmethod
+    def adopt(cls, address: str, config: dict[str, Any], env: dict[str, str]) -> _ForkServer:
+        """The fork server started ahead of the step at ``address`` (:func:`prestart`), sent this supervisor's
+        config, environment, working directory and stdout/stderr; OSError when it is not there."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(b"\0" + address.encode())
+            pid, _uid, _gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            )
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            request = {"config": config, "env": env, "cwd": os.getcwd()}
+            socket.send_fds(sock, [json.dumps(request).encode()], [1, 2])
+            proc = _Adopted(pid)
+        except BaseException:
+            sock.close()
+            raise
+        server = cls.__new__(cls)
+        server.sock = sock
+        server.exits, server.workers = {}, {}
+        server.ready, server.reason, server.forked = False, "", None
+        server.proc = proc  # type: ignore[assignment]
+        return server
 
     @staticmethod
     def usable() -> bool:
@@ -762,6 +829,9 @@ class _Supervisor:
         """The fork server, once it has imported the entry script; None: workers start afresh."""
         if not _ForkServer.usable():
             return None
+        adopted = self.adopt_fork_server()
+        if adopted is not None or self.stop_signal:
+            return adopted
         try:
             server = _ForkServer(self.worker_config(), self.worker_env())
         except OSError as exc:
@@ -775,11 +845,34 @@ class _Supervisor:
             self.log(f"no fork server ({server.reason}); workers start afresh")
         return None
 
+    def adopt_fork_server(self) -> _ForkServer | None:
+        """The fork server started ahead of this step (``$AZBAI_PARALLEL_WARM``), when there is one that fits."""
+        address = os.environ.get(WARM_ENV)
+        if not address or not hasattr(os, "pidfd_open"):
+            return None
+        try:
+            server = _ForkServer.adopt(address, self.worker_config(), self.worker_env())
+        except OSError as exc:
+            self.log(f"no fork server started ahead of the step ({exc.strerror or exc}); starting one")
+            return None
+        if server.wait_ready(lambda: self.stop_signal) and server.proc is not None:
+            self.log(
+                f"workers fork from process {server.proc.pid}, started ahead of the step, "
+                "which imported the entry script"
+            )
+            return server
+        server.close()
+        if server.reason and not self.stop_signal:
+            self.log(f"the fork server started ahead of the step cannot serve: {server.reason}; starting one")
+        return None
+
     def worker_config(self) -> dict[str, Any]:
         return dict(self.s, supervisor=os.getpid(), forgiven=sorted(self.forgiven))
 
     def worker_env(self) -> dict[str, str]:
-        return dict(os.environ, **{OUTPUT_ENV: self.s["output"]})
+        env = dict(os.environ, **{OUTPUT_ENV: self.s["output"]})
+        env.pop(WARM_ENV, None)  # the engine's note to this supervisor, not the entry script's business
+        return env
 
     def view(self) -> _View:
         return _View(self.state, self.tasks, self.forgiven, self.s["max_tries"])
@@ -1072,6 +1165,11 @@ def _fork_server_main(argv: Sequence[str]) -> int:
     config = json.loads(argv[0])
     control = socket.socket(fileno=config.pop("control_fd"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    return _serve_forks(control, config)
+
+
+def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
+    """A fork server's life once it knows its supervisor (``control``): import the entry script, fork on request."""
 
     def tell(**message: Any) -> None:
         control.send(json.dumps(message).encode())
@@ -1126,6 +1224,170 @@ def _fork_server_main(argv: Sequence[str]) -> int:
         os.close(fds[0])
         children.add(pid)
         tell(forked=pid)
+
+
+def preload_modules(entry: str | os.PathLike[str]) -> list[str]:
+    """What the entry script imports at its top level from outside its folder (``torch``, ``PIL.Image``, …).
+
+    Read from its source, not run: ``import a.b`` gives ``a.b``; ``from a import b`` gives ``a`` and ``a.b`` (which
+    may not be a module). Names its own folder provides (``stylenet`` beside it) are left out: those are imported
+    with the entry script, where the step runs.
+    """
+    path = Path(entry)
+    try:
+        tree = ast.parse(path.read_bytes(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                names.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.append(node.module)
+                names.extend(f"{node.module}.{alias.name}" for alias in node.names if alias.name != "*")
+            elif isinstance(node, ast.If):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+
+    visit(tree.body)
+    return [
+        name
+        for name in dict.fromkeys(names)
+        if name.partition(".")[0] != "__future__" and not _provided_by(name.partition(".")[0], path.parent)
+    ]
+
+
+def _provided_by(top: str, folder: Path) -> bool:
+    """Whether ``folder`` (first on ``sys.path`` when the entry script runs) has a module or package ``top``."""
+    try:
+        return (folder / f"{top}.py").exists() or (folder / top).is_dir() or any(folder.glob(f"{top}.*.so"))
+    except OSError:
+        return True  # unreadable: leave the name to the real import
+
+
+@dataclass
+class WarmServer:
+    """A fork server started ahead of a parallel step (:func:`prestart`), until the step's supervisor adopts it."""
+
+    proc: subprocess.Popen[bytes]
+    address: str
+    modules: tuple[str, ...]
+
+    def close(self) -> None:
+        """End it (adopted, it is done when its step is; never adopted, it is not needed) and reap it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(_GRACE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer | None:
+    """Start a fork server for the entry script's step before the step itself, so that its imports overlap.
+
+    It imports what the entry script imports from outside its folder (:func:`preload_modules`) in ``env``, which
+    should be the step's environment, then waits on an abstract socket (its name goes in the step's environment
+    as ``$AZBAI_PARALLEL_WARM``; only processes of this user are served). The step's supervisor adopts it: it
+    checks that the environments agree (but for :data:`_PER_JOB_ENV`), takes the supervisor's environment, working
+    directory, stdout and stderr, imports the entry script itself and serves forks as any fork server does. Where
+    anything does not fit, the supervisor starts its own, as without this. It exits when the process that started
+    it dies. None where there is nothing to gain or it cannot be (no fork server here, nothing to import,
+    ``AZBAI_PARALLEL_PRESTART=0``).
+    """
+    if not _ForkServer.usable() or not hasattr(os, "pidfd_open") or os.environ.get(PRESTART_ENV, "1") == "0":
+        return None
+    modules = preload_modules(entry)
+    if not modules:
+        return None
+    address = f"azbai-warm-{os.getpid()}-{uuid.uuid4().hex}"
+    config = {"address": address, "preload": modules, "watch": os.getpid()}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WARM_BOOT, os.path.abspath(__file__), json.dumps(config)],
+            env=env,
+            cwd="/",  # nothing in a working directory shadows what it imports; the step's is taken on adoption
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    return WarmServer(proc, address, tuple(modules))
+
+
+def _warm_server_main(argv: Sequence[str]) -> int:
+    """A fork server started ahead of its step (:func:`prestart`): import, wait to be adopted, then serve forks."""
+    config = json.loads(argv[0])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(b"\0" + config["address"].encode())
+    listener.listen(1)  # bound first: a supervisor that comes during the imports waits for them
+    loaded = []
+    for name in config["preload"]:
+        try:
+            importlib.import_module(name)
+            loaded.append(name.partition(".")[0])
+        except (
+            Exception
+        ):  # one that does not import here is imported (or fails) with the entry script, in the step
+            continue
+    started_env = dict(os.environ)
+    watch = config["watch"]
+    while True:
+        if os.getppid() != watch:
+            return 0  # whoever started it is gone: no step will come
+        readable, _, _ = select.select([listener], [], [], 0.2)
+        if not readable:
+            continue
+        conn, _ = listener.accept()
+        _pid, uid, _gid = _PEERCRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
+        if uid == os.getuid():
+            listener.close()  # one supervisor adopts it; another one starts its own
+            break
+        conn.close()
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
+
+    def refuse(reason: str) -> int:
+        with contextlib.suppress(OSError):
+            conn.send(json.dumps({"failed": reason}).encode())
+        return 0
+
+    if not data or len(fds) != 2:
+        return refuse("it was adopted without the supervisor's output streams")
+    request = json.loads(data)
+    env, cwd = request["env"], request["cwd"]
+    differs = sorted(
+        name
+        for name in set(env) | set(started_env)
+        if not _PER_JOB_ENV.fullmatch(name) and env.get(name) != started_env.get(name)
+    )
+    if differs:
+        return refuse(f"it was started in another environment ({', '.join(differs[:5])} differ)")
+    folders = [Path(cwd), Path(request["config"]["entry"]).parent]
+    shadowed = sorted({top for top in loaded for folder in folders if _provided_by(top, folder)})
+    if shadowed:
+        return refuse(f"the step's folders have modules of the names it imported ({', '.join(shadowed)})")
+    for stream in (
+        sys.stdout,
+        sys.stderr,
+    ):  # what the imports printed goes where it went (nowhere), not to the step
+        with contextlib.suppress(Exception):
+            stream.flush()
+    for target, fd in ((1, fds[0]), (2, fds[1])):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    return _serve_forks(conn, request["config"])
 
 
 def _worker(config: dict[str, Any], module: Any) -> int:

@@ -39,13 +39,14 @@ from typing import Any
 from azbai.errors import JobFailed, PipelineError, StorageError
 from azbai.local import transfer
 from azbai.local.jobs import JobBook, JobRecord, now
-from azbai.local.parallel import FORK_ENV
+from azbai.local.parallel import FORK_ENV, WARM_ENV, WarmServer, prestart
 from azbai.local.records import load_record, save_record, strict_fields
 from azbai.local.runner import (
     LOCAL_RESOURCE_GROUP,
     LOCAL_SUBSCRIPTION,
     LOCAL_WORKSPACE,
     JobRunner,
+    job_environment,
     open_datastore,
 )
 from azbai.local.stores import iter_local_files
@@ -180,14 +181,20 @@ class PipelineRunner:
         run.steps = {step.name: StepState() for step in self.plan.steps}
         run.save()
         report = progress or (lambda step, state: None)
+        warm: dict[str, WarmServer | None] = {}
         try:
             refs = self._parameter_data(run)
-            for step in self.plan.steps:
+            steps = self.plan.steps
+            for index, step in enumerate(steps):
                 state = run.steps[step.name]
                 state.started, state.state = _stamp(), "running"
                 run.save()
                 report(step.name, "running")
-                self._run_step(run, step, refs, state)
+                following = steps[index + 1] if index + 1 < len(steps) else None
+                if isinstance(following, ParallelStep):
+                    # its fork server imports (torch: ~1 s) while this step runs
+                    warm[following.name] = self._prestart(following)
+                self._run_step(run, step, refs, state, warm.pop(step.name, None))
                 state.ended = _stamp()
                 run.save()
                 report(step.name, state.state)
@@ -196,6 +203,9 @@ class PipelineRunner:
             run.state = "failed"
             raise
         finally:
+            for server in warm.values():
+                if server is not None:
+                    server.close()
             run.ended = _stamp()
             run.save()
         return run
@@ -245,8 +255,41 @@ class PipelineRunner:
 
     # -- steps -----------------------------------------------------------------------------------------------------
 
+    def _step_environment(self) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The environment a step's runner gets, and the names of it the job keeps (besides the base)."""
+        env = {**os.environ, "AZBAI_WORKSPACE": str(self.workspace.root)}
+        env.setdefault(LOCAL_DATA_ENV, "1")  # 0 from the caller: the steps behave as on Azure ML
+        return env, (LOCAL_DATA_ENV, FORK_ENV)
+
+    def _prestart(self, step: ParallelStep) -> WarmServer | None:
+        """A fork server for ``step``, started now in the environment its job will have (:func:`prestart`)."""
+        entry = (self.base_dir / step.source_directory).resolve() / step.entry_script
+        if not entry.is_file():
+            return None  # the step itself says so
+        env, passthrough = self._step_environment()
+        return prestart(entry, job_environment(env, passthrough))
+
     def _run_step(
-        self, run: PipelineRun, step: Step | ParallelStep, refs: dict[str, Path], state: StepState
+        self,
+        run: PipelineRun,
+        step: Step | ParallelStep,
+        refs: dict[str, Path],
+        state: StepState,
+        warm: WarmServer | None = None,
+    ) -> None:
+        try:
+            self._run_step_job(run, step, refs, state, warm)
+        finally:
+            if warm is not None:
+                warm.close()
+
+    def _run_step_job(
+        self,
+        run: PipelineRun,
+        step: Step | ParallelStep,
+        refs: dict[str, Path],
+        state: StepState,
+        warm: WarmServer | None,
     ) -> None:
         produced = [d.name for d in self.plan.pipeline_data if d.producer == step.name]
         fingerprint = self._fingerprint(step, run, refs)
@@ -279,9 +322,11 @@ class PipelineRunner:
             },
             extra_mounts=extra_mounts,
         )
-        env = {**os.environ, "AZBAI_WORKSPACE": str(self.workspace.root)}
-        env.setdefault(LOCAL_DATA_ENV, "1")  # 0 from the caller: the steps behave as on Azure ML
-        code = runner.run(env=env, passthrough=(LOCAL_DATA_ENV, FORK_ENV))
+        env, passthrough = self._step_environment()
+        if warm is not None:
+            env[WARM_ENV] = warm.address
+            passthrough += (WARM_ENV,)
+        code = runner.run(env=env, passthrough=passthrough)
         state.exit_code = code
         if code != 0:
             state.state = "failed"

@@ -564,3 +564,141 @@ def test_torch_in_a_forked_worker_computes_with_its_own_threads(
     assert "workers fork from process" in out
     results = [r for marker in run.done_markers().values() for r in marker["results"]]
     assert sorted(results) == sorted(f"{Path(i).name}:2" for i in run.items)
+
+
+PRELOADED = DATA / "preloaded.py"
+needs_prestart = pytest.mark.skipif(
+    not parallel._ForkServer.usable() or not hasattr(os, "pidfd_open"),
+    reason="no fork server started ahead here",
+)
+
+
+def _warm_env(tmp_path: Path, **changes: str) -> dict[str, str]:
+    return _env(PYTHONPATH=str(DATA / "lib"), HEAVY_MARKS=str(tmp_path / "heavy"), **changes)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_what_an_entry_script_imports_from_outside_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "helper.py").write_text("")
+    (tmp_path / "pkg").mkdir()
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "from __future__ import annotations\n"
+        "import os, torch.nn\n"
+        "from PIL import Image\n"
+        "from . import sibling\n"
+        "import helper\n"
+        "from pkg import thing\n"
+        "try:\n    import onnxruntime\nexcept ImportError:\n    onnxruntime = None\n"
+        "if True:\n    import numpy as np\n"
+        "def init():\n    import late\n"
+    )
+    assert parallel.preload_modules(entry) == ["os", "torch.nn", "PIL", "PIL.Image", "onnxruntime", "numpy"]
+    entry.write_text("this is not Python (")
+    assert parallel.preload_modules(entry) == []
+
+
+@needs_prestart
+def test_a_fork_server_started_ahead_of_the_step_is_adopted(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 8)
+    env = _warm_env(tmp_path)
+    warm = parallel.prestart(PRELOADED, env)
+    assert warm is not None and warm.modules == ("os", "azbai_test_heavy")
+    try:
+        [(code, out, err)] = run.drive(
+            procs,
+            "--workers",
+            "2",
+            "--mini-batch-size",
+            "2",
+            entry=PRELOADED,
+            env={**env, parallel.WARM_ENV: warm.address},
+        )
+    finally:
+        warm.close()
+    assert code == 0, err
+    server = warm.proc.pid
+    assert (
+        f"workers fork from process {server}, started ahead of the step, which imported the entry script"
+        in out
+    )
+    # the slow import ran once, ahead; the entry script's own code after the adoption, in the step's folder
+    assert _pids(tmp_path / "heavy") == {server}
+    assert _pids(run.output / "imported") == {server}
+    assert (run.output / "imported" / str(server)).read_text() == f"{ROOT}\n"
+    assert run.done_items() == Counter(run.items)
+    workers = set()
+    for marker in run.done_markers().values():
+        assert marker["results"] == [f"{Path(i).name}:{marker['pid']}:{server}" for i in marker["items"]]
+        workers.add(marker["pid"])
+    assert 1 <= len(workers) <= 2 and server not in workers
+    assert warm.proc.returncode is not None  # reaped by whoever started it
+
+
+@needs_prestart
+def test_a_fork_server_started_in_another_environment_is_not_used(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 4)
+    warm = parallel.prestart(PRELOADED, _warm_env(tmp_path))
+    assert warm is not None
+    try:
+        # OMP_NUM_THREADS is read when OpenMP loads: a library imported without it would not honour it
+        step_env = _warm_env(tmp_path, OMP_NUM_THREADS="3", **{parallel.WARM_ENV: warm.address})
+        [(code, out, err)] = run.drive(procs, "--workers", "2", entry=PRELOADED, env=step_env)
+    finally:
+        warm.close()
+    assert code == 0, err
+    assert (
+        "the fork server started ahead of the step cannot serve: it was started in another environment "
+        "(OMP_NUM_THREADS differ); starting one" in out
+    )
+    (server,) = _pids(run.output / "imported")
+    assert server != warm.proc.pid and f"workers fork from process {server}, which imported" in out
+    assert _pids(tmp_path / "heavy") == {warm.proc.pid, server}
+    assert run.done_items() == Counter(run.items)
+
+
+@needs_prestart
+def test_a_missing_fork_server_started_ahead_is_only_a_note(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run = Run(tmp_path, 2)
+    step_env = _warm_env(tmp_path, **{parallel.WARM_ENV: "azbai-warm-nobody-listens"})
+    [(code, out, err)] = run.drive(procs, "--workers", "1", entry=PRELOADED, env=step_env)
+    assert code == 0, err
+    assert "no fork server started ahead of the step (Connection refused); starting one" in out
+    assert run.done_items() == Counter(run.items)
+
+
+@needs_prestart
+def test_a_fork_server_started_ahead_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from azbai.local import parallel\n"
+        f"warm = parallel.prestart({str(PRELOADED)!r}, dict(__import__('os').environ))\n"
+        "print(warm.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    engine = subprocess.Popen(
+        [sys.executable, "-c", script], env=_warm_env(tmp_path), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert engine.stdout is not None
+        pid = int(engine.stdout.readline())
+        assert not _gone(pid)
+    finally:
+        engine.kill()
+        engine.wait()
+    deadline = time.monotonic() + 5
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid)

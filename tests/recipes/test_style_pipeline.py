@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import azbai
+from azbai.errors import JobFailed
+from azbai.local import parallel
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.jobs import JobBook
 from azbai.local.pipelines import PipelineRunner
@@ -94,6 +97,32 @@ def test_a_new_video_fires_the_pipeline_and_comes_back_styled(workspace: Workspa
     ):
         assert sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3 > 20
     assert watcher.poll() == []  # not run twice
+    # the style step's fork server was started while the split step ran, and nothing of it is left
+    (log,) = (run.path / "steps" / "style" / "logs").rglob("stdout-0.txt")
+    if parallel._ForkServer.usable() and hasattr(os, "pidfd_open"):
+        assert "started ahead of the step, which imported the entry script" in log.read_text()
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _is_warm_server_of_ours(p)], (
+        "a fork server started ahead of a step outlived its run"
+    )
+
+
+def test_a_failing_split_leaves_no_fork_server_started_for_the_style_step(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    media = open_store(workspace, DEV_ACCOUNT, container="media")
+    media.write_bytes("incoming/broken.mp4", b"not a video at all\n")
+    plan, folder = small_plan(tmp_path)
+    with pytest.raises(JobFailed, match="step 'split'"):
+        PipelineRunner(workspace, plan, folder).run({"video": "incoming/broken.mp4"})
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _is_warm_server_of_ours(p)]
+
+
+def _is_warm_server_of_ours(proc: Path) -> bool:
+    try:
+        stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        return int(stat[1]) == os.getpid() and b"_warm_server_main" in (proc / "cmdline").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def test_frames_between_local_steps_skip_jpeg_and_match_the_azure_ml_form(
