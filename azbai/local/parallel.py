@@ -650,7 +650,7 @@ class _ForkServer:
                 with contextlib.suppress(Exception):
                     stream.flush()
             request = {"config": config, "env": env, "cwd": os.getcwd()}
-            socket.send_fds(sock, [json.dumps(request).encode()], [1, 2])
+            socket.send_fds(sock, [json.dumps(request).encode()], [0, 1, 2])
             proc = _Adopted(pid)
         except BaseException:
             sock.close()
@@ -1295,7 +1295,8 @@ def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer |
     should be the step's environment, then waits on an abstract socket (its name goes in the step's environment
     as ``$AZBAI_PARALLEL_WARM``; only processes of this user are served). The step's supervisor adopts it: it
     checks that the environments agree (but for :data:`_PER_JOB_ENV`), takes the supervisor's environment, working
-    directory, stdout and stderr, imports the entry script itself and serves forks as any fork server does. Where
+    directory and standard streams, imports the entry script itself and serves forks as any fork server does.
+    (``/proc/PID/environ`` keeps showing ``env``: give it what finds the step's processes there.) Where
     anything does not fit, the supervisor starts its own, as without this. It exits when the process that started
     it dies. None where there is nothing to gain or it cannot be (no fork server here, nothing to import,
     ``AZBAI_PARALLEL_PRESTART=0``).
@@ -1353,15 +1354,15 @@ def _warm_server_main(argv: Sequence[str]) -> int:
             listener.close()  # one supervisor adopts it; another one starts its own
             break
         conn.close()
-    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
 
     def refuse(reason: str) -> int:
         with contextlib.suppress(OSError):
             conn.send(json.dumps({"failed": reason}).encode())
         return 0
 
-    if not data or len(fds) != 2:
-        return refuse("it was adopted without the supervisor's output streams")
+    if not data or len(fds) != 3:
+        return refuse("it was adopted without the supervisor's standard streams")
     request = json.loads(data)
     env, cwd = request["env"], request["cwd"]
     differs = sorted(
@@ -1381,7 +1382,9 @@ def _warm_server_main(argv: Sequence[str]) -> int:
     ):  # what the imports printed goes where it went (nowhere), not to the step
         with contextlib.suppress(Exception):
             stream.flush()
-    for target, fd in ((1, fds[0]), (2, fds[1])):
+    for target, fd in enumerate(
+        fds
+    ):  # stdin, stdout, stderr: the supervisor's, as a fork server it started has
         os.dup2(fd, target)
         os.close(fd)
     os.environ.clear()

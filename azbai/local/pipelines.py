@@ -42,6 +42,7 @@ from azbai.local.jobs import JobBook, JobRecord, now
 from azbai.local.parallel import FORK_ENV, WARM_ENV, WarmServer, prestart
 from azbai.local.records import load_record, save_record, strict_fields
 from azbai.local.runner import (
+    JOB_WORK_ENV,
     LOCAL_RESOURCE_GROUP,
     LOCAL_SUBSCRIPTION,
     LOCAL_WORKSPACE,
@@ -193,7 +194,7 @@ class PipelineRunner:
                 following = steps[index + 1] if index + 1 < len(steps) else None
                 if isinstance(following, ParallelStep):
                     # its fork server imports (torch: ~1 s) while this step runs
-                    warm[following.name] = self._prestart(following)
+                    warm[following.name] = self._prestart(run, following)
                 self._run_step(run, step, refs, state, warm.pop(step.name, None))
                 state.ended = _stamp()
                 run.save()
@@ -261,13 +262,15 @@ class PipelineRunner:
         env.setdefault(LOCAL_DATA_ENV, "1")  # 0 from the caller: the steps behave as on Azure ML
         return env, (LOCAL_DATA_ENV, FORK_ENV)
 
-    def _prestart(self, step: ParallelStep) -> WarmServer | None:
-        """A fork server for ``step``, started now in the environment its job will have (:func:`prestart`)."""
+    def _prestart(self, run: PipelineRun, step: ParallelStep) -> WarmServer | None:
+        """A fork server for ``step``, started now in the environment its job will have (:func:`prestart`),
+        marked as its job's (:data:`JOB_WORK_ENV`) for whoever stops what a dead runner left."""
         entry = (self.base_dir / step.source_directory).resolve() / step.entry_script
         if not entry.is_file():
             return None  # the step itself says so
         env, passthrough = self._step_environment()
-        return prestart(entry, job_environment(env, passthrough))
+        work = JobBook(self.workspace).directory(self.plan.experiment, _job_name(run, step)) / "work"
+        return prestart(entry, {**job_environment(env, passthrough), JOB_WORK_ENV: str(work)})
 
     def _run_step(
         self,
@@ -408,7 +411,7 @@ class PipelineRunner:
 
     def _record(self, run: PipelineRun, step: Step | ParallelStep, plan: Plan, job: Job) -> JobRecord:
         book = JobBook(self.workspace)
-        name = f"{run.run_id}-{step.name}"[:64]
+        name = _job_name(run, step)
         record = book.create(plan.experiment, name)
         record.segment = SEGMENT_TEMPLATE.format(
             subscription=LOCAL_SUBSCRIPTION,
@@ -472,6 +475,11 @@ class PipelineRunner:
                     elif store.root_exists() and store.exists(path):
                         paths.append(Path(f"blob:{store.info(path).md5}"))
         return paths
+
+
+def _job_name(run: PipelineRun, step: Step | ParallelStep) -> str:
+    """The name of the job a step of ``run`` runs as (in the pipeline's experiment)."""
+    return f"{run.run_id}-{step.name}"[:64]
 
 
 def _stamp() -> str:

@@ -106,6 +106,9 @@ BASE_ENVIRONMENT = (
 )  # fmt: skip
 #: names of further caller variables a background runner passes to its job (``azbai job create --env``)
 PASSTHROUGH_ENV = "AZBAI_JOB_ENV"
+#: marks a process started for a job before the job (a pipeline's pre-started fork server) with the job's work
+#: directory, where :func:`stop_leftovers` finds it: its ``/proc`` environment is the one it was started with
+JOB_WORK_ENV = "AZBAI_JOB_WORK"
 #: what stage-out has to do, written before the job starts
 STAGEOUT_FILE = "stageout.json"
 STAGEOUT_FORMAT = 1
@@ -568,7 +571,7 @@ def recover_job(record: JobRecord) -> JobRecord:
 def stop_leftovers(record: JobRecord, grace: float | None = None) -> int:
     """Stop the job's launcher (it stops its processes) and any process of the job still running (one whose
     environment is this job's: ``$AZ_BATCHAI_JOB_MOUNT_ROOT`` under its work directory — never, say, a shell
-    that merely sits in that directory); returns how many processes were stopped."""
+    that merely sits in that directory, or :data:`JOB_WORK_ENV` naming it); returns how many were stopped."""
     import psutil
 
     grace = launcher.GRACE_SECONDS + 5 if grace is None else grace
@@ -581,10 +584,11 @@ def stop_leftovers(record: JobRecord, grace: float | None = None) -> int:
         if process.pid == os.getpid() or any(v.pid == process.pid for v in victims):
             continue
         try:
-            mount_root = process.environ().get("AZ_BATCHAI_JOB_MOUNT_ROOT", "")
+            environ = process.environ()
         except (psutil.Error, OSError):
             continue
-        if mount_root.startswith(work):
+        marks = (environ.get("AZ_BATCHAI_JOB_MOUNT_ROOT", ""), environ.get(JOB_WORK_ENV, "") + os.sep)
+        if any(mark.startswith(work) for mark in marks):
             victims.append(process)
     with contextlib.suppress(psutil.Error):
         stop_processes(victims, grace)

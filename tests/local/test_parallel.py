@@ -702,3 +702,24 @@ def test_a_fork_server_started_ahead_ends_with_the_process_that_started_it(tmp_p
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(pid)
+
+
+@needs_prestart
+def test_a_fork_server_started_ahead_is_found_among_its_jobs_leftovers(tmp_path: Path) -> None:
+    # /proc/PID/environ shows the environment a process started with, not the step's it takes on adoption: the
+    # marker of its job's work directory is what a later command finds it by, after a runner died
+    from azbai.local.jobs import JobBook
+    from azbai.local.runner import JOB_WORK_ENV, stop_leftovers
+    from azbai.local.workspace import Workspace
+
+    record = JobBook(Workspace(tmp_path / "ws").ensure()).create("exp", "job")
+    other = parallel.prestart(PRELOADED, _warm_env(tmp_path, **{JOB_WORK_ENV: str(tmp_path / "elsewhere")}))
+    warm = parallel.prestart(PRELOADED, _warm_env(tmp_path, **{JOB_WORK_ENV: str(record.work_dir)}))
+    assert warm is not None and other is not None
+    try:
+        assert stop_leftovers(record, grace=2) == 1
+        assert warm.proc.wait(5) is not None
+        assert other.proc.poll() is None  # another job's is left alone
+    finally:
+        warm.close()
+        other.close()
