@@ -94,6 +94,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -605,18 +606,34 @@ def _link_volumes(
 def _replace_link(link: Path, target: Path) -> None:
     """Point ``link`` at ``target``, replacing a link (or empty directory) left by an earlier run, never data.
 
-    The new link is renamed into place, so launchers of several local ranks can do this at the same time.
+    The new link is renamed into place, so launchers of several local ranks can do this at the same time: what is
+    there is looked at once (``lstat``, not following a link another rank may have just put there), and looked at
+    again when it changed before it could be acted on.
     """
-    if link.is_symlink():
-        if os.readlink(link) == str(target):
-            return
-    elif link.is_dir() and not any(link.iterdir()):
-        with contextlib.suppress(FileNotFoundError):
-            link.rmdir()
-    elif link.exists():
-        raise LauncherError(
-            f"{link} exists and is not a link from an earlier run; move it away (nothing is deleted)"
-        )
+    for _ in range(5):
+        try:
+            mode = os.lstat(link).st_mode
+        except FileNotFoundError:
+            break
+        if stat.S_ISLNK(mode):
+            if os.readlink(link) == str(target):
+                return
+            break  # an earlier run's link: replaced below
+        if not stat.S_ISDIR(mode):
+            raise LauncherError(
+                f"{link} exists and is not a link from an earlier run; move it away (nothing is deleted)"
+            )
+        try:
+            link.rmdir()  # an empty directory; one with anything in it is data
+            break
+        except FileNotFoundError:
+            break
+        except NotADirectoryError:
+            continue  # another rank's link took its place meanwhile: look again
+        except OSError as exc:
+            raise LauncherError(
+                f"{link} exists and is not a link from an earlier run; move it away (nothing is deleted)"
+            ) from exc
     link.parent.mkdir(parents=True, exist_ok=True)
     _atomic(link, lambda temporary: temporary.symlink_to(target, target_is_directory=True))
 

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -655,3 +656,52 @@ def test_an_internal_launcher_error_is_one_error_line_and_exit_125(
     assert launcher.main(["--job", str(job), "--segment", "s"]) == launcher.EXIT_LAUNCHER_ERROR
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error: ")]
     assert len(lines) == 1 and said in lines[0]
+
+
+def test_local_ranks_link_the_same_volume_at_the_same_time(tmp_path: Path) -> None:
+    # Several launchers of one node link each volume at once. One used to see no link (is_symlink) and then,
+    # following the link another had just renamed into place, a directory with files in it: "exists and is not
+    # a link from an earlier run" (seen in a 2-node, 2-process MPI job). Threads switching as often as they can.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round_ in range(200):
+            target = tmp_path / f"target-{round_}"
+            target.mkdir()
+            (target / "stdout.txt").write_text("another rank's output\n")
+            link = tmp_path / f"root-{round_}" / "logs"
+            errors: list[BaseException] = []
+
+            def link_it(
+                link: Path = link, target: Path = target, errors: list[BaseException] = errors
+            ) -> None:
+                try:
+                    launcher._replace_link(link, target)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=link_it) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert errors == [] and os.readlink(link) == str(target), round_
+    finally:
+        sys.setswitchinterval(interval)
+    # what is data stays data: a directory with files in it, or a file, is never replaced
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "logs").mkdir()
+    (tmp_path / "data" / "logs" / "kept.txt").write_text("mine\n")
+    (tmp_path / "file").mkdir()
+    (tmp_path / "file" / "logs").write_text("mine\n")
+    for folder in ("data", "file"):
+        with pytest.raises(launcher.LauncherError, match="exists and is not a link from an earlier run"):
+            launcher._replace_link(tmp_path / folder / "logs", tmp_path / "target-0")
+    assert (tmp_path / "data" / "logs" / "kept.txt").read_text() == (tmp_path / "file" / "logs").read_text()
+    # an earlier run's link and an empty directory are replaced
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "logs").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "empty" / "logs").mkdir(parents=True)
+    for folder in ("old", "empty"):
+        launcher._replace_link(tmp_path / folder / "logs", tmp_path / "target-0")
+        assert os.readlink(tmp_path / folder / "logs") == str(tmp_path / "target-0")
