@@ -398,6 +398,8 @@ class _View:
     def __init__(self, state: str, tasks: _Tasks, forgiven: frozenset[str], max_tries: int) -> None:
         self.state = state
         self.tasks = tasks
+        self.forgiven = forgiven
+        self.max_tries = max_tries
         done_names = _names(os.path.join(state, "done"))
         self._failed_files = set(_names(os.path.join(state, "failed")))
         claim_names = _names(os.path.join(state, "claims"))
@@ -432,10 +434,24 @@ class _View:
             latest = self.latest.get(batch)
             if latest is None:
                 yield batch, 0
-            elif f"{_bid(batch)}.{latest}.json" in self._failed_files or not _claim_live(
-                self.state, batch, latest
-            ):
+            elif self._over(batch, latest) and len(self._failures_now(batch, latest)) < self.max_tries:
                 yield batch, latest + 1
+
+    def _over(self, batch: int, attempt: int) -> bool:
+        return f"{_bid(batch)}.{attempt}.json" in self._failed_files or not _claim_live(
+            self.state, batch, attempt
+        )
+
+    def _failures_now(self, batch: int, latest: int) -> list[int]:
+        """The failed attempts of ``batch`` as the failed folder has them now. An attempt's holder may have recorded
+        its failure and exited after this view listed the folder (a dead holder then looks like a crash): counted
+        from the listing, a mini-batch given up meanwhile would get one attempt too many."""
+        return [
+            attempt
+            for attempt in range(latest + 1)
+            if f"{_bid(batch)}.{attempt}" not in self.forgiven
+            and os.path.exists(os.path.join(self.state, "failed", f"{_bid(batch)}.{attempt}.json"))
+        ]
 
 
 def _parse_failed(names: Iterable[str], forgiven: frozenset[str]) -> dict[int, list[int]]:

@@ -723,3 +723,29 @@ def test_a_fork_server_started_ahead_is_found_among_its_jobs_leftovers(tmp_path:
     finally:
         warm.close()
         other.close()
+
+
+def test_a_failure_recorded_after_a_look_still_counts(tmp_path: Path) -> None:
+    # A worker looked at the state (mini-batch 1: attempt 0 failed, attempt 1 claimed); the holder of attempt 1
+    # then recorded its failure and exited. Its claim is now a dead process's, which on its own reads as a crash
+    # to retry, but two failed attempts give it up (--max-retries 1): no third attempt. Seen as "failed 3 times"
+    # in test_error_threshold, about one run in fifty.
+    state = tmp_path / "state"
+    for folder in ("claims", "failed", "done"):
+        (state / folder).mkdir(parents=True)
+    tasks = parallel._Tasks([f"f{i}" for i in range(8)], 4)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    holder = {"pid": int(dead.stdout), "host": parallel._HOST, "boot": parallel._BOOT_ID, "supervisor": 1}
+    for attempt in (0, 1):
+        (state / "claims" / f"000001.{attempt}").write_text(json.dumps(holder))
+    (state / "claims" / "000000.0").write_text(json.dumps(holder))
+    (state / "done" / "000000.json").write_text("{}")
+    failure = json.dumps({"batch": "000001", "error": "ValueError"})
+    (state / "failed" / "000001.0.json").write_text(failure)
+    view = parallel._View(str(state), tasks, frozenset(), max_tries=2)
+    (state / "failed" / "000001.1.json").write_text(failure)  # after the look
+    assert list(view.candidates()) == []
+    # with a try left, the dead holder's attempt is retried as before
+    assert list(parallel._View(str(state), tasks, frozenset(), max_tries=3).candidates()) == [(1, 2)]
