@@ -14,6 +14,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 ## setup: the .venv with the pinned packages (torch 2.13.0 CPU first), and Azurite from the npm registry. Idempotent.
 setup: $(STAMP) $(AZURITE) $(VENV)/share/azbai/az-alias.sh
+	@# the venv's editable azbai must be this checkout's (a venv shared with another checkout may point there)
+	@$(PY) -I -c "import azbai, pathlib, sys; sys.exit(pathlib.Path(azbai.__file__).resolve().parents[1] != pathlib.Path('$(CURDIR)').resolve())" \
+		|| $(PIP) install --quiet --quiet --no-deps --no-build-isolation -e .
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
