@@ -655,7 +655,7 @@ class _ForkServer:
     @classmethod
     def adopt(cls, address: str, config: dict[str, Any], env: dict[str, str]) -> _ForkServer:
         """The fork server started ahead of the step at ``address`` (:func:`prestart`), sent this supervisor's
-        config, environment, working directory and stdout/stderr; OSError when it is not there."""
+        config, environment, working directory and standard streams; OSError when it is not there."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.connect(b"\0" + address.encode())
@@ -1347,12 +1347,11 @@ def _warm_server_main(argv: Sequence[str]) -> int:
     listener.listen(1)  # bound first: a supervisor that comes during the imports waits for them
     loaded = []
     for name in config["preload"]:
+        # one that does not import here is imported (or fails) with the entry script, in the step
         try:
             importlib.import_module(name)
             loaded.append(name.partition(".")[0])
-        except (
-            Exception
-        ):  # one that does not import here is imported (or fails) with the entry script, in the step
+        except Exception:
             continue
     started_env = dict(os.environ)
     watch = config["watch"]
@@ -1392,15 +1391,12 @@ def _warm_server_main(argv: Sequence[str]) -> int:
     shadowed = sorted({top for top in loaded for folder in folders if _provided_by(top, folder)})
     if shadowed:
         return refuse(f"the step's folders have modules of the names it imported ({', '.join(shadowed)})")
-    for stream in (
-        sys.stdout,
-        sys.stderr,
-    ):  # what the imports printed goes where it went (nowhere), not to the step
+    # what the imports printed goes where it went (nowhere), not to the step; then stdin, stdout and stderr are the
+    # supervisor's, as those of a fork server it started are
+    for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    for target, fd in enumerate(
-        fds
-    ):  # stdin, stdout, stderr: the supervisor's, as a fork server it started has
+    for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
     os.environ.clear()
