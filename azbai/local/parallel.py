@@ -659,9 +659,12 @@ class _ForkServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.connect(b"\0" + address.encode())
+            # the listening process's pid: the fork server's (it binds and listens itself)
             pid, _uid, _gid = _PEERCRED.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             )
+            if pid in (os.getpid(), os.getppid()):
+                raise OSError(f"the socket is held by process {pid}, not a fork server")
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
@@ -1292,9 +1295,23 @@ class WarmServer:
     proc: subprocess.Popen[bytes]
     address: str
     modules: tuple[str, ...]
+    ready_fd: int | None = None
+
+    def listening(self, timeout: float = 10.0) -> bool:
+        """Wait until its socket takes connections (tens of milliseconds after the start); False: it never will."""
+        if self.ready_fd is None:
+            return False
+        readable, _, _ = select.select([self.ready_fd], [], [], timeout)
+        said = os.read(self.ready_fd, 64) if readable else b""
+        os.close(self.ready_fd)
+        self.ready_fd = None
+        return said == b"listening"
 
     def close(self) -> None:
         """End it (adopted, it is done when its step is; never adopted, it is not needed) and reap it."""
+        if self.ready_fd is not None:
+            os.close(self.ready_fd)
+            self.ready_fd = None
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -1323,7 +1340,10 @@ def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer |
     if not modules:
         return None
     address = f"azbai-warm-{os.getpid()}-{uuid.uuid4().hex}"
-    config = {"address": address, "preload": modules, "watch": os.getpid()}
+    # It binds the socket itself (a supervisor reads its pid from the socket's peer credentials, which are those
+    # of the process that listens) and says so on this pipe; WarmServer.listening() waits for that.
+    ready_read, ready_write = os.pipe()
+    config = {"address": address, "ready_fd": ready_write, "preload": modules, "watch": os.getpid()}
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", _WARM_BOOT, os.path.abspath(__file__), json.dumps(config)],
@@ -1332,10 +1352,14 @@ def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer |
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            pass_fds=(ready_write,),
         )
     except OSError:
+        os.close(ready_read)
         return None
-    return WarmServer(proc, address, tuple(modules))
+    finally:
+        os.close(ready_write)
+    return WarmServer(proc, address, tuple(modules), ready_read)
 
 
 def _warm_server_main(argv: Sequence[str]) -> int:
@@ -1344,7 +1368,9 @@ def _warm_server_main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(b"\0" + config["address"].encode())
-    listener.listen(1)  # bound first: a supervisor that comes during the imports waits for them
+    listener.listen(1)  # before the imports: a supervisor that comes meanwhile waits for them
+    os.write(config["ready_fd"], b"listening")
+    os.close(config["ready_fd"])
     loaded = []
     for name in config["preload"]:
         # one that does not import here is imported (or fails) with the entry script, in the step

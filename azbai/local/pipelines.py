@@ -326,7 +326,7 @@ class PipelineRunner:
             extra_mounts=extra_mounts,
         )
         env, passthrough = self._step_environment()
-        if warm is not None:
+        if warm is not None and warm.listening():
             env[WARM_ENV] = warm.address
             passthrough += (WARM_ENV,)
         code = runner.run(env=env, passthrough=passthrough)

@@ -612,6 +612,7 @@ def test_a_fork_server_started_ahead_of_the_step_is_adopted(
     env = _warm_env(tmp_path)
     warm = parallel.prestart(PRELOADED, env)
     assert warm is not None and warm.modules == ("os", "azbai_test_heavy")
+    assert warm.listening()  # what the engine waits for before it names the socket to the step
     try:
         [(code, out, err)] = run.drive(
             procs,
@@ -649,7 +650,7 @@ def test_a_fork_server_started_in_another_environment_is_not_used(
 ) -> None:
     run = Run(tmp_path, 4)
     warm = parallel.prestart(PRELOADED, _warm_env(tmp_path))
-    assert warm is not None
+    assert warm is not None and warm.listening()
     try:
         # OMP_NUM_THREADS is read when OpenMP loads: a library imported without it would not honour it
         step_env = _warm_env(tmp_path, OMP_NUM_THREADS="3", **{parallel.WARM_ENV: warm.address})
