@@ -263,31 +263,40 @@ class PartFile:
 
     def commit(self) -> None:
         """Close the temporary file and put it in place as the target."""
-        if not self._anonymous:
+        if self._anonymous:
+            self.file.flush()
+            self._link_in()
+            self.file.close()
+        else:
             self.file.close()
             os.replace(self.path, self.target)
-            self._committed = True
-            return
-        self.file.flush()
+        self._committed = True
+
+    def _link_in(self) -> None:
         try:
             _link_open_file(self.file.fileno(), self.target)
+            return
         except FileExistsError:
-            # a link never replaces: link it under a temporary name, then rename that over the old target
-            while True:
-                temporary = self.target.with_name(f"{_PART_PREFIX}{os.urandom(4).hex()}{_PART_SUFFIX}")
-                try:
-                    _link_open_file(self.file.fileno(), temporary)
-                    break
-                except FileExistsError:
-                    continue
+            pass
+        except OSError:
+            # linkat through /proc refused here (a restricted /proc, say): named part files from now on, and this
+            # one fails (its transfer is retried once, with a named part file)
+            PartFile._anonymous_ok = False
+            raise
+        # a link never replaces: link it under a temporary name, then rename that over the old target
+        while True:
+            temporary = self.target.with_name(f"{_PART_PREFIX}{os.urandom(4).hex()}{_PART_SUFFIX}")
             try:
-                os.replace(temporary, self.target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    temporary.unlink()
-                raise
-        self._committed = True
-        self.file.close()
+                _link_open_file(self.file.fileno(), temporary)
+                break
+            except FileExistsError:
+                continue
+        try:
+            os.replace(temporary, self.target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

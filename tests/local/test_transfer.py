@@ -409,3 +409,24 @@ def test_part_files_replace_a_target_and_work_in_a_forked_child(tmp_path: Path, 
             os._exit(code)  # whatever happened: the child never returns into pytest
     assert os.waitpid(pid, 0)[1] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["child", "target"]
+
+
+def test_where_proc_refuses_the_link_named_part_files_take_over(
+    store: Store, tmp_path: Path, part_files: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if part_files == "named":
+        pytest.skip("only the unnamed kind links through /proc")
+    from azbai.local import stores
+
+    def refused(fd: int, target: Path) -> None:
+        raise PermissionError(1, "Operation not permitted", str(target))
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"a")
+    upload(tmp_path / "src", store, "p")
+    monkeypatch.setattr(stores, "_link_open_file", refused)
+    report = download(
+        store, "p", tmp_path / "dst"
+    )  # the first file fails, and its one retry gets a named one
+    assert report.files_transferred == 1 and (tmp_path / "dst" / "a.txt").read_bytes() == b"a"
+    assert PartFile._anonymous_ok is False and stray_parts(tmp_path / "dst") == []
