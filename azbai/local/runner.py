@@ -51,7 +51,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -488,23 +488,45 @@ def finish_stage_out(workspace: Workspace, record: JobRecord) -> JobRecord:
         items = load_record(
             path, STAGEOUT_FORMAT, "stage-out list", JobError, lambda data: list(data["items"])
         )
-        problems = []
-        for item in items:
-            if item["done"]:
-                continue
-            try:
-                _stage_out_item(workspace, item)
-                item["done"] = True
-            except AzbaiError as exc:
-                problems.append(f"{item['reference']}: {exc}")
-                log.error("stage-out of %s failed: %s", item["reference"], exc)
-            save_record(path, {"items": items}, STAGEOUT_FORMAT)
+        problems = stage_out_items(
+            path,
+            STAGEOUT_FORMAT,
+            items,
+            lambda item: _stage_out_item(workspace, item),
+            lambda item: item["reference"],
+        )
         record.stage_out = STAGE_FAILED if problems else DONE
         record.stage_out_error = "; ".join(problems) or None
         if not problems and record.state == FAILED and record.exit_code == 0 and not record.message:
             record.state = SUCCEEDED  # the job itself succeeded; now its outputs are in storage too
         record.save()
         return record
+
+
+def stage_out_items(
+    path: Path,
+    version: int,
+    items: list[dict[str, Any]],
+    stage: Callable[[dict[str, Any]], None],
+    describe: Callable[[dict[str, Any]], str],
+) -> list[str]:
+    """Stage out every item of a recorded stage-out plan (``path``, format ``version``) not done yet; the problems.
+
+    Each item is marked done in the plan as soon as it is in storage, so a stage-out cut short is finished, not
+    redone. Every item is tried; a problem is named by ``describe``. Local jobs' and ``azbai ml`` runs' plans alike.
+    """
+    problems = []
+    for item in items:
+        if item["done"]:
+            continue
+        try:
+            stage(item)
+            item["done"] = True
+        except AzbaiError as exc:
+            problems.append(f"{describe(item)}: {exc}")
+            log.error("stage-out of %s failed: %s", describe(item), exc)
+        save_record(path, {"items": items}, version)
+    return problems
 
 
 def _stage_out_item(workspace: Workspace, item: dict[str, Any]) -> None:

@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from azbai.errors import AzbaiError, MlError, StorageError
+from azbai.errors import MlError, StorageError
 from azbai.local import blobfuse, transfer
 from azbai.local.records import load_record, save_record
-from azbai.local.runner import BLOB_MOUNT_ENV, blob_mount_mode
+from azbai.local.runner import BLOB_MOUNT_ENV, blob_mount_mode, stage_out_items
 from azbai.local.stores import Store, check_prefix
 from azbai.local.workspace import Workspace
 from azbai.ml.registry import Registry
@@ -326,18 +326,13 @@ def finish_stage_out(workspace: Workspace, record: RunRecord) -> RunRecord:
             path, STAGEOUT_FORMAT, "stage-out plan", MlError, lambda data: list(data["items"]),
             hint="delete the run's folder, or use the azbai version that wrote it",
         )  # fmt: skip
-        problems = []
-        for item in items:
-            if item["done"]:
-                continue
-            try:
-                _stage_out_item(workspace, item)
-            except AzbaiError as exc:
-                problems.append(f"output {item['output']!r} ({item['uri']}): {exc}")
-                log.error("stage-out of output %r failed: %s", item["output"], exc)
-                continue
-            item["done"] = True
-            save_record(path, {"items": items}, STAGEOUT_FORMAT)
+        problems = stage_out_items(
+            path,
+            STAGEOUT_FORMAT,
+            items,
+            lambda item: _stage_out_item(workspace, item),
+            lambda item: f"output {item['output']!r} ({item['uri']})",
+        )
         record.note_stage_out(STAGE_FAILED if problems else STAGE_DONE, "; ".join(problems) or None)
         if not problems:
             log.info("%s: staged out %d output(s)", record.name, sum(i["action"] != "none" for i in items))
