@@ -773,12 +773,17 @@ class _ForkServer:
         if self.proc is None:
             return
         self.sock.close()
-        try:
-            self.proc.wait(_GRACE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _wait_or_kill(self.proc, _GRACE)
         self.proc = None
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes] | _Forked | _Adopted, grace: float) -> None:
+    """Wait up to ``grace`` seconds for ``proc`` to exit, then kill it and wait for that."""
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class _Child:
@@ -1032,11 +1037,7 @@ class _Supervisor:
                 child.proc.terminate()
         deadline = time.monotonic() + _GRACE
         for child in self.children:
-            try:
-                child.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+            _wait_or_kill(child.proc, max(0.0, deadline - time.monotonic()))
             if child.fd is not None:
                 os.close(child.fd)
                 child.fd = None
@@ -1314,11 +1315,7 @@ class WarmServer:
             self.ready_fd = None
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(_GRACE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            _wait_or_kill(self.proc, _GRACE)
 
 
 def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer | None:
