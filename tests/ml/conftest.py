@@ -37,6 +37,18 @@ def register(workspace: Workspace, v2: Path) -> None:
         registry.create_compute(file)
 
 
+def register_blob_datastore(workspace: Workspace, folder: Path, container: str) -> None:
+    """``az ml datastore create`` of a blob datastore named after ``container`` (its file written in ``folder``)."""
+    from azbai.local.azurite import DEV_ACCOUNT
+    from azbai.ml.registry import Registry
+
+    file = folder / "datastore.yml"
+    file.write_text(
+        f"type: azure_blob\nname: {container}\naccount_name: {DEV_ACCOUNT}\ncontainer_name: {container}\n"
+    )
+    Registry(workspace).create_datastore(file)
+
+
 def run_v2(workspace: Workspace, file: Path, **options: Any) -> Any:
     """``azbai ml job create -f FILE`` in this process, to the job's end."""
     from azbai.errors import MlJobFailed

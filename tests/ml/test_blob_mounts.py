@@ -20,10 +20,9 @@ from azbai.local import blobfuse
 from azbai.local.azurite import DEV_ACCOUNT
 from azbai.local.stores import BlobStore, open_store
 from azbai.local.workspace import Workspace
-from azbai.ml.registry import Registry
 from azbai.ml.runs import FINISHED, RunBook, RunRecord, pid_alive
 from azbai.ml.service import create_job, show_job
-from tests.ml.conftest import run_v2
+from tests.ml.conftest import register_blob_datastore, run_v2
 
 pytestmark = pytest.mark.azurite
 
@@ -41,11 +40,7 @@ def job(tmp_path: Path, workspace: Workspace, container_name: str, script: str, 
     ``out`` (``out/``) of one container."""
     (tmp_path / "src").mkdir()
     (tmp_path / "src/job.py").write_text(script)
-    datastore = tmp_path / "datastore.yml"
-    datastore.write_text(
-        f"type: azure_blob\nname: {container_name}\naccount_name: {DEV_ACCOUNT}\ncontainer_name: {container_name}\n"
-    )
-    Registry(workspace).create_datastore(datastore)
+    register_blob_datastore(workspace, tmp_path, container_name)
     file = tmp_path / "job.yml"
     file.write_text(
         f"""\

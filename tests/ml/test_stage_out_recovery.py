@@ -20,10 +20,10 @@ from azbai.local import blobfuse
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.stores import BlobStore, open_store
 from azbai.local.workspace import Workspace
-from azbai.ml.registry import Registry
 from azbai.ml.runs import FINISHED, RunBook, RunRecord, pid_alive
 from azbai.ml.service import create_job, list_jobs, show_job
 from tests.conftest import ROOT
+from tests.ml.conftest import register_blob_datastore
 
 pytestmark = pytest.mark.azurite
 
@@ -72,11 +72,7 @@ def prepare(workspace: Workspace, tmp_path: Path, name: str, *, pipeline: bool =
     store.write_bytes("t/rw/never-opened.bin", b"untouched")
     (tmp_path / "src").mkdir()
     (tmp_path / "src/job.py").write_text(SCRIPT)
-    datastore = tmp_path / "datastore.yml"
-    datastore.write_text(
-        f"type: azure_blob\nname: {name}\naccount_name: {DEV_ACCOUNT}\ncontainer_name: {name}\n"
-    )
-    Registry(workspace).create_datastore(datastore)
+    register_blob_datastore(workspace, tmp_path, name)
     node = NODE.format(ledger=tmp_path / "ledger.json", store=name, tag="t")
     file = tmp_path / "job.yml"
     if pipeline:
