@@ -6,12 +6,28 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import psutil
 
 _POLL = 0.05
+
+
+def by_environment(match: Callable[[Mapping[str, str]], bool]) -> list[psutil.Process]:
+    """The processes (but this one) whose environment ``match`` accepts; one gone, or not ours to read, is not."""
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        try:
+            environ = process.environ()
+        except (psutil.Error, OSError):
+            continue
+        if match(environ):
+            found.append(process)
+    return found
 
 
 def running(process: psutil.Process) -> bool:

@@ -74,7 +74,7 @@ from azbai.local.jobs import (
     now,
     process_start,
 )
-from azbai.local.processes import stop_processes
+from azbai.local.processes import by_environment, stop_processes
 from azbai.local.records import load_record, save_record
 from azbai.local.stores import Store, file_md5, iter_local_files, open_store
 from azbai.local.workspace import Workspace
@@ -602,16 +602,12 @@ def stop_leftovers(record: JobRecord, grace: float | None = None) -> int:
         with contextlib.suppress(psutil.Error):
             victims.append(psutil.Process(record.launcher_pid))
     work = str(record.work_dir) + os.sep
-    for process in psutil.process_iter():
-        if process.pid == os.getpid() or any(v.pid == process.pid for v in victims):
-            continue
-        try:
-            environ = process.environ()
-        except (psutil.Error, OSError):
-            continue
+
+    def of_this_job(environ: Mapping[str, str]) -> bool:
         marks = (environ.get("AZ_BATCHAI_JOB_MOUNT_ROOT", ""), environ.get(JOB_WORK_ENV, "") + os.sep)
-        if any(mark.startswith(work) for mark in marks):
-            victims.append(process)
+        return any(mark.startswith(work) for mark in marks)
+
+    victims += [p for p in by_environment(of_this_job) if all(v.pid != p.pid for v in victims)]
     with contextlib.suppress(psutil.Error):
         stop_processes(victims, grace)
     return len(victims)

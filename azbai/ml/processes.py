@@ -235,19 +235,12 @@ def stop_leftovers(workspace_root: Path, run_names: Iterable[str], grace: float 
     their children inherit it; never a process that merely sits in the run's folder. Returns how many."""
     import psutil
 
-    from azbai.local.processes import stop_processes
+    from azbai.local.processes import by_environment, stop_processes
 
     names, root = set(run_names), str(workspace_root)
-    victims = []
-    for process in psutil.process_iter():
-        if process.pid == os.getpid():
-            continue
-        try:
-            env = process.environ()
-        except (psutil.Error, OSError):
-            continue  # gone, or not ours to read
-        if env.get("AZUREML_RUN_ID") in names and env.get("AZBAI_WORKSPACE") == root:
-            victims.append(process)
+    victims = by_environment(
+        lambda env: env.get("AZUREML_RUN_ID") in names and env.get("AZBAI_WORKSPACE") == root
+    )
     with contextlib.suppress(psutil.Error):
         stop_processes(victims, grace)
     return len(victims)
