@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.azbai-setup
 AZURITE := node_modules/.bin/azurite-blob
+#: the C extension (MD5s of many buffers at once), built in place by the editable install; optional: without a C
+#: compiler pip installs azbai without it, and azbai hashes with hashlib alone
+MD5X := azbai/_md5x$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 #: the real Batch AI CLI (azure-cli-batchai 0.4.10) for the differential test, in a venv of its own
 AZCLI := .venv-azcli
 AZCLI_PINS := tests/az/azcli-constraints.txt
@@ -13,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: setup demo demo-style demo-v2 test differential bench faults fuzz lint lock clean
 
 ## setup: the .venv with the pinned packages (torch 2.13.0 CPU first), and Azurite from the npm registry. Idempotent.
-setup: $(STAMP) $(AZURITE) $(VENV)/share/azbai/az-alias.sh
+setup: $(STAMP) $(MD5X) $(AZURITE) $(VENV)/share/azbai/az-alias.sh
 	@# the venv's editable azbai must be this checkout's (a venv shared with another checkout may point there)
 	@$(PY) -I -c "import azbai, pathlib, sys; sys.exit(pathlib.Path(azbai.__file__).resolve().parents[1] != pathlib.Path('$(CURDIR)').resolve())" \
 		|| $(PIP) install --quiet --quiet --no-deps --no-build-isolation -e .
@@ -23,11 +26,15 @@ $(PY):
 
 # torch first: the CPU wheel 2.13.0 lies on disk; a loose requirement would pull a multi-GB CUDA build.
 # constraints.txt pins every package (the resolver otherwise backtracks for many minutes over the azureml caps).
-$(STAMP): $(PY) setup.cfg pyproject.toml constraints.txt
+$(STAMP): $(PY) setup.cfg setup.py pyproject.toml constraints.txt
 	$(PIP) install --quiet --quiet torch==2.13.0
 	$(PIP) install --quiet --quiet -c constraints.txt -e '.[azureml,azureml-v2,local,recipes,dev]'
 	$(PY) -c "import azureml.train.estimator" 2>/dev/null  # unpacks azureml's metadata once, not in every test
 	touch $@
+
+# rebuilt when its source changes (the full install above builds it too)
+$(MD5X): azbai/_md5x.c setup.py | $(STAMP)
+	$(PIP) install --quiet --quiet --no-deps --no-build-isolation -e .
 
 $(VENV)/share/azbai/az-alias.sh: $(STAMP)
 	mkdir -p $(dir $@)
@@ -89,4 +96,4 @@ lock: setup
 	sed -i 's/+cpu$$//' constraints.txt
 
 clean:
-	rm -rf $(VENV) $(AZCLI) node_modules .azbai out
+	rm -rf $(VENV) $(AZCLI) node_modules .azbai out build azbai/_md5x*.so

@@ -4,7 +4,13 @@
 fetches the files under a prefix into a directory (a file named exactly by the prefix lands as its base name). Every
 file is checked by MD5 by the store; a file that fails is tried once more, then the transfer stops with a
 :class:`~azbai.errors.TransferError` that names it. A download never leaves a partial file behind: each file is
-written to a ``.azbai-*.part`` file beside its target and renamed only once it verifies.
+written to a part file beside its target and put in place only once it verifies.
+
+The MD5s of files from 256 KiB to 8 MiB are computed several at a time where ``azbai._md5x`` is built (one file per
+SIMD lane, :mod:`azbai.local.digests`): a download's worker hands its file (fetched, written, not yet in place) to
+an :class:`~azbai.local.digests.Md5Batcher` and goes on with the next, and the file is verified and put in place
+when its batch is hashed; an upload's files are read and hashed ahead of the workers, which need the MD5 before they
+send (Content-MD5).
 
 Incremental mode skips files whose size and MD5 already match. For downloads, the MD5s of the local files are cached
 beside (never inside) the destination, in ``.<destination name>.azbai-md5cache.json`` (:func:`md5_cache_path`),
@@ -16,16 +22,22 @@ directory, so every file is transferred whatever its name (``.azbai-notes.txt`` 
 from __future__ import annotations
 
 import logging
+import queue
 import stat
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from azbai.errors import StorageError, TransferError
+from azbai.local.digests import LANES, Md5Batcher, keep_freed_memory, md5_hex_many
 from azbai.local.stores import (
     AZBAI_FILE_PREFIX,
+    BATCHED_MD5_MIN,
+    SMALL_UPLOAD,
     Entry,
     Md5Cache,
     Store,
@@ -52,10 +64,11 @@ def md5_cache_path(destination: Path) -> Path:
 #: Files in flight at once, by direction (measured on 2 cores, benchmarks/bench_staging.py and docs/performance.md).
 #: An upload mostly waits on Azurite, which hashes and stores what it receives (4-5 ms of its CPU per MB against
 #: 1.5 of ours), so more requests in flight keep it busy: 16 beat 8. For downloads, whose CPU is on our side (the
-#: SDK's Python per request and the MD5 of every byte), a focused A/B put 8 workers level with 16 (within 5%), but
-#: in four of five before/after pairs of the full benchmark (8 after, 16 before) 16 did better on 20 KB files: 16 stays.
+#: SDK's Python per request), 8 workers beat 16 on a quiet machine: 2,000 x 20 KB files at 0.99 of the best plain
+#: pool against 0.94, 1 MB files level (7 rounds each, /tmp A/B of benchmarks.bench_staging's contestants); more
+#: threads only contend for the GIL. (Under load from other suites 16 had looked better; that was its noise.)
 UPLOAD_WORKERS = 16
-DOWNLOAD_WORKERS = 16
+DOWNLOAD_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,10 @@ class TransferReport:
 class _Job:
     label: str
     size: int
-    run: Callable[[], bool]  # True when transferred, False when skipped
+    #: True when transferred, False when skipped, or a future of that when the transfer finishes in another
+    #: thread (a download whose MD5 is in a batch); such a future's TransferError is retried once with ``retry``
+    run: Callable[[], bool | Future[bool]]
+    retry: Callable[[], bool] | None = None
 
 
 def upload(
@@ -108,15 +124,25 @@ def upload(
     remote: dict[str, Entry] = {}
     if incremental and files and store.root_exists():
         remote = {e.path: e for e in store.list(prefix)}
+    sizes = {local: _size(local) for local, _ in files}
+    # Files of a batchable size are read and hashed ahead of the workers, several in each SIMD pass.
+    ahead = _ReadAhead([local for local, _ in files if _batchable(sizes[local])]) if LANES else None
 
     def job(local: Path, path: str) -> _Job:
-        size = _size(local)
+        size = sizes[local]
 
         def run() -> bool:
             known = remote.get(path)
-            if known is not None and known.size == size and known.md5 == _md5_or_fail(local):
+            read = ahead.take(local) if ahead is not None else None
+            if read is None:
+                if known is not None and known.size == size and known.md5 == _md5_or_fail(local):
+                    return False
+                _with_one_retry(lambda: store.upload_file(local, path), path)
+                return True
+            data, digest = read
+            if known is not None and known.size == len(data) and known.md5 == digest:
                 return False
-            _with_one_retry(lambda: store.upload_file(local, path), path)
+            _with_one_retry(lambda: store.put_bytes(path, data, digest), path)
             return True
 
         return _Job(path, size, run)
@@ -125,6 +151,8 @@ def upload(
     try:
         report = _run(jobs, workers, progress, started)
     finally:
+        if ahead is not None:
+            ahead.close()
         store.flush()
     log.info(
         "uploaded %d file(s) to %s (%d skipped) in %.2f s",
@@ -168,14 +196,13 @@ def download(
     except OSError as exc:
         raise TransferError(f"cannot create {destination}: {exc.strerror or exc}") from exc
     cache = Md5Cache(md5_cache_path(destination)) if incremental else None
+    # The workers hand their files over and go on downloading: a batch fills with the files of several rounds.
+    digests = _batcher(store, fill=LANES)
 
     def job(rel: str, entry: Entry) -> _Job:
         target = destination / rel
 
-        def run() -> bool:
-            if cache is not None and entry.md5 is not None and _local_matches(target, rel, entry, cache):
-                return False
-            got = _with_one_retry(lambda: store.download_file(entry.path, target), entry.path)
+        def done(got: Entry) -> bool:
             if cache is not None and got.md5 is not None:
                 try:
                     cache.put(rel, target.stat(), got.md5)
@@ -183,12 +210,29 @@ def download(
                     cache.discard(rel)
             return True
 
-        return _Job(entry.path, entry.size, run)
+        def run() -> bool | Future[bool]:
+            if cache is not None and entry.md5 is not None and _local_matches(target, rel, entry, cache):
+                return False
+            if digests is None:
+                return done(_with_one_retry(lambda: store.download_file(entry.path, target), entry.path))
+            try:
+                pending = store.start_download(entry.path, target, digests)
+            except TransferError as exc:
+                log.warning("%s: %s; trying once more", entry.path, exc)
+                return retry()
+            return _then(pending, done)
+
+        def retry() -> bool:
+            return done(store.download_file(entry.path, target))
+
+        return _Job(entry.path, entry.size, run, retry)
 
     jobs = [job(rel, entry) for rel, entry in sorted(targets.items())]
     try:
-        report = _run(jobs, workers, progress, started)
+        report = _run(jobs, workers, progress, started, digests)
     finally:
+        if digests is not None:
+            digests.close()
         if cache is not None:
             cache.save()
     log.info(
@@ -198,20 +242,152 @@ def download(
     return report
 
 
-def _run(jobs: list[_Job], workers: int, progress: Progress | None, started: float) -> TransferReport:
+def _batcher(store: Store, *, fill: int) -> Md5Batcher | None:
+    """A batcher of MD5s for a transfer, where the SIMD lanes (azbai._md5x) are there to share the work."""
+    if not LANES or fill < 2:
+        return None
+    keep_freed_memory()
+    return Md5Batcher(fill=fill, limit=4 * LANES)
+
+
+def _batchable(size: int) -> bool:
+    return BATCHED_MD5_MIN <= size <= SMALL_UPLOAD
+
+
+class _ReadAhead:
+    """Reads upload sources in the order the workers take them, and hashes them ``LANES`` at a time, ahead of them.
+
+    An upload needs its MD5 before it sends a byte (Content-MD5), so a worker cannot hand its file over the way a
+    download does; one thread reading ahead can. At most ``window`` bytes are read and not yet taken. A file that
+    cannot be read is the error of the worker that takes it.
+    """
+
+    def __init__(self, paths: list[Path], window: int = 64 << 20) -> None:
+        self._reads: dict[Path, Future[tuple[bytes, str]]] = {path: Future() for path in paths}
+        self._order = list(self._reads)
+        self._window = window
+        self._held = 0
+        self._lock = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, name="azbai-read-ahead", daemon=True)
+        if paths:
+            keep_freed_memory()
+            self._thread.start()
+
+    def take(self, path: Path) -> tuple[bytes, str] | None:
+        """``path``'s bytes and MD5 (hex), or ``None`` when it is not read ahead; raises TransferError when it
+        could not be read."""
+        future = self._reads.get(path)
+        if future is None:
+            return None
+        data, digest = future.result()
+        with self._lock:
+            self._held -= len(data)
+            self._lock.notify()
+        return data, digest
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._lock.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _serve(self) -> None:
+        for start in range(0, len(self._order), LANES):
+            batch: list[tuple[Path, bytes]] = []
+            for path in self._order[start : start + LANES]:
+                with self._lock:
+                    while (
+                        self._held > 0 and self._held + _size_or_zero(path) > self._window and not self._stop
+                    ):
+                        self._lock.wait()
+                    if self._stop:
+                        return
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    self._reads[path].set_exception(
+                        TransferError(f"cannot read {path}: {exc.strerror or exc}")
+                    )
+                    continue
+                with self._lock:
+                    self._held += len(data)
+                batch.append((path, data))
+            try:
+                digests = md5_hex_many([data for _, data in batch])
+            except BaseException as exc:
+                for path, _ in batch:
+                    self._reads[path].set_exception(exc)
+                continue
+            for (path, data), digest in zip(batch, digests, strict=True):
+                self._reads[path].set_result((data, digest))
+
+
+def _then(pending: Future[Entry], done: Callable[[Entry], bool]) -> Future[bool]:
+    """A future of ``done(entry)`` once ``pending`` gives its entry (or of its error)."""
+    result: Future[bool] = Future()
+
+    def chain(future: Future[Entry]) -> None:
+        try:
+            result.set_result(done(future.result()))
+        except BaseException as exc:
+            result.set_exception(exc)
+
+    pending.add_done_callback(chain)
+    return result
+
+
+def _run(
+    jobs: list[_Job],
+    workers: int,
+    progress: Progress | None,
+    started: float,
+    digests: Md5Batcher | None = None,
+) -> TransferReport:
     total_bytes = sum(j.size for j in jobs)
     done_bytes = done_files = moved_files = moved_bytes = 0
     if progress is not None:
         progress(0, total_bytes, 0, len(jobs))
     if jobs:
+        # Finished futures come through one queue, in the order they finish: waiting on all of them again after
+        # each (concurrent.futures.wait) would cost time in proportion to the files left, for every file.
+        finished: queue.SimpleQueue[tuple[Future[Any], _Job]] = queue.SimpleQueue()
+        pending: dict[Future[Any], _Job] = {}
+        handed: set[Future[Any]] = set()  # files the pool is done with, waiting on their MD5
+
+        def track(future: Future[Any], job: _Job) -> None:
+            pending[future] = job
+            future.add_done_callback(lambda f: finished.put((f, job)))
+
         with ThreadPoolExecutor(
             max_workers=max(1, min(workers, len(jobs))), thread_name_prefix="azbai-transfer"
         ) as pool:
-            futures: dict[Future[bool], _Job] = {pool.submit(j.run): j for j in jobs}
+            for j in jobs:
+                track(pool.submit(j.run), j)
             try:
-                for future in as_completed(futures):
-                    job = futures[future]
-                    if future.result():
+                while pending:
+                    future, job = finished.get()
+                    del pending[future]
+                    if future in handed:
+                        handed.discard(future)
+                        try:
+                            result = future.result()
+                        except TransferError as exc:
+                            if job.retry is None:
+                                raise
+                            log.warning("%s: %s; trying once more", job.label, exc)
+                            track(pool.submit(job.retry), job)
+                            continue
+                    else:
+                        result = future.result()
+                        if isinstance(result, Future):
+                            handed.add(result)
+                            track(result, job)
+                            if digests is not None and len(handed) == len(pending):
+                                digests.flush()  # the pool has nothing left to hand over: no batch waits for company
+                            continue
+                    if result:
                         moved_files += 1
                         moved_bytes += job.size
                     done_files += 1
@@ -219,11 +395,15 @@ def _run(jobs: list[_Job], workers: int, progress: Progress | None, started: flo
                     if progress is not None:
                         progress(done_bytes, total_bytes, done_files, len(jobs))
             except BaseException:
-                for pending in futures:
-                    pending.cancel()
+                for left in pending:
+                    left.cancel()
                 pool.shutdown(wait=True)
+                if digests is not None:
+                    digests.close()  # what was handed over is finished (or discarded) before this returns
                 failed = [
-                    futures[f].label for f in futures if f.done() and not f.cancelled() and f.exception()
+                    job.label
+                    for f, job in pending.items()
+                    if f.done() and not f.cancelled() and f.exception()
                 ]
                 if len(failed) > 1:
                     log.error("%d files failed: %s", len(failed), ", ".join(failed[:20]))
@@ -290,3 +470,10 @@ def _check_no_file_dir_clash(targets: dict[str, Entry], store: Store) -> None:
         raise TransferError(
             f"{store.url_for(clashes[0])} is both a file and a folder of other files; it cannot be downloaded as a tree"
         )
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -6,9 +6,11 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -189,13 +191,13 @@ def test_corrupted_blob_download_fails_and_leaves_no_partial_file(
     blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"something else").digest())))
 
     attempts: list[str] = []
-    real = blob_store.download_file
+    real = blob_store._download
 
-    def counting(path: str, local: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+    def counting(path: str, local: Path, digests):  # type: ignore[no-untyped-def]
         attempts.append(path)
-        return real(path, local)
+        return real(path, local, digests)
 
-    monkeypatch.setattr(blob_store, "download_file", counting)
+    monkeypatch.setattr(blob_store, "_download", counting)
     with pytest.raises(TransferError, match=r"data/train/0001\.bin.*Content-MD5") as info:
         download(blob_store, "", tmp_path / "dst", incremental=True, workers=2)
     assert attempts == ["data/train/0001.bin"] * 2  # one retry, then the error
@@ -430,3 +432,146 @@ def test_where_proc_refuses_the_link_named_part_files_take_over(
     )  # the first file fails, and its one retry gets a named one
     assert report.files_transferred == 1 and (tmp_path / "dst" / "a.txt").read_bytes() == b"a"
     assert PartFile._anonymous_ok is False and stray_parts(tmp_path / "dst") == []
+
+
+# -- MD5s in batches (azbai._md5x): downloads hand their files over, uploads are read and hashed ahead
+
+
+@pytest.fixture
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every MD5 pass of the batcher and the read-ahead (they need the SIMD lanes)."""
+    from azbai.local import digests
+
+    if not transfer.LANES:
+        pytest.skip("azbai._md5x has no SIMD lanes here: transfers hash with hashlib")
+    sizes: list[int] = []
+    real = digests.md5_hex_many
+
+    def counting(buffers):  # type: ignore[no-untyped-def]
+        sizes.append(len(buffers))
+        return real(buffers)
+
+    monkeypatch.setattr(digests, "md5_hex_many", counting)
+    monkeypatch.setattr(transfer, "md5_hex_many", counting)
+    return sizes
+
+
+def batchable_tree(root: Path, count: int = 40) -> dict[str, bytes]:
+    """Files of every size a transfer treats apart: hashed alone (small), in batches, in blocks (> 8 MB)."""
+    rng = random.Random(count)
+    files = {f"batch/{i:03d}.bin": os.urandom(rng.randrange(256 << 10, 1 << 20)) for i in range(count)}
+    files.update({"small/a.txt": b"a" * 100, "big/whole.bin": os.urandom((8 << 20) + 5)})
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def test_batched_md5s_upload_and_download_every_file_verified(
+    blob_store: BlobStore, tmp_path: Path, batch_sizes: list[int]
+) -> None:
+    files = batchable_tree(tmp_path / "src")
+    upload(tmp_path / "src", blob_store, "")
+    uploaded = list(batch_sizes)
+    assert sum(uploaded) == 40 and max(uploaded) > 1  # the batchable files, several to a pass
+    for rel, data in files.items():
+        assert blob_store.info(rel).md5 == hashlib.md5(data).hexdigest()
+
+    batch_sizes.clear()
+    report = download(blob_store, "", tmp_path / "dst", workers=8)
+    assert sum(batch_sizes) == 40 and max(batch_sizes) > 1
+    assert report.files_transferred == len(files)
+    assert read_tree(tmp_path / "dst") == files
+    assert stray_parts(tmp_path / "dst") == []
+    assert not [t for t in threading.enumerate() if t.name == "azbai-md5"]  # the batcher's thread is gone
+
+
+def test_a_batched_download_that_does_not_verify_is_retried_then_fails_cleanly(
+    blob_store: BlobStore, tmp_path: Path, batch_sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.storage.blob import ContentSettings
+
+    files = batchable_tree(tmp_path / "src", count=12)
+    upload(tmp_path / "src", blob_store, "")
+    download(blob_store, "", tmp_path / "dst", incremental=True)
+    before = read_tree(tmp_path / "dst")
+    assert before == files
+
+    victim = "batch/005.bin"
+    blob = blob_store._client.get_blob_client(victim)
+    blob.upload_blob(os.urandom(len(files[victim])), overwrite=True)
+    blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"other bytes").digest())))
+    for rel in files:  # every other file changes too (rightly), so each is downloaded again, in batches
+        if rel != victim:
+            files[rel] = files[rel][::-1]
+            blob_store.write_bytes(rel, files[rel])
+
+    attempts: list[str] = []
+    real = blob_store._download
+
+    def counting(path: str, local: Path, digests):  # type: ignore[no-untyped-def]
+        attempts.append(path)
+        return real(path, local, digests)
+
+    monkeypatch.setattr(blob_store, "_download", counting)
+    batch_sizes.clear()
+    with pytest.raises(TransferError, match=r"batch/005\.bin.*Content-MD5") as info:
+        download(blob_store, "", tmp_path / "dst", incremental=True, workers=4)
+    assert attempts.count(victim) == 2  # handed over once, then one retry of its own
+    assert "left as it was" in str(info.value)
+    after = read_tree(tmp_path / "dst")
+    assert after[victim] == before[victim]  # the old file is untouched
+    assert all(after[rel] in (before[rel], files[rel]) for rel in files)  # each file old or new, never mixed
+    assert stray_parts(tmp_path / "dst") == []
+    assert not [t for t in threading.enumerate() if t.name == "azbai-md5"]
+
+
+def test_a_failing_md5_pass_fails_the_download_and_leaves_whole_files_only(
+    blob_store: BlobStore, tmp_path: Path, batch_sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azbai.local import digests
+
+    files = batchable_tree(tmp_path / "src", count=20)
+    upload(tmp_path / "src", blob_store, "")
+
+    def broken(buffers):  # type: ignore[no-untyped-def]
+        raise MemoryError("no room for the batch")
+
+    monkeypatch.setattr(digests, "md5_hex_many", broken)
+    with pytest.raises(MemoryError):
+        download(blob_store, "", tmp_path / "dst", workers=4)
+    arrived = read_tree(tmp_path / "dst")
+    assert all(files[rel] == data for rel, data in arrived.items())
+    assert not any(rel.startswith("batch/") for rel in arrived)  # none of them could be verified
+    assert stray_parts(tmp_path / "dst") == []
+    assert not [t for t in threading.enumerate() if t.name == "azbai-md5"]
+
+
+def test_a_file_the_read_ahead_cannot_read_is_named(
+    blob_store: BlobStore, tmp_path: Path, batch_sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batchable_tree(tmp_path / "src", count=10)
+    unreadable = tmp_path / "src" / "batch" / "003.bin"
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == unreadable:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(TransferError, match=r"cannot read .*batch/003\.bin: Permission denied"):
+        upload(tmp_path / "src", blob_store, "")
+    assert not [t for t in threading.enumerate() if t.name == "azbai-read-ahead"]
+
+
+def test_an_incremental_upload_skips_what_the_read_ahead_finds_unchanged(
+    blob_store: BlobStore, tmp_path: Path, batch_sizes: list[int]
+) -> None:
+    files = batchable_tree(tmp_path / "src", count=10)
+    upload(tmp_path / "src", blob_store, "", incremental=True)
+    changed = tmp_path / "src" / "batch" / "007.bin"
+    changed.write_bytes(os.urandom(300_000))
+    report = upload(tmp_path / "src", blob_store, "", incremental=True)
+    assert (report.files_transferred, report.files_skipped) == (1, len(files) - 1)
+    assert blob_store.read_bytes("batch/007.bin") == changed.read_bytes()
