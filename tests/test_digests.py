@@ -41,7 +41,6 @@ def _extension():  # type: ignore[no-untyped-def]
 LENGTHS = [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096, 65_537, 1 << 20]
 
 
-
 def test_the_extension_uses_the_cpu_it_has() -> None:
     md5x = _extension()
     expected = 16 if _cpu_has("avx512f") else 8 if _cpu_has("avx2") else 0
