@@ -7,7 +7,7 @@ STAMP := $(VENV)/.azbai-setup
 AZURITE := node_modules/.bin/azurite-blob
 #: the C extension (MD5s of many buffers at once), built in place by the editable install; optional: without a C
 #: compiler pip installs azbai without it, and azbai hashes with hashlib alone
-MD5X := azbai/_md5x$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+MD5X := azbai/local/md5x$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 #: the real Batch AI CLI (azure-cli-batchai 0.4.10) for the differential test, in a venv of its own
 AZCLI := .venv-azcli
 AZCLI_PINS := tests/az/azcli-constraints.txt
@@ -33,7 +33,7 @@ $(STAMP): $(PY) setup.cfg setup.py pyproject.toml constraints.txt
 	touch $@
 
 # rebuilt when its source changes (the full install above builds it too)
-$(MD5X): azbai/_md5x.c setup.py | $(STAMP)
+$(MD5X): azbai/local/md5x.c setup.py | $(STAMP)
 	$(PIP) install --quiet --quiet --no-deps --no-build-isolation -e .
 
 $(VENV)/share/azbai/az-alias.sh: $(STAMP)
@@ -96,4 +96,4 @@ lock: setup
 	sed -i 's/+cpu$$//' constraints.txt
 
 clean:
-	rm -rf $(VENV) $(AZCLI) node_modules .azbai out build azbai/_md5x*.so
+	rm -rf $(VENV) $(AZCLI) node_modules .azbai out build azbai/local/md5x*.so

@@ -1,4 +1,4 @@
-"""The one compiled part of azbai: ``azbai._md5x``, MD5s of several buffers at once (one per SIMD lane).
+"""The one compiled part of azbai: ``azbai.local.md5x``, MD5s of several buffers at once (one per SIMD lane).
 
 Optional: where it cannot be built (no C compiler), azbai hashes with hashlib alone, as before. Everything else about
 the package is in setup.cfg.
@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "azbai._md5x",
-            sources=["azbai/_md5x.c"],
+            "azbai.local.md5x",
+            sources=["azbai/local/md5x.c"],
             extra_compile_args=["-O2"],
             optional=True,
         )

@@ -1,4 +1,4 @@
-"""MD5s of many buffers at once (azbai._md5x, the C extension) and the batcher that gathers them from threads."""
+"""MD5s of many buffers at once (azbai.local.md5x, the C extension) and the batcher that gathers them from threads."""
 
 from __future__ import annotations
 
@@ -28,14 +28,16 @@ def _cpu_has(flag: str) -> bool:
 def _extension():  # type: ignore[no-untyped-def]
     """The built extension; where a C compiler is at hand, `pip install` must have built it."""
     try:
-        from azbai import _md5x
+        from azbai.local import md5x
     except ImportError:
         if shutil.which(
             sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc"
         ):
-            pytest.fail("azbai._md5x was not built, though a C compiler is here (pip install -e . builds it)")
+            pytest.fail(
+                "azbai.local.md5x was not built, though a C compiler is here (pip install -e . builds it)"
+            )
         pytest.skip("no C compiler: azbai hashes with hashlib alone")
-    return _md5x
+    return md5x
 
 
 LENGTHS = [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096, 65_537, 1 << 20]

@@ -1,7 +1,7 @@
 """MD5s of many buffers at once: what lets a verified transfer keep up with an unverified one.
 
 MD5 is a chain of dependent steps: one buffer costs ~1.2 ms a MB whatever the code (OpenSSL's here), which is a
-third of what a 1 MB download costs the client in all. ``azbai._md5x`` (C, built by ``pip install``) hashes up to
+third of what a 1 MB download costs the client in all. ``azbai.local.md5x`` (C, built by ``pip install``) hashes up to
 16 buffers in the time of about three: one per lane of AVX-512 (or 8 with AVX2). A transfer's worker threads hand
 their buffers to one :class:`Md5Batcher`, which hashes whatever has gathered together.
 
@@ -23,8 +23,8 @@ from concurrent.futures import Future
 log = logging.getLogger(__name__)
 
 try:
-    from azbai._md5x import LANES as _CPU_LANES
-    from azbai._md5x import md5_many as _md5_many
+    from azbai.local.md5x import LANES as _CPU_LANES
+    from azbai.local.md5x import md5_many as _md5_many
 except ImportError:  # not built: hashlib alone
     _CPU_LANES = 0
 

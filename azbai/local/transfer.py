@@ -6,7 +6,7 @@ file is checked by MD5 by the store; a file that fails is tried once more, then 
 :class:`~azbai.errors.TransferError` that names it. A download never leaves a partial file behind: each file is
 written to a part file beside its target and put in place only once it verifies.
 
-The MD5s of files from 256 KiB to 8 MiB are computed several at a time where ``azbai._md5x`` is built (one file per
+The MD5s of files from 256 KiB to 8 MiB are computed several at a time where ``azbai.local.md5x`` is built (one file per
 SIMD lane, :mod:`azbai.local.digests`): a download's worker hands its file (fetched, written, not yet in place) to
 an :class:`~azbai.local.digests.Md5Batcher` and goes on with the next, and the file is verified and put in place
 when its batch is hashed; an upload's files are read and hashed ahead of the workers, which need the MD5 before they
@@ -126,7 +126,8 @@ def upload(
         remote = {e.path: e for e in store.list(prefix)}
     sizes = {local: _size(local) for local, _ in files}
     # Files of a batchable size are read and hashed ahead of the workers, several in each SIMD pass.
-    ahead = _ReadAhead([local for local, _ in files if _batchable(sizes[local])]) if LANES else None
+    batchable = {local: size for local, size in sizes.items() if _batchable(size)}
+    ahead = _ReadAhead(batchable) if LANES and len(batchable) > 1 else None
 
     def job(local: Path, path: str) -> _Job:
         size = sizes[local]
@@ -149,7 +150,7 @@ def upload(
 
     jobs = [job(local, path) for local, path in files]
     try:
-        report = _run(jobs, workers, progress, started)
+        report = _run(jobs, workers, progress, started, stop=ahead.close if ahead is not None else None)
     finally:
         if ahead is not None:
             ahead.close()
@@ -197,7 +198,7 @@ def download(
         raise TransferError(f"cannot create {destination}: {exc.strerror or exc}") from exc
     cache = Md5Cache(md5_cache_path(destination)) if incremental else None
     # The workers hand their files over and go on downloading: a batch fills with the files of several rounds.
-    digests = _batcher(store, fill=LANES)
+    digests = _batcher() if sum(_batchable(e.size) for e in targets.values()) > 1 else None
 
     def job(rel: str, entry: Entry) -> _Job:
         target = destination / rel
@@ -242,12 +243,17 @@ def download(
     return report
 
 
-def _batcher(store: Store, *, fill: int) -> Md5Batcher | None:
-    """A batcher of MD5s for a transfer, where the SIMD lanes (azbai._md5x) are there to share the work."""
-    if not LANES or fill < 2:
+def _batcher() -> Md5Batcher | None:
+    """A batcher of MD5s for a download, where the SIMD lanes (azbai.local.md5x) are there to share the work.
+
+    A pass waits up to 50 ms for a full batch: at ~400 files/s that is 16 files, and nothing but memory waits
+    meanwhile (the workers go on downloading; at most 4 batches' files are held), and once the pool has handed
+    everything over no batch waits at all (:meth:`Md5Batcher.flush`).
+    """
+    if not LANES:
         return None
     keep_freed_memory()
-    return Md5Batcher(fill=fill, limit=4 * LANES)
+    return Md5Batcher(fill=LANES, wait=0.05, limit=4 * LANES)
 
 
 def _batchable(size: int) -> bool:
@@ -262,15 +268,17 @@ class _ReadAhead:
     cannot be read is the error of the worker that takes it.
     """
 
-    def __init__(self, paths: list[Path], window: int = 64 << 20) -> None:
-        self._reads: dict[Path, Future[tuple[bytes, str]]] = {path: Future() for path in paths}
+    def __init__(self, sizes: dict[Path, int], window: int = 64 << 20) -> None:
+        """``sizes``: the files to read ahead, in the order the workers take them, with their sizes."""
+        self._reads: dict[Path, Future[tuple[bytes, str]]] = {path: Future() for path in sizes}
+        self._sizes = sizes
         self._order = list(self._reads)
         self._window = window
         self._held = 0
         self._lock = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._serve, name="azbai-read-ahead", daemon=True)
-        if paths:
+        if sizes:
             keep_freed_memory()
             self._thread.start()
 
@@ -287,41 +295,51 @@ class _ReadAhead:
         return data, digest
 
     def close(self) -> None:
+        """Stop reading; a worker still waiting for a file that was not read gets a TransferError (the transfer is
+        failing: a job it waits behind was cancelled, and would never have taken its bytes off the window)."""
         with self._lock:
             self._stop = True
             self._lock.notify()
         if self._thread.is_alive():
             self._thread.join()
+        for path, future in self._reads.items():
+            if not future.done():
+                future.set_exception(TransferError(f"{path} was not uploaded: the transfer stopped"))
 
     def _serve(self) -> None:
-        for start in range(0, len(self._order), LANES):
-            batch: list[tuple[Path, bytes]] = []
-            for path in self._order[start : start + LANES]:
-                with self._lock:
-                    while (
-                        self._held > 0 and self._held + _size_or_zero(path) > self._window and not self._stop
-                    ):
-                        self._lock.wait()
-                    if self._stop:
-                        return
-                try:
-                    data = path.read_bytes()
-                except OSError as exc:
-                    self._reads[path].set_exception(
-                        TransferError(f"cannot read {path}: {exc.strerror or exc}")
-                    )
-                    continue
-                with self._lock:
-                    self._held += len(data)
-                batch.append((path, data))
+        batch: list[tuple[Path, bytes]] = []
+        for path in self._order:
+            size = self._sizes[path]
+            with self._lock:
+                fits = self._held == 0 or self._held + size <= self._window
+            if batch and (len(batch) == LANES or not fits):
+                self._resolve(batch)  # before waiting for room: the room comes from these files, once taken
+                batch = []
+            with self._lock:
+                while self._held > 0 and self._held + size > self._window and not self._stop:
+                    self._lock.wait()
+                if self._stop:
+                    return
             try:
-                digests = md5_hex_many([data for _, data in batch])
-            except BaseException as exc:
-                for path, _ in batch:
-                    self._reads[path].set_exception(exc)
+                data = path.read_bytes()
+            except OSError as exc:
+                self._reads[path].set_exception(TransferError(f"cannot read {path}: {exc.strerror or exc}"))
                 continue
-            for (path, data), digest in zip(batch, digests, strict=True):
-                self._reads[path].set_result((data, digest))
+            with self._lock:
+                self._held += len(data)
+            batch.append((path, data))
+        if batch:
+            self._resolve(batch)
+
+    def _resolve(self, batch: list[tuple[Path, bytes]]) -> None:
+        try:
+            digests = md5_hex_many([data for _, data in batch])
+        except BaseException as exc:
+            for path, _ in batch:
+                self._reads[path].set_exception(exc)
+            return
+        for (path, data), digest in zip(batch, digests, strict=True):
+            self._reads[path].set_result((data, digest))
 
 
 def _then(pending: Future[Entry], done: Callable[[Entry], bool]) -> Future[bool]:
@@ -344,7 +362,10 @@ def _run(
     progress: Progress | None,
     started: float,
     digests: Md5Batcher | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> TransferReport:
+    """Run the jobs on ``workers`` threads; ``digests``: the batcher the jobs hand files to; ``stop``: called when
+    the transfer fails, before it waits for the running jobs (so that none of them waits on a cancelled one)."""
     total_bytes = sum(j.size for j in jobs)
     done_bytes = done_files = moved_files = moved_bytes = 0
     if progress is not None:
@@ -397,6 +418,8 @@ def _run(
             except BaseException:
                 for left in pending:
                     left.cancel()
+                if stop is not None:
+                    stop()
                 pool.shutdown(wait=True)
                 if digests is not None:
                     digests.close()  # what was handed over is finished (or discarded) before this returns
@@ -470,10 +493,3 @@ def _check_no_file_dir_clash(targets: dict[str, Entry], store: Store) -> None:
         raise TransferError(
             f"{store.url_for(clashes[0])} is both a file and a folder of other files; it cannot be downloaded as a tree"
         )
-
-
-def _size_or_zero(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

@@ -434,7 +434,7 @@ def test_where_proc_refuses_the_link_named_part_files_take_over(
     assert PartFile._anonymous_ok is False and stray_parts(tmp_path / "dst") == []
 
 
-# -- MD5s in batches (azbai._md5x): downloads hand their files over, uploads are read and hashed ahead
+# -- MD5s in batches (azbai.local.md5x): downloads hand their files over, uploads are read and hashed ahead
 
 
 @pytest.fixture
@@ -443,7 +443,7 @@ def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     from azbai.local import digests
 
     if not transfer.LANES:
-        pytest.skip("azbai._md5x has no SIMD lanes here: transfers hash with hashlib")
+        pytest.skip("azbai.local.md5x has no SIMD lanes here: transfers hash with hashlib")
     sizes: list[int] = []
     real = digests.md5_hex_many
 
@@ -575,3 +575,35 @@ def test_an_incremental_upload_skips_what_the_read_ahead_finds_unchanged(
     report = upload(tmp_path / "src", blob_store, "", incremental=True)
     assert (report.files_transferred, report.files_skipped) == (1, len(files) - 1)
     assert blob_store.read_bytes("batch/007.bin") == changed.read_bytes()
+
+
+def test_a_failing_upload_does_not_leave_workers_waiting_on_the_read_ahead(
+    blob_store: BlobStore, tmp_path: Path, batch_sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A window of 1 MB: the read-ahead waits for taken files while the first upload fails and the jobs behind it
+    # are cancelled (they never take their bytes); a running worker waiting for a later file must not hang.
+    batchable_tree(tmp_path / "src", count=30)
+    monkeypatch.setattr(transfer._ReadAhead.__init__, "__defaults__", (1 << 20,))
+    real = blob_store.put_bytes
+
+    def failing(path: str, data: bytes, md5: str):  # type: ignore[no-untyped-def]
+        if path == "batch/000.bin":
+            raise StorageError("simulated: no room in the container")
+        return real(path, data, md5)
+
+    monkeypatch.setattr(blob_store, "put_bytes", failing)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            upload(tmp_path / "src", blob_store, "", workers=3)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the upload hung"
+    assert isinstance(outcome[0], StorageError) and "no room" in str(outcome[0])
+    assert not [t for t in threading.enumerate() if t.name == "azbai-read-ahead"]

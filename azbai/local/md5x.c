@@ -1,4 +1,4 @@
-/* azbai._md5x: the MD5s of several buffers at once, one buffer per SIMD lane.
+/* azbai.local.md5x: the MD5s of several buffers at once, one buffer per SIMD lane.
  *
  * MD5 is a chain of dependent steps, so one buffer cannot go faster than OpenSSL's ~4 cycles a byte; several
  * independent buffers can share the steps: 16 lanes of 32 bits with AVX-512, 8 with AVX2. A verified transfer
@@ -301,11 +301,11 @@ static PyMethodDef METHODS[] = {
 };
 
 static struct PyModuleDef MODULE = {
-    PyModuleDef_HEAD_INIT, "azbai._md5x", "MD5s of several buffers at once, one per SIMD lane.", -1, METHODS,
+    PyModuleDef_HEAD_INIT, "azbai.local.md5x", "MD5s of several buffers at once, one per SIMD lane.", -1, METHODS,
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__md5x(void) {
+PyMODINIT_FUNC PyInit_md5x(void) {
     LANES = detect_lanes();
     PyObject *module = PyModule_Create(&MODULE);
     if (module != NULL && PyModule_AddIntConstant(module, "LANES", LANES) < 0) Py_CLEAR(module);
