@@ -808,7 +808,8 @@ class BlobStore(Store):
         )
 
         url = self.url_for(path)
-        code = str(getattr(exc, "error_code", "") or "")
+        code = getattr(exc, "error_code", None) or ""
+        code = str(getattr(code, "value", code))  # the SDK's StorageErrorCode: str() would give its enum name
         if isinstance(exc, ServiceRequestError):
             return StorageError(
                 f"{doing} {url}: the storage emulator does not answer (is it running? try `azbai storage status`)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from azbai.errors import StorageError
+from azbai.errors import StorageError, TransferError
 from azbai.local.stores import BlobStore, ShareStore
 
 pytestmark = pytest.mark.azurite
@@ -74,6 +74,20 @@ def test_blob_upload_sends_the_md5_and_the_emulator_checks_it(blob_store: BlobSt
     entry = blob_store.upload_file(tmp_path / "f", "right.txt")
     props = blob_store._client.get_blob_client("right.txt").get_blob_properties()
     assert bytes(props.content_settings.content_md5).hex() == entry.md5 == hashlib.md5(b"payload").hexdigest()
+
+
+def test_service_errors_are_told_by_their_code(blob_store: BlobStore) -> None:
+    # The SDK's error codes are an enum whose str() is its own name ("StorageErrorCode.MD5_MISMATCH"): azbai reads
+    # its value, so a missing container is named as such even for a blob's path, and a refused MD5 is a broken
+    # transfer (retried once by a transfer), not an unexplained failure.
+    with pytest.raises(StorageError, match=f"container '{blob_store.name}' does not exist") as missing:
+        blob_store.read_bytes("some/blob.bin")
+    assert "StorageErrorCode" not in str(missing.value)
+    blob_store.write_bytes("seed.txt", b"creates the container")
+    with pytest.raises(TransferError, match="received bytes whose MD5 differs") as refused:
+        blob_store.put_bytes("x.bin", b"payload", hashlib.md5(b"other").hexdigest())
+    assert "StorageErrorCode" not in str(refused.value)
+    assert not blob_store.exists("x.bin")
 
 
 def test_blob_store_stays_usable_after_close(blob_store: BlobStore) -> None:
