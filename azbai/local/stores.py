@@ -236,7 +236,6 @@ class PartFile:
         self._file: BinaryIO | None = None
         self._anonymous = False
         self._committed = False
-        self._kept_open = False
 
     @property
     def file(self) -> BinaryIO:
@@ -245,8 +244,6 @@ class PartFile:
         return self._file
 
     def __enter__(self) -> PartFile:
-        if self._file is not None:  # the second with block of a file kept open
-            return self
         # The folder usually exists (the other files of a download share it): try first, create it when missing,
         # rather than pay a mkdir that fails with EEXIST (an exception and a stat in pathlib) for every file.
         try:
@@ -272,10 +269,6 @@ class PartFile:
                 return fd
         fd, self.path = create_new(self.target.parent, _PART_PREFIX, _PART_SUFFIX)
         return fd
-
-    def keep_open(self) -> None:
-        """Leave the file open (and uncommitted) at the end of this ``with`` block: another one finishes it."""
-        self._kept_open = True
 
     def commit(self) -> None:
         """Close the temporary file and put it in place as the target."""
@@ -317,10 +310,6 @@ class PartFile:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._kept_open and exc_type is None:
-            self._kept_open = False
-            return
-        self._kept_open = False
         if self._file is not None and not self._file.closed:
             self._file.close()
         if not self._committed and not self._anonymous:
@@ -648,22 +637,22 @@ class BlobStore(Store):
 
         check_path(path)
         done: Future[Entry] = Future()
-        part = PartFile(local)
         try:
             downloader = self._client.get_blob_client(path).download_blob(
                 max_concurrency=self.max_concurrency
             )
             expected = _hex(downloader.properties.content_settings.content_md5)
             size = int(downloader.size)
-            with part:
+            with contextlib.ExitStack() as owned:
+                part = owned.enter_context(PartFile(local))
                 batched = digests is not None and BATCHED_MD5_MIN <= size <= SMALL_UPLOAD
                 writer = _HashingWriter(part.file, keep=batched)
                 downloader.readinto(cast("IO[bytes]", writer))
                 if batched and writer.kept is not None:
                     assert digests is not None
-                    part.keep_open()  # past the with block, until the digest is known
-                    kept = writer.kept
-                    digests.submit(kept).add_done_callback(
+                    digest_of = digests.submit(writer.kept)
+                    owned.pop_all()  # the part file is _finish's now: it stays open past this block
+                    digest_of.add_done_callback(
                         lambda digest: self._finish(
                             done, part, path, local, size, writer.written, expected, digest
                         )
@@ -690,9 +679,13 @@ class BlobStore(Store):
         expected: str | None,
         digest: Future[str],
     ) -> None:
-        """The end of a handed-over download (in the batcher's thread): verify, put in place, resolve ``done``."""
+        """The end of a handed-over download (in the batcher's thread): verify, put in place, resolve ``done``.
+
+        ``part`` was entered by :meth:`_download`; leaving this ``with`` block closes it (discards it unless
+        committed)."""
         try:
-            with part:
+            with contextlib.ExitStack() as owned:
+                owned.push(part)
                 md5 = digest.result()
                 self._verify(path, written, size, md5, expected, f"{local} was left as it was")
                 part.commit()

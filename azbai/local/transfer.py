@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from azbai.errors import StorageError, TransferError
-from azbai.local.digests import LANES, Md5Batcher, keep_freed_memory, md5_hex_many
+from azbai.local.digests import BATCH, LANES, Md5Batcher, keep_freed_memory, md5_hex_many
 from azbai.local.stores import (
     AZBAI_FILE_PREFIX,
     BATCHED_MD5_MIN,
@@ -246,14 +246,14 @@ def download(
 def _batcher() -> Md5Batcher | None:
     """A batcher of MD5s for a download, where the SIMD lanes (azbai.local.md5x) are there to share the work.
 
-    A pass waits up to 50 ms for a full batch: at ~400 files/s that is 16 files, and nothing but memory waits
-    meanwhile (the workers go on downloading; at most 4 batches' files are held), and once the pool has handed
-    everything over no batch waits at all (:meth:`Md5Batcher.flush`).
+    A pass waits up to 80 ms for a full batch (32 files with AVX-512): at ~400 files/s that is most of one, and
+    nothing but memory waits meanwhile (the workers go on downloading; at most 2 batches of files are held). Once
+    the pool has handed everything over, no batch waits at all (:meth:`Md5Batcher.flush`).
     """
     if not LANES:
         return None
     keep_freed_memory()
-    return Md5Batcher(fill=LANES, wait=0.05, limit=4 * LANES)
+    return Md5Batcher(fill=BATCH, wait=0.08, limit=2 * BATCH)
 
 
 def _batchable(size: int) -> bool:
@@ -261,7 +261,7 @@ def _batchable(size: int) -> bool:
 
 
 class _ReadAhead:
-    """Reads upload sources in the order the workers take them, and hashes them ``LANES`` at a time, ahead of them.
+    """Reads upload sources in the order the workers take them, and hashes them ``BATCH`` at a time, ahead of them.
 
     An upload needs its MD5 before it sends a byte (Content-MD5), so a worker cannot hand its file over the way a
     download does; one thread reading ahead can. At most ``window`` bytes are read and not yet taken. A file that
@@ -312,7 +312,7 @@ class _ReadAhead:
             size = self._sizes[path]
             with self._lock:
                 fits = self._held == 0 or self._held + size <= self._window
-            if batch and (len(batch) == LANES or not fits):
+            if batch and (len(batch) == BATCH or not fits):
                 self._resolve(batch)  # before waiting for room: the room comes from these files, once taken
                 batch = []
             with self._lock:

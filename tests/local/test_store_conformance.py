@@ -47,6 +47,37 @@ def test_upload_then_download_round_trip(store: Store, tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["copy.bin"]  # no temporary file left
 
 
+def test_start_download_and_put_bytes_do_what_download_file_and_write_bytes_do(
+    store: Store, tmp_path: Path
+) -> None:
+    from azbai.local.digests import Md5Batcher
+
+    data = os.urandom(300_000)  # a size a transfer hashes in batches
+    tmp_path = tmp_path / "local"
+    tmp_path.mkdir()
+    assert store.put_bytes("put.bin", data, md5(data)) == Entry("put.bin", len(data), md5(data))
+    (tmp_path / "keep.bin").write_bytes(b"old")
+    with Md5Batcher(wait=0.001) as digests:
+        entry = store.start_download("put.bin", tmp_path / "keep.bin", digests).result(timeout=30)
+        with pytest.raises(StorageError):
+            store.start_download("missing.bin", tmp_path / "other.bin", digests).result(timeout=30)
+    assert (
+        entry
+        == Entry("put.bin", len(data), md5(data))
+        == store.download_file("put.bin", tmp_path / "again.bin")
+    )
+    assert (tmp_path / "keep.bin").read_bytes() == data == (tmp_path / "again.bin").read_bytes()
+    assert not (tmp_path / "other.bin").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.bin", "keep.bin"]  # no part file left
+
+
+def test_a_failed_download_leaves_the_local_file_as_it_was(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_bytes(b"my own")
+    with pytest.raises(StorageError):
+        store.download_file("nothing/here.txt", tmp_path / "mine.txt")
+    assert (tmp_path / "mine.txt").read_bytes() == b"my own"
+
+
 def test_nested_paths(store: Store, tmp_path: Path) -> None:
     store.write_bytes("a/b/c/d.txt", b"deep")
     store.write_bytes("a/top.txt", b"top")
