@@ -1,9 +1,9 @@
 """MD5s of many buffers at once: what lets a verified transfer keep up with an unverified one.
 
 MD5 is a chain of dependent steps: one buffer costs ~1.2 ms a MB whatever the code (OpenSSL's here), which is a
-third of what a 1 MB download costs the client in all. ``azbai.local.md5x`` (C, built by ``pip install``) hashes up to
-32 buffers in the time of about three: one per lane of AVX-512, two groups of 16 (or 8 lanes with AVX2). A transfer's worker threads hand
-their buffers to one :class:`Md5Batcher`, which hashes whatever has gathered together.
+third of what a 1 MB download costs the client in all. ``azbai.local.md5x`` (C, built by ``pip install``) hashes up
+to 32 buffers in the time of about three: one per lane of AVX-512, in two groups of 16 (8 lanes with AVX2). A
+transfer's worker threads hand their buffers to one :class:`Md5Batcher`, which hashes what has gathered together.
 
 Without the extension (no C compiler when azbai was installed, another CPU) everything here falls back to hashlib,
 one buffer at a time: the same digests, at hashlib's speed.
@@ -88,7 +88,7 @@ def md5_hex_many(buffers: Sequence[bytes | bytearray | memoryview]) -> list[str]
 
 
 class Md5Batcher:
-    """One thread that hashes the buffers handed to it by others, several at a time.
+    """One thread that hashes the buffers handed to it by others, up to :data:`BATCH` at a time.
 
     :meth:`submit` returns at once with a future of the hex digest. The thread starts a pass as soon as ``fill``
     buffers wait, or ``wait`` seconds after the first of them arrived, so a worker that blocks on its future waits
