@@ -386,8 +386,11 @@ def _run(
         ) as pool:
             for j in jobs:
                 track(pool.submit(j.run), j)
+            future: Future[Any] | None = None
             try:
                 while pending:
+                    if digests is not None and len(handed) == len(pending):
+                        digests.flush()  # the pool has nothing left to hand over: no batch waits for company
                     future, job = finished.get()
                     del pending[future]
                     if future in handed:
@@ -405,8 +408,6 @@ def _run(
                         if isinstance(result, Future):
                             handed.add(result)
                             track(result, job)
-                            if digests is not None and len(handed) == len(pending):
-                                digests.flush()  # the pool has nothing left to hand over: no batch waits for company
                             continue
                     if result:
                         moved_files += 1
@@ -423,6 +424,8 @@ def _run(
                 pool.shutdown(wait=True)
                 if digests is not None:
                     digests.close()  # what was handed over is finished (or discarded) before this returns
+                if future is not None:
+                    pending.setdefault(future, job)  # the one that failed, with those that failed meanwhile
                 failed = [
                     job.label
                     for f, job in pending.items()
