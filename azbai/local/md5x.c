@@ -66,34 +66,34 @@ static const unsigned char *lane_block(const Lane *lane, Py_ssize_t i) {
 
 #ifdef AZBAI_X86
 
-/* The 64 steps, written once for both widths: V is the vector type, and the macros below give its operations. */
-#define MD5_ROUNDS                                                                  \
-    STEP(F, a, b, c, d, 0, 7) STEP(F, d, a, b, c, 1, 12) STEP(F, c, d, a, b, 2, 17) \
-    STEP(F, b, c, d, a, 3, 22) STEP(F, a, b, c, d, 4, 7) STEP(F, d, a, b, c, 5, 12) \
-    STEP(F, c, d, a, b, 6, 17) STEP(F, b, c, d, a, 7, 22) STEP(F, a, b, c, d, 8, 7) \
-    STEP(F, d, a, b, c, 9, 12) STEP(F, c, d, a, b, 10, 17) STEP(F, b, c, d, a, 11, 22) \
-    STEP(F, a, b, c, d, 12, 7) STEP(F, d, a, b, c, 13, 12) STEP(F, c, d, a, b, 14, 17) \
-    STEP(F, b, c, d, a, 15, 22) \
-    STEP(G, a, b, c, d, 1, 5) STEP(G, d, a, b, c, 6, 9) STEP(G, c, d, a, b, 11, 14) \
-    STEP(G, b, c, d, a, 0, 20) STEP(G, a, b, c, d, 5, 5) STEP(G, d, a, b, c, 10, 9) \
-    STEP(G, c, d, a, b, 15, 14) STEP(G, b, c, d, a, 4, 20) STEP(G, a, b, c, d, 9, 5) \
-    STEP(G, d, a, b, c, 14, 9) STEP(G, c, d, a, b, 3, 14) STEP(G, b, c, d, a, 8, 20) \
-    STEP(G, a, b, c, d, 13, 5) STEP(G, d, a, b, c, 2, 9) STEP(G, c, d, a, b, 7, 14) \
-    STEP(G, b, c, d, a, 12, 20) \
-    STEP(H, a, b, c, d, 5, 4) STEP(H, d, a, b, c, 8, 11) STEP(H, c, d, a, b, 11, 16) \
-    STEP(H, b, c, d, a, 14, 23) STEP(H, a, b, c, d, 1, 4) STEP(H, d, a, b, c, 4, 11) \
-    STEP(H, c, d, a, b, 7, 16) STEP(H, b, c, d, a, 10, 23) STEP(H, a, b, c, d, 13, 4) \
-    STEP(H, d, a, b, c, 0, 11) STEP(H, c, d, a, b, 3, 16) STEP(H, b, c, d, a, 6, 23) \
-    STEP(H, a, b, c, d, 9, 4) STEP(H, d, a, b, c, 12, 11) STEP(H, c, d, a, b, 15, 16) \
-    STEP(H, b, c, d, a, 2, 23) \
-    STEP(I, a, b, c, d, 0, 6) STEP(I, d, a, b, c, 7, 10) STEP(I, c, d, a, b, 14, 15) \
-    STEP(I, b, c, d, a, 5, 21) STEP(I, a, b, c, d, 12, 6) STEP(I, d, a, b, c, 3, 10) \
-    STEP(I, c, d, a, b, 10, 15) STEP(I, b, c, d, a, 1, 21) STEP(I, a, b, c, d, 8, 6) \
-    STEP(I, d, a, b, c, 15, 10) STEP(I, c, d, a, b, 6, 15) STEP(I, b, c, d, a, 13, 21) \
-    STEP(I, a, b, c, d, 4, 6) STEP(I, d, a, b, c, 11, 10) STEP(I, c, d, a, b, 2, 15) \
-    STEP(I, b, c, d, a, 9, 21)
+/* The 64 steps, written once: S is the step (STEP for one group of lanes, STEP2 for two), V the vector type, and
+ * the macros below give its operations. */
+#define MD5_ROUNDS(S)                                                                 \
+    S(F, a, b, c, d, 0, 7) S(F, d, a, b, c, 1, 12) S(F, c, d, a, b, 2, 17) \
+    S(F, b, c, d, a, 3, 22) S(F, a, b, c, d, 4, 7) S(F, d, a, b, c, 5, 12) \
+    S(F, c, d, a, b, 6, 17) S(F, b, c, d, a, 7, 22) S(F, a, b, c, d, 8, 7) \
+    S(F, d, a, b, c, 9, 12) S(F, c, d, a, b, 10, 17) S(F, b, c, d, a, 11, 22) \
+    S(F, a, b, c, d, 12, 7) S(F, d, a, b, c, 13, 12) S(F, c, d, a, b, 14, 17) \
+    S(F, b, c, d, a, 15, 22) \
+    S(G, a, b, c, d, 1, 5) S(G, d, a, b, c, 6, 9) S(G, c, d, a, b, 11, 14) \
+    S(G, b, c, d, a, 0, 20) S(G, a, b, c, d, 5, 5) S(G, d, a, b, c, 10, 9) \
+    S(G, c, d, a, b, 15, 14) S(G, b, c, d, a, 4, 20) S(G, a, b, c, d, 9, 5) \
+    S(G, d, a, b, c, 14, 9) S(G, c, d, a, b, 3, 14) S(G, b, c, d, a, 8, 20) \
+    S(G, a, b, c, d, 13, 5) S(G, d, a, b, c, 2, 9) S(G, c, d, a, b, 7, 14) \
+    S(G, b, c, d, a, 12, 20) \
+    S(H, a, b, c, d, 5, 4) S(H, d, a, b, c, 8, 11) S(H, c, d, a, b, 11, 16) \
+    S(H, b, c, d, a, 14, 23) S(H, a, b, c, d, 1, 4) S(H, d, a, b, c, 4, 11) \
+    S(H, c, d, a, b, 7, 16) S(H, b, c, d, a, 10, 23) S(H, a, b, c, d, 13, 4) \
+    S(H, d, a, b, c, 0, 11) S(H, c, d, a, b, 3, 16) S(H, b, c, d, a, 6, 23) \
+    S(H, a, b, c, d, 9, 4) S(H, d, a, b, c, 12, 11) S(H, c, d, a, b, 15, 16) \
+    S(H, b, c, d, a, 2, 23) \
+    S(I, a, b, c, d, 0, 6) S(I, d, a, b, c, 7, 10) S(I, c, d, a, b, 14, 15) \
+    S(I, b, c, d, a, 5, 21) S(I, a, b, c, d, 12, 6) S(I, d, a, b, c, 3, 10) \
+    S(I, c, d, a, b, 10, 15) S(I, b, c, d, a, 1, 21) S(I, a, b, c, d, 8, 6) \
+    S(I, d, a, b, c, 15, 10) S(I, c, d, a, b, 6, 15) S(I, b, c, d, a, 13, 21) \
+    S(I, a, b, c, d, 4, 6) S(I, d, a, b, c, 11, 10) S(I, c, d, a, b, 2, 15) \
+    S(I, b, c, d, a, 9, 21)
 
-/* The step number of each STEP, in order, for its constant K[i]. */
 /* a + K + M does not wait for the step before: OPAQUE keeps the compiler from folding it back into the chain, which
  * is then f, one add, the rotation and the last add. */
 #define OPAQUE(x) __asm__("" : "+v"(x))
@@ -169,7 +169,7 @@ __attribute__((target("avx512f"))) static void md5_avx512(Lane *lanes, int count
         load_columns(lanes, count, i, m);
         V a0 = a, b0 = b, c0 = c, d0 = d;
         int step = 0;
-        MD5_ROUNDS
+        MD5_ROUNDS(STEP)
         a = ADD(a, a0), b = ADD(b, b0), c = ADD(c, c0), d = ADD(d, d0);
         take_finished(lanes, count, i, a, b, c, d);
     }
@@ -179,8 +179,7 @@ __attribute__((target("avx512f"))) static void md5_avx512(Lane *lanes, int count
  * (about 8 cycles of dependent vector operations here); the other group's fills that wait, so a pass of 32 costs
  * little more than a pass of 16. */
 
-#undef STEP
-#define STEP(f, a, b, c, d, g, s)                                       \
+#define STEP2(f, a, b, c, d, g, s)                                      \
     {                                                                   \
         V k_ = SET1(K[step]);                                           \
         V t1 = ADD(a##1, ADD(m1[g], k_)), t2 = ADD(a##2, ADD(m2[g], k_)); \
@@ -202,7 +201,7 @@ __attribute__((target("avx512f"))) static void md5_avx512x2(Lane *lanes, int cou
         load_columns(second, count2, i, m2);
         V a10 = a1, b10 = b1, c10 = c1, d10 = d1, a20 = a2, b20 = b2, c20 = c2, d20 = d2;
         int step = 0;
-        MD5_ROUNDS
+        MD5_ROUNDS(STEP2)
         a1 = ADD(a1, a10), b1 = ADD(b1, b10), c1 = ADD(c1, c10), d1 = ADD(d1, d10);
         a2 = ADD(a2, a20), b2 = ADD(b2, b20), c2 = ADD(c2, c20), d2 = ADD(d2, d20);
         take_finished(lanes, 16, i, a1, b1, c1, d1);
@@ -210,14 +209,7 @@ __attribute__((target("avx512f"))) static void md5_avx512x2(Lane *lanes, int cou
     }
 }
 
-#undef STEP
-#define STEP(f, a, b, c, d, g, s)                        \
-    {                                                    \
-        V t = ADD(a, ADD(m[g], SET1(K[step])));          \
-        OPAQUE(t);                                       \
-        a = ADD(b, ROTL(ADD(f(b, c, d), t), s));         \
-        step++;                                          \
-    }
+#undef STEP2
 
 #undef V
 #undef ADD
@@ -254,7 +246,7 @@ __attribute__((target("avx2"))) static void md5_avx2(Lane *lanes, int count, Py_
         }
         V a0 = a, b0 = b, c0 = c, d0 = d;
         int step = 0;
-        MD5_ROUNDS
+        MD5_ROUNDS(STEP)
         a = ADD(a, a0), b = ADD(b, b0), c = ADD(c, c0), d = ADD(d, d0);
         int done = 0;
         for (int l = 0; l < count; l++) done |= lanes[l].total == i + 1;
