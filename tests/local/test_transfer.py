@@ -61,6 +61,28 @@ def stray_parts(root: Path) -> list[Path]:
     return [p for p in root.rglob("*.part")]
 
 
+def replace_under_a_wrong_md5(store: BlobStore, path: str, data: bytes) -> None:
+    """The blob changes under a wrong Content-MD5: what arrives cannot verify."""
+    from azure.storage.blob import ContentSettings
+
+    blob = store._client.get_blob_client(path)
+    blob.upload_blob(data, overwrite=True)
+    blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"other bytes").digest())))
+
+
+def count_downloads(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every download attempt, handed over or not, in the order they start."""
+    attempts: list[str] = []
+    real = store._download
+
+    def counting(path: str, local: Path, digests):  # type: ignore[no-untyped-def]
+        attempts.append(path)
+        return real(path, local, digests)
+
+    monkeypatch.setattr(store, "_download", counting)
+    return attempts
+
+
 def test_directory_round_trip(store: Store, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src")
     up = upload(tmp_path / "src", store, "inputs", workers=4)
@@ -177,27 +199,13 @@ def test_a_file_and_a_folder_of_the_same_name_cannot_be_downloaded(
 def test_corrupted_blob_download_fails_and_leaves_no_partial_file(
     blob_store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from azure.storage.blob import ContentSettings
-
     make_tree(tmp_path / "src")
     upload(tmp_path / "src", blob_store, "")
     download(blob_store, "", tmp_path / "dst", incremental=True)
     before = read_tree(tmp_path / "dst")
 
-    # The blob changes under a wrong Content-MD5: what arrives cannot verify.
-    new = os.urandom(1 << 20)
-    blob = blob_store._client.get_blob_client("data/train/0001.bin")
-    blob.upload_blob(new, overwrite=True)
-    blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"something else").digest())))
-
-    attempts: list[str] = []
-    real = blob_store._download
-
-    def counting(path: str, local: Path, digests):  # type: ignore[no-untyped-def]
-        attempts.append(path)
-        return real(path, local, digests)
-
-    monkeypatch.setattr(blob_store, "_download", counting)
+    replace_under_a_wrong_md5(blob_store, "data/train/0001.bin", os.urandom(1 << 20))
+    attempts = count_downloads(blob_store, monkeypatch)
     with pytest.raises(TransferError, match=r"data/train/0001\.bin.*Content-MD5") as info:
         download(blob_store, "", tmp_path / "dst", incremental=True, workers=2)
     assert attempts == ["data/train/0001.bin"] * 2  # one retry, then the error
@@ -489,8 +497,6 @@ def test_batched_md5s_upload_and_download_every_file_verified(
 def test_a_batched_download_that_does_not_verify_is_retried_then_fails_cleanly(
     blob_store: BlobStore, tmp_path: Path, batch_sizes: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from azure.storage.blob import ContentSettings
-
     files = batchable_tree(tmp_path / "src", count=12)
     upload(tmp_path / "src", blob_store, "")
     download(blob_store, "", tmp_path / "dst", incremental=True)
@@ -498,22 +504,13 @@ def test_a_batched_download_that_does_not_verify_is_retried_then_fails_cleanly(
     assert before == files
 
     victim = "batch/005.bin"
-    blob = blob_store._client.get_blob_client(victim)
-    blob.upload_blob(os.urandom(len(files[victim])), overwrite=True)
-    blob.set_http_headers(ContentSettings(content_md5=bytearray(hashlib.md5(b"other bytes").digest())))
+    replace_under_a_wrong_md5(blob_store, victim, os.urandom(len(files[victim])))
     for rel in files:  # every other file changes too (rightly), so each is downloaded again, in batches
         if rel != victim:
             files[rel] = files[rel][::-1]
             blob_store.write_bytes(rel, files[rel])
 
-    attempts: list[str] = []
-    real = blob_store._download
-
-    def counting(path: str, local: Path, digests):  # type: ignore[no-untyped-def]
-        attempts.append(path)
-        return real(path, local, digests)
-
-    monkeypatch.setattr(blob_store, "_download", counting)
+    attempts = count_downloads(blob_store, monkeypatch)
     batch_sizes.clear()
     with pytest.raises(TransferError, match=r"batch/005\.bin.*Content-MD5") as info:
         download(blob_store, "", tmp_path / "dst", incremental=True, workers=4)
