@@ -80,7 +80,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -1175,7 +1175,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     return _worker(json.loads(argv[0]), None)
 
 
-def _fork_server_main(argv: Sequence[str]) -> int:
+def _fork_server_main(argv: Sequence[str]) -> NoReturn:
     """The fork server (:class:`_ForkServer`): import the entry script, then fork a worker per request.
 
     Requests come on the control socket, each a fork (with the worker's report pipe attached) or a signal for
@@ -1185,7 +1185,7 @@ def _fork_server_main(argv: Sequence[str]) -> int:
     config = json.loads(argv[0])
     control = socket.socket(fileno=config.pop("control_fd"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-    return _serve_forks(control, config)
+    _exit_without_teardown(_serve_forks(control, config))
 
 
 def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
@@ -1244,6 +1244,21 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
         os.close(fds[0])
         children.add(pid)
         tell(forked=pid)
+
+
+def _exit_without_teardown(code: int) -> NoReturn:
+    """End a fork server as its forked workers end: atexit's functions, the standard streams flushed, then exit.
+
+    A fork server holds what the entry script imported, and tearing that down is most of its exit (torch: 0.32–0.42
+    s against 0.02 s, measured), time its supervisor waits before the step can end. It never runs ``init()`` or
+    ``run()``, so the only user code it ran is the entry script's module level, whose exit work atexit holds.
+    """
+    with contextlib.suppress(BaseException):
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def preload_modules(entry: str | os.PathLike[str]) -> list[str]:
@@ -1359,9 +1374,13 @@ def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer |
     return WarmServer(proc, address, tuple(modules), ready_read)
 
 
-def _warm_server_main(argv: Sequence[str]) -> int:
+def _warm_server_main(argv: Sequence[str]) -> NoReturn:
     """A fork server started ahead of its step (:func:`prestart`): import, wait to be adopted, then serve forks."""
-    config = json.loads(argv[0])
+    _exit_without_teardown(_warm_server(json.loads(argv[0])))
+
+
+def _warm_server(config: dict[str, Any]) -> int:
+    """The life of a fork server started ahead of its step, until it has served its supervisor or been refused."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(b"\0" + config["address"].encode())

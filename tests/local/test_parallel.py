@@ -452,6 +452,10 @@ def test_workers_fork_from_a_parent_that_imported_the_entry_script(
     assert server not in inits
     for pid in inits:
         assert not parallel._pid_alive(pid)  # reaped, gone: nothing left behind
+    # every process ran the exit function the module level registered, and none tore the imports down: the
+    # step need not wait for that (torch: a third of a second)
+    assert _pids(run.output / "exited") == {server, *inits}
+    assert _pids(run.output / "torn-down") == set()
     # every item once, each by the worker whose pid its claim and done marker name
     assert run.done_items() == Counter(run.items)
     for name, marker in run.done_markers().items():
@@ -470,6 +474,8 @@ def test_without_the_fork_server_each_worker_imports(
     assert "fork" not in out
     assert _pids(run.output / "imported") == _pids(run.output / "init")
     assert len(_pids(run.output / "init")) == 2
+    # a fresh interpreter exits as Python does
+    assert _pids(run.output / "exited") == _pids(run.output / "torn-down") == _pids(run.output / "init")
 
 
 @needs_fork
