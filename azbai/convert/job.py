@@ -20,6 +20,7 @@ from azbai.plan.model import (
     Container,
     DataMode,
     DataReference,
+    Distribution,
     EnvironmentVariable,
     InputDirectory,
     Job,
@@ -38,10 +39,16 @@ from azbai.plan.model import (
     escape_braces,
 )
 from azbai.source.checks import shell_fields
+from azbai.source.model import TensorFlowSettings
 from azbai.source.reader import LoadedCluster, LoadedJob
 from azbai.source.variables import BATCHAI_VARIABLES, input_variable, output_variable
 
 DEFAULT_EXPERIMENT = "batchai-migration"
+#: Batch AI's rule for a job name (a path segment of its outputs, and its step's name here), without names of
+#: dots alone
+_JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+#: Azure ML's rule for an experiment name (azureml-core's check_valid_resource_name)
+_EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
 DEFAULT_COMPUTE = "gpu-cluster"
 
 
@@ -70,6 +77,16 @@ def build_plan(
         raise PlanError("input directories can be mounted or downloaded, not uploaded")
     if options.output_mode not in (DataMode.MOUNT, DataMode.UPLOAD):
         raise PlanError("output directories can be mounted or uploaded, not downloaded")
+    if options.name is not None and not _JOB_NAME.fullmatch(options.name):
+        raise PlanError(
+            f"the job name {options.name!r} cannot name a job: 1 to 64 letters, digits, '-', '_' or '.', starting "
+            "with a letter, a digit or '_'"
+        )
+    if not _EXPERIMENT_NAME.fullmatch(options.experiment):
+        raise PlanError(
+            f"the experiment {options.experiment!r} cannot be an Azure ML experiment: 1 to 255 letters, digits, "
+            "'-' or '_', starting with a letter or a digit"
+        )
     props = job.properties
     name = options.name or default_name(job.source)
     rows: list[MappingRow] = []
@@ -179,6 +196,7 @@ def build_plan(
     )
     notes = list(layout.notes)
     _launch_notes(job, launch.mode, launch.node_count, launch.process_count, notes)
+    _unused_master_args(job, launch.distribution, notes)
     _other_field_notes(job, notes, rows)
     container = _container(job, options, notes, rows)
     compute = _compute(job, cluster, options, notes, rows)
@@ -332,7 +350,7 @@ def _launch_notes(job: LoadedJob, mode: LaunchMode, nodes: int, processes: int, 
                 "mpirun itself must use $AZ_BATCHAI_MPI_HOST_FILE, which the launcher writes from Azure ML's hosts",
             )
         )
-    if mode is LaunchMode.MPI and processes % nodes:
+    if mode in (LaunchMode.MPI, LaunchMode.PER_PROCESS) and processes % nodes:
         notes.append(
             Note(
                 _field(job, key),
@@ -340,6 +358,28 @@ def _launch_notes(job: LoadedJob, mode: LaunchMode, nodes: int, processes: int, 
                 f"{processes} processes do not divide evenly over {nodes} nodes; Azure ML starts the same number on "
                 f"every node, so the step asks for {-(-processes // nodes)} per node and the launcher runs only "
                 f"ranks below {processes}",
+            )
+        )
+
+
+def _unused_master_args(job: LoadedJob, distribution: Distribution, notes: list[Note]) -> None:
+    """Distributed TensorFlow runs parameter servers and workers, each with its own arguments: a
+    ``masterCommandLineArgs`` that differs from the workers' reaches no process, and is said so."""
+    toolkit = job.properties.toolkit
+    if (
+        isinstance(toolkit, TensorFlowSettings)
+        and distribution is Distribution.TENSORFLOW
+        and toolkit.master_command_line_args
+        and toolkit.worker_command_line_args
+        and toolkit.master_command_line_args != toolkit.worker_command_line_args
+    ):
+        notes.append(
+            Note(
+                _field(job, "tensorFlowSettings.masterCommandLineArgs"),
+                "master-args-unused",
+                f"a distributed TensorFlow job runs parameter servers and workers, and every worker (task 0 too) "
+                f"gets workerCommandLineArgs; these master arguments are not passed to any process: "
+                f"{_short(toolkit.master_command_line_args)}",
             )
         )
 

@@ -50,7 +50,13 @@ WORKSPACE_DEFAULT_DATASTORE = "workspaceblobstore"
 _ROOT_RE = re.compile(
     r"^\$(?:\{)?(AZ_BATCHAI_JOB_MOUNT_ROOT|AZ_BATCHAI_MOUNT_ROOT)(?:\})?(?:/(?P<rest>.*))?$"
 )
-_ROOT_ANYWHERE_RE = re.compile(r"\$\{?(AZ_BATCHAI_JOB_MOUNT_ROOT|AZ_BATCHAI_MOUNT_ROOT)\}?/([^/\s\"';:]+)")
+#: the fileMode and directoryMode Batch AI mounted a file share with when a job named none
+_BATCHAI_SHARE_MODE = "0777"
+_ROOT_ANYWHERE_RE = re.compile(r"\$\{?(AZ_BATCHAI_JOB_MOUNT_ROOT|AZ_BATCHAI_MOUNT_ROOT)\}?/")
+#: where a mount's name ends when no described mount matches: a path segment, or a shell word's end
+_FIRST_SEGMENT_RE = re.compile(r"[^/\s\"';:]+")
+#: what may follow a described mount's path in a field: more of the path, or the end of a shell word
+_AFTER_MOUNT = frozenset("/\"';: \t\n")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,14 @@ class ExtraMount:
     @classmethod
     def parse(cls, text: str) -> ExtraMount:
         """Parse ``--mount`` syntax; :class:`PlanError` with the expected form when it does not fit."""
+        head, query, _ = text.partition("?")
+        if query:
+            # a pasted SAS URL: the token is neither kept nor repeated in the message
+            raise PlanError(
+                f"--mount {head!r}?…: a query string (a SAS token?) is not taken here; the account's key comes "
+                "from --storage-account-key or $AZURE_BATCHAI_STORAGE_KEY, and the datastore's credentials are set "
+                "in Azure ML"
+            )
         match = re.match(r"^(?P<name>[^=]+)=(?P<scheme>afs|blob)://(?P<account>[^/]+)/(?P<rest>.+)$", text)
         if not match:
             raise PlanError(
@@ -141,7 +155,15 @@ class StorageLayout:
         for path, text in texts:
             for match in _ROOT_ANYWHERE_RE.finditer(text):
                 root = MountRoot(match.group(1))
-                first = match.group(2)
+                rest = text[match.end() :]
+                # a described mount's path may hold spaces ("my share"): it is matched whole, before any
+                # splitting into words
+                if self._described_prefix(root, rest):
+                    continue
+                segment = _FIRST_SEGMENT_RE.match(rest)
+                if segment is None:
+                    continue
+                first = segment.group(0)
                 if self.volume_at(root, first) is not None:
                     continue
                 self._add_volume(VolumeKind.UNDESCRIBED, root, first, None, "", path)
@@ -160,6 +182,19 @@ class StorageLayout:
                         f"{advice}. Until then the job gets an empty local directory there",
                     )
                 )
+
+    def _described_prefix(self, root: MountRoot, rest: str) -> bool:
+        """Whether ``rest`` (what follows ``$ROOT/`` in a field) starts with the path of a mount under ``root``."""
+        for volume in self.volumes:
+            rel = volume.relative_mount_path.strip("/")
+            if (
+                volume.root is root
+                and rel
+                and rest.startswith(rel)
+                and (len(rest) == len(rel) or rest[len(rel)] in _AFTER_MOUNT)
+            ):
+                return True
+        return False
 
     # --- resolving paths ----------------------------------------------------------------------------------------
 
@@ -240,6 +275,16 @@ class StorageLayout:
         self._add_volume(
             VolumeKind.AZURE_FILE_SHARE, root, share.relative_mount_path, store, parsed.directory, path
         )
+        for key, value in (("fileMode", share.file_mode), ("directoryMode", share.directory_mode)):
+            if value is not None and value != _BATCHAI_SHARE_MODE:
+                self.notes.append(
+                    Note(
+                        f"{path}.{key}",
+                        "share-mode-ignored",
+                        f"{key} {value}: Azure ML sets the permissions of the file shares it mounts itself, not "
+                        "per job; ignored",
+                    )
+                )
 
     def _add_blob(self, blob: AzureBlobFileSystemReference, root: MountRoot, path: str) -> None:
         store = self._datastore(

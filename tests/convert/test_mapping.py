@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from azbai.convert.compute import VM_SIZES, replacement_for, vm_size
 from azbai.convert.job import PlanOptions, build_plan
 from azbai.convert.storage import ExtraMount
+from azbai.errors import PlanError
 from azbai.plan.model import DataMode, Distribution, LaunchMode, MountRoot, Plan, StoreKind, VolumeKind
 from azbai.source.reader import load_job
 
@@ -196,3 +198,106 @@ def test_vm_size_flag_and_cluster_scale(tmp_path: Path) -> None:
         4,
         None,
     )
+
+
+# --- what a job names that Azure ML takes differently --------------------------------------------------------
+
+
+def test_mount_paths_with_spaces_are_matched_whole(tmp_path: Path) -> None:
+    """A described mount whose path holds a space ("my share") is that mount, not an undescribed "my"."""
+    plan = plan_of(
+        tmp_path,
+        customToolkitSettings={"commandLine": "ls '$AZ_BATCHAI_JOB_MOUNT_ROOT/blob data/in' > /dev/null"},
+        stdOutErrPathPrefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/my share/logs",
+        mountVolumes={
+            "azureFileShares": [dict(SHARE, relativeMountPath="my share")],
+            "azureBlobFileSystems": [dict(BLOB, relativeMountPath="blob data")],
+        },
+        outputDirectories=[{"id": "OUT", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/my share"}],
+    )
+    assert not [n for n in plan.notes if n.code == "undescribed-mount"]
+    assert {v.relative_mount_path for v in plan.steps[0].job.volumes} == {"my share", "blob data"}
+    # a mount no file describes is still found, and named by its first path segment
+    plan = plan_of(tmp_path, stdOutErrPathPrefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/other share/logs")
+    [note] = [n for n in plan.notes if n.code == "undescribed-mount"]
+    assert "'other'" in note.message
+
+
+def test_file_share_modes_other_than_batch_ais_default_are_noted(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path, mountVolumes={"azureFileShares": [dict(SHARE, fileMode="0777", directoryMode="0777")]}
+    )
+    assert not [n for n in plan.notes if n.code == "share-mode-ignored"]
+    plan = plan_of(
+        tmp_path, mountVolumes={"azureFileShares": [dict(SHARE, fileMode="0644", directoryMode="0755")]}
+    )
+    notes = {n.field: n.message for n in plan.notes if n.code == "share-mode-ignored"}
+    assert set(notes) == {
+        "properties.mountVolumes.azureFileShares[0].fileMode",
+        "properties.mountVolumes.azureFileShares[0].directoryMode",
+    }
+    assert "0644" in notes["properties.mountVolumes.azureFileShares[0].fileMode"]
+
+
+def test_uneven_pytorch_processes_are_noted(tmp_path: Path) -> None:
+    """Azure ML starts as many processes on every node: 3 over 2 nodes asks for 2 each, and says so."""
+    toolkit = {"pythonScriptFilePath": "train.py", "processCount": 3}
+    plan = plan_of(tmp_path, nodeCount=2, customToolkitSettings=None, pyTorchSettings=toolkit)
+    [note] = [n for n in plan.notes if n.code == "uneven-processes"]
+    assert note.field == "properties.pyTorchSettings" and "asks for 2 per node" in note.message
+    plan = plan_of(
+        tmp_path, nodeCount=2, customToolkitSettings=None, pyTorchSettings=dict(toolkit, processCount=4)
+    )
+    assert not [n for n in plan.notes if n.code == "uneven-processes"]
+
+
+def test_distributed_tensorflow_master_arguments_that_reach_no_process_are_noted(tmp_path: Path) -> None:
+    toolkit = {
+        "pythonScriptFilePath": "mnist_replica.py",
+        "workerCount": 2,
+        "parameterServerCount": 1,
+        "masterCommandLineArgs": "--job_name=worker --chief",
+        "workerCommandLineArgs": "--job_name=worker",
+        "parameterServerCommandLineArgs": "--job_name=ps",
+    }
+    plan = plan_of(tmp_path, nodeCount=2, customToolkitSettings=None, tensorFlowSettings=toolkit)
+    [note] = [n for n in plan.notes if n.code == "master-args-unused"]
+    assert note.field == "properties.tensorFlowSettings.masterCommandLineArgs" and "--chief" in note.message
+    # the recipes give both the same arguments (nothing is lost), and a single process runs the master's
+    for same in (
+        dict(toolkit, masterCommandLineArgs="--job_name=worker"),
+        {"pythonScriptFilePath": "m.py", "masterCommandLineArgs": "--x"},
+    ):
+        plan = plan_of(tmp_path, customToolkitSettings=None, tensorFlowSettings=same)
+        assert not [n for n in plan.notes if n.code == "master-args-unused"]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (PlanOptions(name="it's a/b"), 'the job name "it\'s a/b" cannot name a job'),
+        (PlanOptions(name=".."), "the job name '..' cannot name a job"),
+        (PlanOptions(name="x" * 65), "1 to 64 letters"),
+        (
+            PlanOptions(experiment="exp {y} $HOME"),
+            "the experiment 'exp {y} $HOME' cannot be an Azure ML experiment",
+        ),
+        (PlanOptions(experiment="-exp"), "starting with a letter or a digit"),
+        (PlanOptions(experiment="my.exp"), "the experiment 'my.exp'"),
+    ],
+)
+def test_names_azure_ml_refuses_are_refused_here(tmp_path: Path, options: PlanOptions, error: str) -> None:
+    with pytest.raises(PlanError, match=re.escape(error)):
+        plan_of(tmp_path, options)
+
+
+def test_names_batch_ai_and_azure_ml_take_are_taken(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, PlanOptions(name="my.job_1-a", experiment="Exp_1-b"))
+    assert (plan.name, plan.experiment) == ("my.job_1-a", "Exp_1-b")
+
+
+def test_a_mount_given_with_a_sas_token_is_refused_without_repeating_it() -> None:
+    with pytest.raises(PlanError) as caught:
+        ExtraMount.parse("x=blob://acct/cont/dir?sv=2020-01-01&sig=TOKEN123")
+    assert "TOKEN123" not in str(caught.value) and "sv=" not in str(caught.value)
+    assert "'x=blob://acct/cont/dir'?…: a query string (a SAS token?)" in str(caught.value)
