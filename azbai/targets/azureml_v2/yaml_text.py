@@ -4,6 +4,10 @@
 small: mappings with string keys, lists, strings, integers, booleans and None. A string is written plain only when
 a YAML 1.1 or 1.2 reader reads it back as the same string; anything else is JSON-quoted, and a JSON string is a valid
 YAML double-quoted scalar. Comments are whole lines, written where the caller puts them.
+
+azure-ai-ml reads the files with PyYAML, so PyYAML's own implicit resolvers decide what a plain scalar is:
+:data:`_PYYAML_IMPLICIT` is a copy of them (``yaml/resolver.py``, PyYAML 6.0; a test holds it equal to the installed
+PyYAML's), so that ``azbai migrate`` writes the same files whether or not PyYAML is installed.
 """
 
 from __future__ import annotations
@@ -19,8 +23,74 @@ _RESERVED = re.compile(
     r"|[-+]?\.(inf|nan)|\d+(:\d+)+|\d{4}-\d\d-\d\d.*)"
 )
 
+#: PyYAML's implicit resolvers (tag, pattern, first characters): a plain scalar one of them matches is not a string
+_PYYAML_IMPLICIT: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (
+        "tag:yaml.org,2002:bool",
+        re.compile(
+            r"""^(?:yes|Yes|YES|no|No|NO
+                    |true|True|TRUE|false|False|FALSE
+                    |on|On|ON|off|Off|OFF)$""",
+            re.X,
+        ),
+        "yYnNtTfFoO",
+    ),
+    (
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""",
+            re.X,
+        ),
+        "-+0123456789.",
+    ),
+    (
+        "tag:yaml.org,2002:int",
+        re.compile(
+            r"""^(?:[-+]?0b[0-1_]+
+                    |[-+]?0[0-7_]+
+                    |[-+]?(?:0|[1-9][0-9_]*)
+                    |[-+]?0x[0-9a-fA-F_]+
+                    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""",
+            re.X,
+        ),
+        "-+0123456789",
+    ),
+    ("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), "<"),
+    (
+        "tag:yaml.org,2002:null",
+        re.compile(
+            r"""^(?: ~
+                    |null|Null|NULL
+                    | )$""",
+            re.X,
+        ),
+        "~nN",
+    ),
+    (
+        "tag:yaml.org,2002:timestamp",
+        re.compile(
+            r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
+                    |[0-9][0-9][0-9][0-9] -[0-9][0-9]? -[0-9][0-9]?
+                     (?:[Tt]|[ \t]+)[0-9][0-9]?
+                     :[0-9][0-9] :[0-9][0-9] (?:\.[0-9]*)?
+                     (?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$""",
+            re.X,
+        ),
+        "0123456789",
+    ),
+    ("tag:yaml.org,2002:value", re.compile(r"^(?:=)$"), "="),
+    ("tag:yaml.org,2002:yaml", re.compile(r"^(?:!|&|\*)$"), "!&*"),
+)
+
 #: characters YAML does not allow raw, or reads as line breaks (NEL, LS, PS): escaped in a double-quoted scalar
 _UNPRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+
+
+STR_TAG = "tag:yaml.org,2002:str"
 
 
 class Comment(str):
@@ -54,9 +124,23 @@ def scalar(value: Any) -> str:
         return str(value)
     if not isinstance(value, str):
         raise TypeError(f"cannot write {type(value).__name__} as YAML")
-    if _PLAIN.fullmatch(value) and not _RESERVED.fullmatch(value) and not value.endswith(":"):
+    if (
+        _PLAIN.fullmatch(value)
+        and not _RESERVED.fullmatch(value)
+        and not value.endswith(":")
+        and pyyaml_tag(value) == STR_TAG
+    ):
         return value
     return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
+
+
+def pyyaml_tag(value: str) -> str:
+    """The tag PyYAML's resolver gives ``value`` as a plain scalar (``Resolver().resolve(ScalarNode, value, (True,
+    False))``): :data:`STR_TAG` unless an implicit resolver for its first character matches it."""
+    for tag, pattern, first in _PYYAML_IMPLICIT:
+        if value[:1] in first and pattern.match(value):
+            return tag
+    return STR_TAG
 
 
 def dump(document: Mapping[str, Any], header: Sequence[str] = ()) -> str:
