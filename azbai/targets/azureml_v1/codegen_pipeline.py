@@ -16,8 +16,6 @@ extra compute                  a second ``AmlCompute`` (``computes[]`` of the pi
 
 from __future__ import annotations
 
-import textwrap
-
 from azbai.plan.model import (
     Compute,
     Container,
@@ -35,14 +33,6 @@ from azbai.targets.snapshot import JOB_FILE, LAUNCHER_FILE, snapshot_dir
 def render_pipeline_plan(plan: Plan) -> str:
     """The source of ``pipeline.py`` for a multi-step plan."""
     parts = [
-        codegen.header_section(plan),
-        codegen.imports_section(plan)
-        + """
-    from azureml.data.datapath import DataPath, DataPathComputeBinding
-    from azureml.pipeline.core import PipelineParameter
-    from azureml.pipeline.core.schedule import Schedule
-    from azureml.pipeline.steps import ParallelRunConfig, ParallelRunStep
-    """,
         codegen.constants_section(plan),
         codegen.datastores_section(plan),
         _computes(plan),
@@ -56,7 +46,7 @@ def render_pipeline_plan(plan: Plan) -> str:
         _build(plan),
         _main(plan),
     ]
-    return "\n\n".join(textwrap.dedent(p).strip("\n") for p in parts) + "\n"
+    return codegen.render_module(codegen.header_section(plan), parts)
 
 
 def _computes(plan: Plan) -> str:
@@ -207,7 +197,10 @@ def _job_step(plan: Plan, step: Step) -> str:
     )
     ranks = '"--ranks", "external", ' if launch.distribution is not Distribution.NONE else ""
     body = "\n".join(" " * 8 + line for line in lines)
-    params_args = "".join(f' + ["--param", {n!r}, params[{n!r}]]' for n in string_params)
+    step_arguments = "arguments"
+    if string_params:
+        pairs = "".join(f', "--param", {n!r}, params[{n!r}]' for n in string_params)
+        step_arguments = f"[*arguments{pairs}]"
     compute = step.compute or plan.compute.name
     return f'''
     def step_{_ident(step.name)}(computes: dict, stores: dict, params: dict, produced: dict, segment: str) -> PythonScriptStep:
@@ -229,7 +222,7 @@ def _job_step(plan: Plan, step: Step) -> str:
             name={step.name!r},
             script_name={LAUNCHER_FILE!r},
             source_directory=str(HERE / {snapshot_dir(plan, step)!r}),
-            arguments=arguments{params_args},
+            arguments={step_arguments},
             inputs=inputs,
             outputs=outputs,
             compute_target=computes[{compute!r}],

@@ -31,13 +31,7 @@ from pathlib import Path
 from azureml.core import Datastore, Environment, Experiment, ScriptRunConfig, Workspace
 from azureml.core.compute import AmlCompute, ComputeTarget
 from azureml.core.conda_dependencies import CondaDependencies
-from azureml.core.runconfig import (
-    DockerConfiguration,
-    MpiConfiguration,
-    PyTorchConfiguration,
-    TensorflowConfiguration,
-)
-from azureml.data import OutputFileDatasetConfig
+from azureml.core.runconfig import DockerConfiguration, MpiConfiguration
 from azureml.data.data_reference import DataReference
 from azureml.pipeline.core import Pipeline
 from azureml.pipeline.steps import PythonScriptStep

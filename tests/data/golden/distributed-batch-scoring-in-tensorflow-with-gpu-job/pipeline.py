@@ -31,12 +31,7 @@ from pathlib import Path
 from azureml.core import Datastore, Environment, Experiment, ScriptRunConfig, Workspace
 from azureml.core.compute import AmlCompute, ComputeTarget
 from azureml.core.conda_dependencies import CondaDependencies
-from azureml.core.runconfig import (
-    DockerConfiguration,
-    MpiConfiguration,
-    PyTorchConfiguration,
-    TensorflowConfiguration,
-)
+from azureml.core.runconfig import DockerConfiguration, MpiConfiguration
 from azureml.data import OutputFileDatasetConfig
 from azureml.data.data_reference import DataReference
 from azureml.pipeline.core import Pipeline
