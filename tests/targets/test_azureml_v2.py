@@ -165,9 +165,11 @@ def test_the_cntk_recipe_in_detail(tmp_path: Path, aml: Any) -> None:
     plan = azbai.load(ROOT / "recipes/cntk-mnist/job.json", storage_account="mystorage")
     entities = build_entities(migrate_v2(plan, tmp_path))
     job = entities["job"]
-    assert {n: i.mode for n, i in job.inputs.items()} == {"scripts": "ro_mount", "data": "ro_mount"}
-    # the logs share holds stdouterr/ and the MODEL output's prefix: the launcher writes there
-    assert {n: o.mode for n, o in job.outputs.items()} == {"logs": "rw_mount", "output_model": "upload"}
+    # every volume was read-write on Batch AI, and the job names each (the script, its data, the logs prefix)
+    assert job.inputs == {}
+    assert {n: o.mode for n, o in job.outputs.items()} == {
+        "logs": "rw_mount", "scripts": "rw_mount", "data": "rw_mount", "output_model": "upload",
+    }  # fmt: skip
     assert job.outputs["output_model"].path == (
         "azureml://datastores/logs_share/paths/00000000-0000-0000-0000-000000000000/offline/workspaces/offline/"
         "experiments/batchai-migration/jobs/cntk-mnist/${{name}}/outputs"
@@ -275,10 +277,10 @@ def test_generated_submit_py_is_formatted_and_clean() -> None:
 BAD_CASES = {
     "output_mode_download": ("job.yml", "mode: upload", "mode: download"),
     "typo_field": ("job.yml", "instance_count", "instance_cont"),
-    "undeclared_input": ("job.yml", "${{inputs.data}}", "${{inputs.dataset}}"),
+    "undeclared_input": ("job.yml", "${{outputs.data}}", "${{inputs.dataset}}"),
     "missing_code": ("job.yml", "code: ../snapshot", "code: ../no_such_folder"),
     "absolute_code": ("job.yml", "code: ../snapshot", "code: __SNAPSHOT__"),
-    "stringified_input": ("job.yml", "inputs:\n", "inputs:\n  epochs: \"{'type': 'integer', 'default': 10}\"\n"),
+    "stringified_input": ("job.yml", "outputs:\n", "inputs:\n  epochs: \"{'type': 'integer', 'default': 10}\"\noutputs:\n"),
     "timeout_string": ("job.yml", "resources:\n", "limits:\n  timeout: 1 week\nresources:\n"),
     "credentials_in_datastore": ("datastores/data_blob.yml", "protocol: https\n", "protocol: https\ncredentials:\n  account_key: x\n"),
     "bad_tier": ("computes/gpu-cluster.yml", "tier: dedicated", "tier: spot"),
@@ -386,7 +388,7 @@ def test_migration_md_has_the_v2_column(tmp_path: Path) -> None:
     report = render_files(plan, target="v2")["MIGRATION.md"]
     assert isinstance(report, str)
     assert "| Batch AI field | value | SDK v1 (pipeline.py) | SDK v2 / CLI v2 (v2/) |" in report
-    assert "`ro_mount` input `data` on datastore `data_blob`" in report
+    assert "`rw_mount` output `data` on datastore `data_blob`" in report
     for gap in (
         "job preparation",
         "cluster-level mounts",
@@ -484,7 +486,7 @@ def test_the_v2_command_runs_the_job_through_the_launcher(tmp_path: Path, aml: A
     plan = azbai.load(tmp_path / "job.json", name="v2run")
     entities = plan_entities(plan, directory=tmp_path / "out")
     command = entities["job"].command
-    local = {"inputs.scripts": tmp_path / "scripts", "outputs.logs": tmp_path / "logs"}
+    local = {"outputs.scripts": tmp_path / "scripts", "outputs.logs": tmp_path / "logs"}
     local["outputs.output_model"] = tmp_path / "model"
     for name, folder in local.items():
         folder.mkdir()
@@ -507,6 +509,58 @@ def test_the_v2_command_runs_the_job_through_the_launcher(tmp_path: Path, aml: A
     segment = "sub/rg/workspaces/ws/experiments/batchai-migration/jobs/v2run/job_1"
     assert (tmp_path / "logs" / segment / "stdouterr/stdout.txt").read_text() == "trained\n"
     assert "trained" in proc.stdout  # --echo: the job's output is in the Azure ML log too
+
+
+def test_a_volume_the_job_writes_into_is_writable(tmp_path: Path, aml: Any) -> None:
+    """Batch AI volumes were read-write: one the job names (job preparation, command line, a variable, the mount
+    root alone) is an ``rw_mount`` output; one it reaches only through an input directory stays ``ro_mount``."""
+    files = {
+        "afs": "https://acct.file.core.windows.net/share/dir",
+        "cfg": "https://acct.file.core.windows.net/cfg",
+        "ro": "https://acct.file.core.windows.net/readonly",
+        "afs2": "https://acct.file.core.windows.net/afs2",
+    }
+    job = {
+        "properties": {
+            "nodeCount": 1,
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/afs",
+            "mountVolumes": {
+                "azureFileShares": [{"azureFileUrl": u, "relativeMountPath": n} for n, u in files.items()],
+                "azureBlobFileSystems": [{"accountName": "acct", "containerName": "data", "relativeMountPath": "bfs"}],
+            },
+            "inputDirectories": [{"id": "DATA", "path": "$AZ_BATCHAI_JOB_MOUNT_ROOT/ro/mnist"}],
+            "environmentVariables": [{"name": "CONFIG", "value": "${AZ_BATCHAI_JOB_MOUNT_ROOT}/cfg/run.ini"}],
+            "customToolkitSettings": {
+                "commandLine": "python $AZ_BATCHAI_JOB_MOUNT_ROOT/afs/train.py --checkpoint_dir $AZ_BATCHAI_JOB_MOUNT_ROOT/bfs/checkpoints"
+            },
+            "jobPreparation": {"commandLine": "mkdir -p $AZ_BATCHAI_JOB_MOUNT_ROOT/bfs/checkpoints"},
+        }
+    }  # fmt: skip
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    plan = azbai.load(tmp_path / "job.json", name="writes", storage_account="acct")
+    entities = plan_entities(plan, directory=tmp_path / "out")
+    loaded = entities["job"]
+    assert {n: i.mode for n, i in loaded.inputs.items()} == {"ro": "ro_mount", "afs2": "ro_mount"}
+    assert {n: o.mode for n, o in loaded.outputs.items()} == {
+        "afs": "rw_mount",
+        "cfg": "rw_mount",
+        "bfs": "rw_mount",
+    }
+    assert loaded.outputs["bfs"].path == "azureml://datastores/data_blob/paths/"
+    assert_job_matches_plan(loaded, plan)
+    text = (tmp_path / "out/v2/job.yml").read_text()
+    assert "# bfs: read-write on Batch AI, and its command line names it: rw_mount" in text
+    assert "# cfg: read-write on Batch AI, and the variable CONFIG names it: rw_mount" in text
+    assert "`rw_mount` output `bfs` on datastore `data_blob`" in str(
+        render_files(plan, target="v2")["MIGRATION.md"]
+    )
+    # only the job preparation writes there; a mount root named alone reaches every volume under it
+    for command, writable in (("ls", set()), ("cd $AZ_BATCHAI_JOB_MOUNT_ROOT && ls", {"ro", "afs2", "bfs"})):
+        job["properties"]["customToolkitSettings"]["commandLine"] = command
+        job["properties"]["jobPreparation"]["commandLine"] = "touch $AZ_BATCHAI_JOB_MOUNT_ROOT/bfs"
+        (tmp_path / "job.json").write_text(json.dumps(job))
+        step = azbai.load(tmp_path / "job.json", name="writes", storage_account="acct").job_steps[0]
+        assert v2.written_volumes(step.job) == {"afs", "cfg", "bfs"} | writable
 
 
 def test_two_names_that_become_one_v2_name_are_an_error() -> None:

@@ -11,7 +11,8 @@ Datastore (blob container)         ``datastores/<name>.yml``, ``type: azure_blob
                                    submit time); the workspace default store is not written (it exists)
 Datastore (file share)             ``type: azure_file``, likewise
 DataReference mount                ``uri_folder`` input, ``mode: ro_mount``; an ``rw_mount`` output when the job
-                                   writes into the volume (its stdOutErrPathPrefix or an output directory is there)
+                                   can write into the volume (:func:`volume_writes`: a command line, the job
+                                   preparation, a variable, stdOutErrPathPrefix or an output directory names it)
 DataReference download             ``uri_folder`` input, ``mode: download``
 DataReference upload               ``uri_folder`` output, ``mode: upload``, at ``<prefix>/<segment>/outputs[/<sfx>]``
 Compute                            ``computes/<name>.yml``, ``type: amlcompute``
@@ -134,19 +135,55 @@ def check_unique(io: StepIO, step: str) -> StepIO:
     return io
 
 
-def written_volumes(job: Job) -> set[str]:
-    """Names of the volumes the job writes into: its stdout/stderr prefix or an output directory lies there."""
-    written = set()
-    targets = [job.std_out_err_path_prefix] + [
-        d.path_prefix for d in job.output_directories if not d.data_reference
+def volume_writes(job: Job) -> dict[str, str]:
+    """The volumes the job can write into, by name, each with where the job names it.
+
+    Batch AI mounted every volume read-write (and v1's ``as_mount()`` is read-write too). v2 mounts an input
+    read-only, so a volume the job names by its mount path (``$AZ_BATCHAI_JOB_MOUNT_ROOT/<path>``, ``${…}`` too) in a
+    command line, its job preparation, an environment variable, its stdout/stderr prefix or an output directory kept
+    on the volume is an ``rw_mount`` output instead, which shows what the volume already holds. A mount root named
+    alone (``cd $AZ_BATCHAI_JOB_MOUNT_ROOT``) can reach every volume under it. A volume reached only through an input
+    directory (``$AZ_BATCHAI_INPUT_<id>``) stays a read-only input.
+    """
+    places = [("its stdout/stderr prefix", job.std_out_err_path_prefix)]
+    places += [
+        (f"the output directory {d.id}", d.path_prefix)
+        for d in job.output_directories
+        if not d.data_reference
     ]
-    for volume in job.volumes:
-        root = volume.root.value
-        relative = volume.relative_mount_path.strip("/")
-        for prefix in (f"${root}/{relative}", f"${{{root}}}/{relative}"):
-            if any(t == prefix or t.startswith(prefix + "/") for t in targets):
-                written.add(volume.name)
-    return written
+    places += [("its command line", g.command) for g in job.launch.groups]
+    places += [("its job preparation", job.job_preparation or "")]
+    places += [(f"the variable {v.name}", v.value) for v in job.environment_variables]
+    writes: dict[str, str] = {}
+    for where, text in places:
+        for volume in job.volumes:
+            root = re.escape(volume.root.value)
+            relative = re.escape(volume.relative_mount_path.strip("/"))
+            named = rf"\$(?:{root}|\{{{root}\}})/{relative}(?![\w.-])"
+            bare = rf"\$(?:{root}(?!\w)|\{{{root}\}})(?!/[\w.-])"
+            if volume.name not in writes and (re.search(named, text) or re.search(bare, text)):
+                writes[volume.name] = where
+    return writes
+
+
+def written_volumes(job: Job) -> set[str]:
+    """Names of the volumes the job can write into (:func:`volume_writes`): each an ``rw_mount`` output."""
+    return set(volume_writes(job))
+
+
+def written_reference_notes(job: Job, bindings: list[Binding]) -> dict[str, str]:
+    """Output name → why the volume behind it is an ``rw_mount`` output, for a comment above it."""
+    writes = volume_writes(job)
+    volume_of = {v.data_reference: v for v in job.volumes if v.data_reference}
+    notes = {}
+    for binding in bindings:
+        volume = volume_of.get(binding.reference)
+        if volume is not None and volume.name in writes and binding.spec.get("mode") == "rw_mount":
+            notes[binding.name] = (
+                f"{binding.name}: read-write on Batch AI, and {writes[volume.name]} names it: rw_mount "
+                "(shows what the volume holds)"
+            )
+    return notes
 
 
 def reference_binding(plan: Plan, job: Job, ref: DataReference, writable: bool) -> Binding:
@@ -289,7 +326,12 @@ def job_document(plan: Plan) -> dict[str, Any]:
     if inputs:
         doc["inputs"] = inputs
     if outputs:
-        doc["outputs"] = outputs
+        notes = written_reference_notes(job, io.bindings)
+        doc["outputs"] = {
+            key: value
+            for name, spec in outputs.items()
+            for key, value in ([(Comment(notes[name]), None)] if name in notes else []) + [(name, spec)]
+        }
     if job.max_wall_clock_seconds:
         doc["limits"] = {"timeout": job.max_wall_clock_seconds}
     if job.secrets:
