@@ -121,8 +121,11 @@ def assert_job_matches_plan(job: Any, plan: Plan) -> None:
     assert dict(job.environment_variables) == {v.name: v.value for v in step.job.environment_variables}
     container = step.container or plan.container
     assert job.environment.image == container.image
-    pip = job.environment.conda_file["dependencies"][-1]["pip"]
-    assert set(container.pip_packages) <= set(pip)
+    if v2.takes_conda_file(container):
+        pip = job.environment.conda_file["dependencies"][-1]["pip"]
+        assert set(container.pip_packages) <= set(pip)
+    else:  # the job's own image, as it is
+        assert job.environment.conda_file is None and container.source_image is None
     assert (job.identity is not None) == bool(step.job.secrets)
 
 
@@ -561,6 +564,47 @@ def test_a_volume_the_job_writes_into_is_writable(tmp_path: Path, aml: Any) -> N
         (tmp_path / "job.json").write_text(json.dumps(job))
         step = azbai.load(tmp_path / "job.json", name="writes", storage_account="acct").job_steps[0]
         assert v2.written_volumes(step.job) == {"afs", "cfg", "bfs"} | writable
+
+
+def test_the_jobs_own_image_gets_no_conda_file(tmp_path: Path, aml: Any) -> None:
+    """A conda environment would put python=3.10 in front of the image's own Python (horovod in myreg's image):
+    the user's image (custom, or kept with --keep-image) is used as it is; azbai's base image takes the conda file."""
+    job = {
+        "properties": {
+            "nodeCount": 2,
+            "horovodSettings": {"pythonScriptFilePath": "$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/a.py", "processCount": 8},
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/afs",
+            "mountVolumes": {
+                "azureFileShares": [{"azureFileUrl": "https://acct.file.core.windows.net/share", "relativeMountPath": "afs"}]
+            },
+            "containerSettings": {"imageSourceRegistry": {"image": "myreg.azurecr.io/img:1"}},
+        }
+    }  # fmt: skip
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    cntk = ROOT / "recipes/cntk-mnist/job.json"  # a retired image
+    cases = {
+        "custom": (azbai.load(tmp_path / "job.json", name="hvd"), False),
+        "kept": (azbai.load(cntk, keep_image=True), False),
+        "replaced": (azbai.load(cntk), True),
+    }
+    for name, (plan, conda) in cases.items():
+        out = tmp_path / name
+        loaded = build_entities(migrate_v2(plan, out))["job"]
+        text = (out / "v2/job.yml").read_text()
+        assert (loaded.environment.conda_file is not None) == conda == ("conda_file:" in text), name
+        assert_job_matches_plan(loaded, plan)
+        if not conda:
+            assert loaded.environment.image == (plan.job_steps[0].container or plan.container).image
+            assert "it must have python3" in text
+            environment = yaml_load(text)["environment"]
+            assert environment == {"image": loaded.environment.image}
+            (out / "env.yml").write_text(dump({"name": "own", **environment}))
+            assert aml.load_environment(out / "env.yml").image == loaded.environment.image
+    assert cases["custom"][0].container.image == "myreg.azurecr.io/img:1"
+
+
+def yaml_load(text: str) -> Any:
+    return pytest.importorskip("yaml").safe_load(text)
 
 
 def test_two_names_that_become_one_v2_name_are_an_error() -> None:
