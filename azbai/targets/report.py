@@ -147,6 +147,13 @@ V2_GAPS = (
         "Key Vault, the job runs with `identity: managed`, and the launcher reads it there (azure-keyvault-secrets)",
     ),
     (
+        "read-write mounts",
+        "a v2 input is mounted read-only; a volume the job names by its mount path (in a command line, its job "
+        "preparation, an environment variable, its stdout/stderr prefix or an output kept there) is an `rw_mount` "
+        "output instead, which shows what the volume holds; a volume reached only through an input directory stays "
+        "a read-only input",
+    ),
+    (
         "`stdOutErrPathPrefix`",
         "no v2 field: the launcher writes Batch AI's stdout/stderr files on the volume, which is an `rw_mount` "
         "output for that reason, and echoes them into the job's log",
@@ -264,7 +271,9 @@ def v2_became(plan: Plan, field: str) -> str:
         return "`resources.shm_size`"
     if path.startswith("properties.containerSettings"):
         container = (step.container if step else None) or plan.container
-        return f"`environment.image: {container.image}` + a conda file"
+        if v2.takes_conda_file(container):
+            return f"`environment.image: {container.image}` + a conda file"
+        return f"`environment.image: {container.image}`, used as it is (it must have python3)"
     if path.startswith("properties.environmentVariables"):
         return "`environment_variables` (also set by the launcher)"
     if path.startswith("properties.secrets"):
