@@ -16,9 +16,11 @@ DataReference mount/download   ``DataReference(...).as_mount()`` / ``.as_downloa
 DataReference upload           single run: ``DataReference(...).as_upload(path_on_compute, overwrite=True)``;
                                pipeline step: ``OutputFileDatasetConfig(destination=...).as_upload()``
 Compute                        ``AmlCompute.provisioning_configuration`` + ``ComputeTarget.create``
-Container                      ``Environment`` (docker base image, pip packages, registry)
+Container                      ``Environment`` (docker base image, pip packages, registry); the job's own
+                               image keeps its Python (``user_managed_dependencies``, Estimator ``user_managed``)
 Launch distribution mpi        ``MpiConfiguration`` (ScriptRunConfig) / ``Mpi`` (Estimator)
-Launch distribution pytorch    ``PyTorchConfiguration`` / ``Gloo`` or ``Nccl``
+Launch distribution pytorch    ``PyTorchConfiguration`` / ``Gloo`` or ``Nccl``, ``Mpi`` for several processes
+                               a node (the Estimator's Gloo and Nccl start one)
 Launch distribution tensorflow ``TensorflowConfiguration`` / ``ParameterServer``
 Step                           ``PythonScriptStep`` running ``azbai_launcher.py`` in a ``Pipeline``
 Secrets                        the workspace Key Vault (``Keyvault.set_secret`` at submit time)
@@ -36,6 +38,7 @@ from azbai.plan.model import (
     ACCOUNT_PLACEHOLDER,
     SEGMENT_TEMPLATE,
     SEGMENT_TOKEN,
+    Container,
     CredentialKind,
     DataMode,
     DataReference,
@@ -47,6 +50,19 @@ from azbai.targets.snapshot import JOB_FILE, LAUNCHER_FILE
 from azbai.version import __version__
 
 SDK_V1_END_OF_SUPPORT = "2026-06-30"
+#: where Azure ML's own base images are: azbai builds a conda environment on one of them (CondaDependencies)
+AZUREML_IMAGES = "mcr.microsoft.com/azureml/"
+#: the comment over ``user_managed_dependencies = True``
+OWN_IMAGE_COMMENT = (
+    "# the job's own image: Azure ML runs the image's Python as it is (no conda environment hides its\n"
+    "# packages), so the image must have Python 3.8 or later as `python`; the launcher needs only the stdlib"
+)
+
+
+def uses_own_image(container: Container) -> bool:
+    """Whether the step runs in the job's own image (a custom or private one, or a retired one kept with
+    ``--keep-image``) rather than an Azure ML base image, which azbai puts in place of a retired one."""
+    return not container.image.startswith(AZUREML_IMAGES)
 
 
 def render_job_pipeline(plan: Plan) -> str:
@@ -323,10 +339,13 @@ def _environment(plan: Plan) -> str:
     ]
     if c.source_image:
         lines.insert(0, f"# job.json named {c.source_image!r}, a retired image (see MIGRATION.md)")
-    pip = ["azureml-defaults", *c.pip_packages]
-    lines.append(
-        f"env.python.conda_dependencies = CondaDependencies.create(python_version='3.10', pip_packages={pip!r})"
-    )
+    if uses_own_image(c):
+        lines += [*OWN_IMAGE_COMMENT.splitlines(), "env.python.user_managed_dependencies = True"]
+    else:
+        pip = ["azureml-defaults", *c.pip_packages]
+        lines.append(
+            f"env.python.conda_dependencies = CondaDependencies.create(python_version='3.10', pip_packages={pip!r})"
+        )
     if c.registry:
         lines.append(f"env.docker.base_image_registry.address = {c.registry!r}")
     if c.registry_username:
@@ -361,6 +380,7 @@ def _distribution(plan: Plan) -> str:
     launch = plan.job_steps[0].job.launch
     nodes = launch.node_count
     per_node = -(-launch.process_count // nodes)
+    legacy_doc = "The same, for the (deprecated) Estimator."
     if launch.distribution is Distribution.MPI:
         new = f"MpiConfiguration(process_count_per_node={per_node!r}, node_count={nodes!r})"
         old = f"Mpi(process_count_per_node={per_node!r})"
@@ -370,6 +390,12 @@ def _distribution(plan: Plan) -> str:
         new = f"PyTorchConfiguration(communication_backend={backend!r}, process_count={launch.process_count!r}, node_count={nodes!r})"
         old = f"{backend}()"
         legacy = f"from azureml.train.dnn import {backend}"
+        if per_node > 1:
+            # the Estimator's Gloo and Nccl start one process per node; MPI starts all of them (the launcher
+            # reads each rank from MPI and starts PyTorch with the job's backend)
+            old = f"Mpi(process_count_per_node={per_node!r})"
+            legacy = "from azureml.train.dnn import Mpi"
+            legacy_doc = f"The same, for the (deprecated) Estimator: MPI starts {per_node} a node ({backend} starts one)."
     elif launch.distribution is Distribution.TENSORFLOW:
         groups = {g.role: g.count for g in launch.groups}
         new = f"TensorflowConfiguration(worker_count={groups.get('worker', 1)!r}, parameter_server_count={groups.get('ps', 1)!r})"
@@ -399,7 +425,7 @@ def _distribution(plan: Plan) -> str:
 
 
     def legacy_distribution():
-        """The same, for the (deprecated) Estimator."""
+        """{legacy_doc}"""
         {legacy}
 
         return {old}
@@ -442,6 +468,16 @@ def _script_run_config(plan: Plan, refs: list[DataReference]) -> str:
 
 def _estimator(plan: Plan, refs: list[DataReference]) -> str:
     c = plan.container
+    image = [f"custom_docker_image={c.image!r},"]
+    if c.registry or c.registry_username or c.registry_password_source:
+        image += [
+            "# the registry of environment(): its password comes from $AZBAI_REGISTRY_PASSWORD, never from a file",
+            "image_registry_details=environment().docker.base_image_registry,",
+        ]
+    if uses_own_image(c):
+        image.append("user_managed=True,  # the image's own Python, as in environment()")
+    else:
+        image.append(f"pip_packages={['azureml-defaults', *c.pip_packages]!r},")
     return f'''
     def estimator(compute, stores: dict, segment: str):
         """The same run as an Estimator (deprecated in SDK v1, kept for code that still uses Estimators).
@@ -461,8 +497,7 @@ def _estimator(plan: Plan, refs: list[DataReference]) -> str:
             compute_target=compute,
             node_count=NODE_COUNT,
             distributed_training=legacy_distribution(),
-            custom_docker_image={c.image!r},
-            pip_packages={["azureml-defaults", *c.pip_packages]!r},
+{_lines(image, 12)}
             use_gpu=True,
             shm_size={(c.shm_size or "2g")!r},
         )

@@ -16,6 +16,8 @@ extra compute                  a second ``AmlCompute`` (``computes[]`` of the pi
 
 from __future__ import annotations
 
+import textwrap
+
 from azbai.plan.model import (
     Compute,
     Container,
@@ -94,12 +96,37 @@ def _container_of(plan: Plan, step: Step | ParallelStep) -> tuple[str, Container
 
 def _environments(plan: Plan) -> str:
     rows = []
+    own = conda = False
     for step in plan.steps:
         name, container, pip = _container_of(plan, step)
-        rows.append(f"{step.name!r}: ({name!r}, {container.image!r}, {list(pip)!r}),")
+        if codegen.uses_own_image(container):
+            own = True
+            needs = [p for p in pip if p != "azureml-defaults"]
+            row = f"{step.name!r}: ({name!r}, {container.image!r}, None),"
+            rows.append(row + (f"  # the image must have {', '.join(needs)}" if needs else ""))
+        else:
+            conda = True
+            rows.append(f"{step.name!r}: ({name!r}, {container.image!r}, {list(pip)!r}),")
     body = "\n".join(" " * 8 + row for row in rows)
+    own_image = [*codegen.OWN_IMAGE_COMMENT.splitlines(), "env.python.user_managed_dependencies = True"]
+    conda_env = [
+        'env.python.conda_dependencies = CondaDependencies.create(python_version="3.10", pip_packages=pip)'
+    ]
+    if own and conda:
+        python = ["if pip is None:", *_indented(own_image), "else:", *_indented(conda_env)]
+    else:
+        python = own_image if own else conda_env
+    lines = [
+        "name, image, pip = ENVIRONMENTS[step]" if conda else "name, image, _ = ENVIRONMENTS[step]",
+        "env = Environment(name)",
+        "env.docker.base_image = image",
+        *python,
+        "return env",
+    ]
+    what = "pip packages" + ("; None: the image's own Python, as it is" if own else "")
+    function_body = textwrap.indent("\n".join(lines), " " * 8)
     return f'''
-    #: each step's environment: (name, docker base image, pip packages)
+    #: each step's environment: (name, docker base image, {what})
     ENVIRONMENTS = {{
 {body}
     }}
@@ -107,12 +134,12 @@ def _environments(plan: Plan) -> str:
 
     def environment(step: str) -> Environment:
         """The docker image and Python packages of a step."""
-        name, image, pip = ENVIRONMENTS[step]
-        env = Environment(name)
-        env.docker.base_image = image
-        env.python.conda_dependencies = CondaDependencies.create(python_version="3.10", pip_packages=pip)
-        return env
+{function_body}
     '''
+
+
+def _indented(lines: list[str]) -> list[str]:
+    return [" " * 4 + line for line in lines]
 
 
 def _parameters(plan: Plan) -> str:
