@@ -200,6 +200,23 @@ def test_the_jobs_own_image_runs_with_its_own_python(
         assert run_config.environment.python.user_managed_dependencies is True
 
 
+@pytest.mark.parametrize(
+    "image",
+    [
+        "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest",
+        "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:10",
+        "myreg.azurecr.io/img:1",
+        "pytorch/pytorch:0.4_cuda9_cudnn7",
+    ],
+)
+def test_the_own_image_rule_is_the_v2_targets(image: str) -> None:
+    from azbai.plan.model import Container
+    from azbai.targets.azureml_v1.codegen import uses_own_image
+    from azbai.targets.azureml_v2.render import takes_conda_file
+
+    assert uses_own_image(Container(image)) is not takes_conda_file(Container(image))
+
+
 def test_an_azureml_image_gets_its_conda_environment(tmp_path: Path) -> None:
     """A retired image azbai replaced by Azure ML's: Azure ML builds the pip packages on it, as before."""
     plan = azbai.load(CORPUS / "recipes/Horovod/Horovod-PyTorch/job.json")

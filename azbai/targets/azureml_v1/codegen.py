@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import textwrap
 from collections.abc import Iterable
 
@@ -50,8 +51,9 @@ from azbai.targets.snapshot import JOB_FILE, LAUNCHER_FILE
 from azbai.version import __version__
 
 SDK_V1_END_OF_SUPPORT = "2026-06-30"
-#: where Azure ML's own base images are: azbai builds a conda environment on one of them (CondaDependencies)
-AZUREML_IMAGES = "mcr.microsoft.com/azureml/"
+#: Azure ML's base images (not its curated framework images): azbai builds a conda environment on one of them
+#: (CondaDependencies); the same rule as the v2 target's conda file
+AZUREML_BASE_IMAGE = re.compile(r"mcr\.microsoft\.com/azureml/(?!curated/)[^/]+$")
 #: the comment over ``user_managed_dependencies = True``
 OWN_IMAGE_COMMENT = (
     "# the job's own image: Azure ML runs the image's Python as it is (no conda environment hides its\n"
@@ -60,9 +62,9 @@ OWN_IMAGE_COMMENT = (
 
 
 def uses_own_image(container: Container) -> bool:
-    """Whether the step runs in the job's own image (a custom or private one, or a retired one kept with
-    ``--keep-image``) rather than an Azure ML base image, which azbai puts in place of a retired one."""
-    return not container.image.startswith(AZUREML_IMAGES)
+    """Whether the step runs in the job's own image (kept from job.json, ``--keep-image``, or named with
+    ``--image``) rather than an Azure ML base image, which azbai puts in place of a retired one."""
+    return not AZUREML_BASE_IMAGE.match(container.image)
 
 
 def render_job_pipeline(plan: Plan) -> str:
