@@ -18,6 +18,7 @@ from azbai.source.model import (
     JobProperties,
     MountVolumes,
     SecretVariable,
+    SetupTask,
     StorageCredentials,
     TensorFlowSettings,
     UnmanagedFileSystemReference,
@@ -86,6 +87,44 @@ def check_job(props: JobProperties, walker: Walker, base: str, collector: Collec
         collector.warning(join_path(base, "nodeCount"), "default", "'nodeCount' is missing; using 1")
     _check_placeholders_elsewhere(props, walker, base, collector)
     _check_references(props, walker, base, collector)
+    _check_sas_tokens(props, walker, collector)
+
+
+#: a SAS token's signature (``sig=…``) in a URL's query string
+_SAS_RE = re.compile(r"[?&]sig=[^&\s'\"]+", re.IGNORECASE)
+
+
+def has_sas_token(text: str) -> bool:
+    """Whether ``text`` holds a SAS token (a URL query with ``sig=``)."""
+    return _SAS_RE.search(text) is not None
+
+
+def check_setup_task(task: SetupTask, walker: Walker, collector: Collector) -> None:
+    """A cluster's setup task: a SAS token in its command line or variables."""
+    path = walker.path_of(task)
+    texts = [(path + ".commandLine", task.command_line)]
+    texts += [(walker.path_of(v) + ".value", v.value) for v in task.environment_variables if v.value]
+    _warn_sas_tokens(texts, collector)
+
+
+def _check_sas_tokens(props: JobProperties, walker: Walker, collector: Collector) -> None:
+    """A SAS token written into a command line, a path or a variable is copied as it is: say so, never quoting it."""
+    texts = list(shell_fields(props, walker))
+    for variable in props.environment_variables:
+        if variable.value is not None:
+            texts.append((walker.path_of(variable) + ".value", variable.value))
+    _warn_sas_tokens(texts, collector)
+
+
+def _warn_sas_tokens(texts: Iterable[tuple[str, str]], collector: Collector) -> None:
+    for path, text in texts:
+        if has_sas_token(text):
+            collector.warning(
+                path,
+                "sas-token",
+                "holds a SAS token (a URL with sig=…): azbai copies it as it is into the generated code, the "
+                "plan and the local job; keep it in 'secrets' (a secret variable) instead",
+            )
 
 
 def check_mount_volumes(volumes: MountVolumes, walker: Walker, collector: Collector) -> None:
@@ -207,7 +246,8 @@ def _check_unique(collector: Collector, items: Iterable[tuple[str, str]], what: 
 
 def _check_secret(secret: SecretVariable, walker: Walker, collector: Collector) -> None:
     path = walker.path_of(secret)
-    if secret.value is None and secret.value_secret_reference is None:
+    given = {path + ".value", path + ".valueSecretReference"} & walker.rejected
+    if secret.value is None and secret.value_secret_reference is None and not given:
         collector.error(path, "missing-key", "expected 'value' or 'valueSecretReference'")
     elif secret.value is not None and secret.value_secret_reference is not None:
         collector.error(path, "conflict", "give either 'value' or 'valueSecretReference', not both")
@@ -278,7 +318,8 @@ def _check_container(settings: ContainerSettings, walker: Walker, collector: Col
     if credentials is None:
         return
     path = walker.path_of(credentials)
-    if credentials.password is None and credentials.password_secret_reference is None:
+    given = {path + ".password", path + ".passwordSecretReference"} & walker.rejected
+    if credentials.password is None and credentials.password_secret_reference is None and not given:
         collector.error(path, "missing-key", "expected 'password' or 'passwordSecretReference'")
     elif credentials.password is not None and credentials.password_secret_reference is not None:
         collector.error(path, "conflict", "give either 'password' or 'passwordSecretReference', not both")

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from azbai.source.diagnostics import Collector, Diagnostic, Severity, describe_value
+from azbai.source.diagnostics import Collector, Diagnostic, Severity, describe_value, join_path
 from azbai.source.fields import ALL_VERSIONS
 
 _SCHEMA_RE = re.compile(
@@ -73,7 +73,39 @@ def decode_json(text: str, collector: Collector) -> Any:
         return UNPARSEABLE
     for key in dict.fromkeys(duplicates):
         collector.warning("", "duplicate-key", f"key '{key}' appears more than once; the last value is used")
+    deep = _too_deep(value)
+    if deep is not None:
+        collector.error(
+            deep,
+            "too-deep",
+            f"nested more than {MAX_DEPTH} levels deep here: no Batch AI job, cluster or pipeline file is; "
+            "the file is not read",
+        )
+        return UNPARSEABLE
     return value
+
+
+#: how deeply objects and arrays may nest in a config file (Batch AI's own schemas nest about 8 levels)
+MAX_DEPTH = 64
+
+
+def _too_deep(value: Any) -> str | None:
+    """The JSON path (its first levels) of a value nested deeper than :data:`MAX_DEPTH`, or None.
+
+    Iterative, so that no nesting overflows the stack here or in what reads the value after (merges, copies).
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth >= MAX_DEPTH:
+            return path
+        children = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in children:
+            # below the third level the path stays where the deep part starts, not 64 levels of it
+            stack.append((child, join_path(path, key) if depth < 3 else path, depth + 1))
+    return None
 
 
 def unwrap(value: Any, collector: Collector, *, what: str) -> Decoded | None:

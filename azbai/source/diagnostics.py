@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -82,12 +83,21 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+_SAS_SIGNATURE_RE = re.compile(r"([?&]sig=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def hide_sas_signatures(text: str) -> str:
+    """``text`` with the signature (``sig=…``) of every SAS token in it replaced by ``(hidden)``."""
+    return _SAS_SIGNATURE_RE.sub(r"\1(hidden)", text)
+
+
 def describe_value(value: object, *, secret: bool = False) -> str:
     """A short, safe description of a JSON value for a message. Secret values are never quoted."""
     kind = json_type_name(value)
     if secret:
         return f"{kind} (value hidden)"
     if isinstance(value, str):
+        value = hide_sas_signatures(value)
         shown = value if len(value) <= 60 else value[:57] + "..."
         return f'string "{shown}"'
     if isinstance(value, bool) or value is None:

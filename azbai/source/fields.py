@@ -16,6 +16,8 @@ V2017 = "2017-09-01-preview"
 V2018_03 = "2018-03-01"
 V2018_05 = "2018-05-01"
 ALL_VERSIONS = (V2017, V2018_03, V2018_05)
+#: the largest count Batch AI took (its counts are int32); the walker's bound for any integer field without one
+INT32_MAX = 2**31 - 1
 
 
 class Secret:

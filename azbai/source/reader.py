@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from azbai.errors import AzbaiError, SpecError
-from azbai.source.checks import check_job, check_mount_volumes
+from azbai.source.checks import check_job, check_mount_volumes, check_setup_task
 from azbai.source.decode import JOB_SCHEMA_KINDS, UNPARSEABLE, Decoded, decode_json, unwrap
 from azbai.source.diagnostics import Collector, Diagnostic
 from azbai.source.model import ClusterConfig, ClusterProperties, JobConfig, JobProperties
@@ -134,6 +134,8 @@ def load_cluster(
     node_setup = props.node_setup
     if node_setup is not None and node_setup.mount_volumes is not None:
         check_mount_volumes(node_setup.mount_volumes, walker, collector)
+    if node_setup is not None and node_setup.setup_task is not None:
+        check_setup_task(node_setup.setup_task, walker, collector)
     scale = props.scale_settings
     if scale is not None:
         if scale.manual is not None and scale.auto_scale is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import posixpath
 import re
 import types
@@ -17,7 +18,7 @@ from datetime import timedelta
 from typing import Any, get_args, get_origin
 
 from azbai.source.diagnostics import Collector, describe_value, did_you_mean, join_path
-from azbai.source.fields import Kind, Secret
+from azbai.source.fields import INT32_MAX, Kind, Secret
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ISO_DURATION_RE = re.compile(
@@ -55,7 +56,8 @@ class Walker:
     def build(self, cls: type, value: Any, path: str) -> Any:
         """Build an instance of dataclass ``cls`` from ``value``; None when it is not an object."""
         if not isinstance(value, dict):
-            self.collector.error(path, "wrong-type", f"expected an object, found {describe_value(value)}")
+            shown = describe_value(value, secret=is_secret_path(path))
+            self.collector.error(path, "wrong-type", f"expected an object, found {shown}")
             return None
         declared = _fields(cls)
         by_json = {f.metadata["json"]: f for f in declared}
@@ -113,7 +115,8 @@ class Walker:
         if origin is tuple:
             item_hint = get_args(hint)[0]
             if not isinstance(value, list):
-                self.collector.error(path, "wrong-type", f"expected an array, found {describe_value(value)}")
+                shown = describe_value(value, secret=bool(meta["secret"]) or is_secret_path(path))
+                self.collector.error(path, "wrong-type", f"expected an array, found {shown}")
                 return _INVALID
             items = [self._value(item_hint, v, join_path(path, i), meta) for i, v in enumerate(value)]
             return tuple(i for i in items if i is not _INVALID and i is not None)
@@ -123,13 +126,22 @@ class Walker:
         if hint is bool:
             if not isinstance(value, bool):
                 self.collector.error(
-                    path, "wrong-type", f"expected true or false, found {describe_value(value)}"
+                    path, "wrong-type", f"expected true or false, found {self._describe(value, path)}"
                 )
                 return _INVALID
             return value
         if hint is int:
             return self._integer(value, path, meta)
         if hint is Secret:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                # msrest, which read job.json for the Batch AI CLI, converted it with str(); the value stays unsaid
+                self.collector.warning(
+                    path,
+                    "cli-tolerance",
+                    f"found {describe_value(value, secret=True)}: the Batch AI CLI converted it to a string, "
+                    "and so does azbai (write it in quotes)",
+                )
+                value = str(value)
             if not isinstance(value, str):
                 self.collector.error(
                     path, "wrong-type", f"expected a string, found {describe_value(value, secret=True)}"
@@ -142,46 +154,81 @@ class Walker:
             return self._string(value, path, meta, kind)
         raise TypeError(f"unsupported model type {hint!r} at {path}")  # a bug in the model, not user input
 
+    def _describe(self, value: Any, path: str) -> str:
+        return describe_value(value, secret=is_secret_path(path))
+
     def _integer(self, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        low, high = meta["minimum"], meta["maximum"]
+        high = INT32_MAX if high is None else high
         if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            digits = value.strip().lstrip("-")
+            if len(digits.lstrip("0")) > _MAX_DIGITS:
+                # int() of thousands of digits is slow, or refused (sys.int_info.str_digits_check_threshold)
+                self.collector.error(
+                    path,
+                    "out-of-range",
+                    f"expected an integer{_bounds(low, high)}, found a string of {len(digits)} digits",
+                )
+                return _INVALID
             # msrest, which read job.json for the Batch AI CLI, converted it with int()
             self.collector.warning(
                 path,
                 "cli-tolerance",
-                f"found {describe_value(value)}: the Batch AI CLI converted it to the integer "
+                f"found {self._describe(value, path)}: the Batch AI CLI converted it to the integer "
                 f"{int(value)}, and so does azbai (write it without quotes)",
             )
             value = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            # msrest converted it with int(): 2.0 became 2
+            converted = int(value)
+            self.collector.warning(
+                path,
+                "cli-tolerance",
+                f"found the number {_short(value)}: the Batch AI CLI converted it to the integer "
+                f"{_short(converted)}, and so does azbai (write it without a fraction)",
+            )
+            value = converted
+        elif isinstance(value, float) and math.isfinite(value):
+            self.collector.error(
+                path,
+                "wrong-type",
+                f"expected an integer, found the number {_short(value)} (the Batch AI CLI cut it to "
+                f"{_short(int(value))}: write the integer you mean)",
+            )
+            return _INVALID
         if isinstance(value, bool) or not isinstance(value, int):
             extra = ""
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():
                 extra = f" (write {value.strip()} without quotes)"
             self.collector.error(
-                path, "wrong-type", f"expected an integer, found {describe_value(value)}{extra}"
+                path, "wrong-type", f"expected an integer, found {self._describe(value, path)}{extra}"
             )
             return _INVALID
-        low, high = meta["minimum"], meta["maximum"]
         if low is not None and value < low:
-            self.collector.error(path, "out-of-range", f"expected an integer >= {low}, found {value}")
+            self.collector.error(path, "out-of-range", f"expected an integer >= {low}, found {_short(value)}")
             return _INVALID
         if high is not None and value > high:
-            self.collector.error(path, "out-of-range", f"expected an integer <= {high}, found {value}")
+            self.collector.error(
+                path, "out-of-range", f"expected an integer <= {high}, found {_short(value)}"
+            )
             return _INVALID
         return value
 
     def _string(self, value: Any, path: str, meta: Mapping[str, Any], kind: Kind | None) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # msrest, which read job.json for the Batch AI CLI, converted it with str()
+            converted = "a string" if is_secret_path(path) else f'the string "{value}"'
             self.collector.warning(
                 path,
                 "cli-tolerance",
-                f'found {describe_value(value)}: the Batch AI CLI converted it to the string "{value}", and so does '
-                "azbai "
-                "(write it in quotes)",
+                f"found {self._describe(value, path)}: the Batch AI CLI converted it to {converted}, and so does "
+                "azbai (write it in quotes)",
             )
             value = str(value)
         if not isinstance(value, str):
-            self.collector.error(path, "wrong-type", f"expected a string, found {describe_value(value)}")
+            self.collector.error(
+                path, "wrong-type", f"expected a string, found {self._describe(value, path)}"
+            )
             return _INVALID
         enum = meta["enum"]
         if enum is not None:
@@ -191,7 +238,7 @@ class Walker:
             self.collector.error(
                 path,
                 "bad-value",
-                f"expected one of {', '.join(enum)}, found {describe_value(value)}{did_you_mean(value, enum)}",
+                f"expected one of {', '.join(enum)}, found {self._describe(value, path)}{did_you_mean(value, enum)}",
             )
             return _INVALID
         if meta["required"] and not value.strip():
@@ -201,7 +248,7 @@ class Walker:
             self.collector.error(
                 path,
                 "bad-name",
-                f"expected letters, digits and '_' (not starting with a digit), found {describe_value(value)}: "
+                f"expected letters, digits and '_' (not starting with a digit), found {self._describe(value, path)}: "
                 "it becomes part of an environment variable name",
             )
             return _INVALID
@@ -216,13 +263,15 @@ class Walker:
             self.collector.error(
                 path,
                 "absolute-path",
-                f"expected a relative path, found the absolute path {describe_value(value)}",
+                f"expected a relative path, found the absolute path {self._describe(value, path)}",
             )
             return False
         normal = posixpath.normpath(value.replace("\\", "/"))
         if normal == ".." or normal.startswith("../"):
             self.collector.error(
-                path, "escaping-path", f"{describe_value(value)} escapes the directory it is relative to"
+                path,
+                "escaping-path",
+                f"{self._describe(value, path)} escapes the directory it is relative to",
             )
             return False
         if normal == "." and path.endswith("relativeMountPath"):
@@ -236,7 +285,7 @@ class Walker:
                 path,
                 "relative-path",
                 f"expected an absolute path or one starting with a variable such as $AZ_BATCHAI_JOB_MOUNT_ROOT, "
-                f"found {describe_value(value)}",
+                f"found {self._describe(value, path)}",
             )
             return False
         root, _, rest = value.partition("/")
@@ -244,7 +293,7 @@ class Walker:
             normal = posixpath.normpath(rest)
             if normal == ".." or normal.startswith("../"):
                 where = root if root.startswith("$") else "/"
-                self.collector.error(path, "escaping-path", f"{describe_value(value)} escapes {where}")
+                self.collector.error(path, "escaping-path", f"{self._describe(value, path)} escapes {where}")
                 return False
         return True
 
@@ -253,7 +302,7 @@ class Walker:
             self.collector.error(
                 path,
                 "wrong-type",
-                f'expected a duration string such as "7.00:00:00" or "PT2H", found {describe_value(value)}',
+                f'expected a duration string such as "7.00:00:00" or "PT2H", found {self._describe(value, path)}',
             )
             return _INVALID
         parsed = parse_duration(value)
@@ -262,18 +311,49 @@ class Walker:
                 path,
                 "bad-value",
                 f'expected a duration such as "7.00:00:00" (days.hh:mm:ss) or "PT2H" (ISO 8601), '
-                f"found {describe_value(value)}",
+                f"found {self._describe(value, path)}",
             )
             return _INVALID
         if parsed <= timedelta(0):
             self.collector.error(
-                path, "out-of-range", f"expected a positive duration, found {describe_value(value)}"
+                path, "out-of-range", f"expected a positive duration, found {self._describe(value, path)}"
             )
             return _INVALID
         return parsed
 
 
 _INVALID = object()
+#: more digits than any count Batch AI took (int32) is out of range without converting it
+_MAX_DIGITS = 30
+#: the JSON keys whose values (and everything under them) are secret or credentials, whatever their type
+_SECRET_KEYS = frozenset({"credentials", "secrets"})
+_SECRET_NAMES = frozenset({"accountKey", "password", "adminUserPassword", "instrumentationKey", "sasToken"})
+_SEGMENT_RE = re.compile(r"\[\d+\]")
+
+
+def is_secret_path(path: str) -> bool:
+    """Whether the value at JSON ``path`` is, or is under, a secret: ``credentials``, ``secrets``, a
+    ``*SecretReference`` or a secret field (so that a message describes it without quoting it)."""
+    for segment in _SEGMENT_RE.sub("", path).split("."):
+        if segment in _SECRET_KEYS or segment in _SECRET_NAMES or segment.endswith("SecretReference"):
+            return True
+    return False
+
+
+def _bounds(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f" from {low} to {high}"
+    if high is not None:
+        return f" <= {high}"
+    return f" >= {low}" if low is not None else ""
+
+
+def _short(number: int | float) -> str:
+    """A number for a message: a huge one by its size, never thousands of digits."""
+    if isinstance(number, float):
+        return repr(number)
+    digits = str(abs(number))  # from JSON (at most 4300 digits) or a float (at most 309)
+    return digits if len(digits) <= _MAX_DIGITS else f"an integer of {len(digits)} digits"
 
 
 def parse_duration(text: str) -> timedelta | None:
