@@ -18,7 +18,7 @@ from typing import Any
 
 from azbai.az.clusters import cluster_file, container_mount, legacy, node_count, share_mount
 from azbai.az.context import Context, Result
-from azbai.az.shapes import sanitized
+from azbai.az.shapes import stored
 from azbai.az.state import SUBSCRIPTION, book_experiment, check_resource_name, resource_id
 from azbai.errors import AzError, JobError
 from azbai.local.azurite import DEV_ACCOUNT
@@ -161,7 +161,9 @@ def job_create(
     local = create_job(
         ctx.workspace, plan, name=name, experiment=key, secrets=secret_values(plan), segment=segment
     )
-    properties = sanitized(raw)
+    from azbai.source.model import JobProperties
+
+    properties = stored(JobProperties, raw)
     volumes = properties.get("mountVolumes")
     if volumes and storage.name:
         properties["mountVolumes"] = _filled(volumes, storage.name)
@@ -230,9 +232,15 @@ def _with_mounts(
     """
     if (afs_name or bfs_name) and not storage.name:
         raise AzError(MSG_CONFIGURE_STORAGE_ACCOUNT)
-    volumes = dict(_job_properties(config_file).get("mountVolumes") or {})
+    from azbai.source.model import MountVolumes
+
+    raw = _job_properties(config_file).get("mountVolumes")
+    volumes = stored(MountVolumes, raw) or {}
     for kind in ("azureFileShares", "azureBlobFileSystems"):
-        volumes[kind] = [_without_literal_key(v) for v in volumes.get(kind) or []]
+        originals = (raw or {}).get(kind)
+        volumes[kind] = [
+            _without_literal_key(v, o) for v, o in zip(volumes.get(kind) or [], originals or [], strict=False)
+        ]
     if afs_name:
         volumes["azureFileShares"].append(share_mount(storage.name or "", afs_name, afs_mount_path))
     if bfs_name:
@@ -250,13 +258,17 @@ def _with_mounts(
     return path
 
 
-def _without_literal_key(reference: Any) -> Any:
-    if not isinstance(reference, dict):
+def _without_literal_key(reference: Any, original: Any) -> Any:
+    """A stored mount (no keys, no SAS) for the fragment: a literal key drops its ``credentials`` (the file keeps
+    it), the storage key placeholder is put back (the reader replaces it)."""
+    if not isinstance(reference, dict) or not isinstance(original, dict):
         return reference
-    credentials = reference.get("credentials")
+    credentials = original.get("credentials")
     key = credentials.get("accountKey") if isinstance(credentials, dict) else None
     if key and key != KEY_PLACEHOLDER:
         return {k: v for k, v in reference.items() if k != "credentials"}
+    if key == KEY_PLACEHOLDER and isinstance(reference.get("credentials"), dict):
+        reference["credentials"]["accountKey"] = KEY_PLACEHOLDER
     return reference
 
 
@@ -280,7 +292,7 @@ def job_json(ctx: Context, group: str, workspace: str, record: dict[str, Any], l
     from azbai.az.shapes import modelled, mount_volumes
     from azbai.source.model import JobProperties
 
-    props = record["properties"]
+    props = stored(JobProperties, record["properties"]) or {}  # a record of an older azbai may hold more
     tool = next((TOOL_TYPES[k] for k in TOOL_TYPES if props.get(k)), local.tool_type or "custom")
     out: dict[str, Any] = modelled(JobProperties, props)
     out["mountVolumes"] = mount_volumes(props.get("mountVolumes"))

@@ -608,3 +608,58 @@ def test_cluster_delete_detaches_a_blob_mount_left_under_the_cluster(az: Az, tmp
         assert store.read_bytes("in/a.txt") == b"a\n"
     finally:
         mount.stop()
+
+
+def test_job_and_cluster_records_hold_only_the_model_s_keys_without_secrets(az: Az, tmp_path: Path) -> None:
+    leaks = ("SAS_LEAK", "KEY_LEAK", "SECRET_LEAK", "IKEY_LEAK", "CSAS_LEAK", "SETUP_LEAK")
+    setup(az, "rec")
+    share = {"azureFileUrl": f"https://{ACCOUNT}.file.core.windows.net/logs?sv=1&sig=SAS_LEAK",
+             "relativeMountPath": "logs", "credentials": {"acountKey": "KEY_LEAK"}}  # fmt: skip
+    path = job_json(
+        tmp_path,
+        "echo hi",
+        mountVolumes={"azureFileShares": [share]},
+        secrets=[{"name": "T", "value": "s", "Value": "SECRET_LEAK"}],
+    )
+    created = az(f"batchai job create -c c1 -n j1 -g rec -w ws -e exp -f {path}")
+    assert created.exit_code == 0, created.text
+    assert wait(az, "rec", "exp", "j1") == 0
+    shown = az.json("batchai job show -n j1 -g rec -w ws -e exp")
+    assert (
+        shown["mountVolumes"]["azureFileShares"][0]["azureFileUrl"]
+        == f"https://{ACCOUNT}.file.core.windows.net/logs"
+    )
+    assert shown["secrets"] == [{"name": "T", "value": None, "valueSecretReference": None}]
+    cluster = write(tmp_path / "cluster.json", json.dumps({"properties": {
+        "vmSize": "STANDARD_NC6", "scaleSettings": {"manual": {"targetNodeCount": 1}},
+        "nodeSetup": {
+            "setupTask": {"commandLine": "echo setup", "stdOutErrPathPrefix": str(tmp_path / "setup"),
+                          "secrets": [{"name": "S", "value": "SETUP_LEAK"}]},
+            "mountVolumes": {"azureFileShares": [{
+                "azureFileUrl": f"https://{ACCOUNT}.file.core.windows.net/logs?sv=1&sig=CSAS_LEAK",
+                "relativeMountPath": "logs", "credentials": {"accountKey": "KEY_LEAK"}}]},
+            "performanceCountersSettings": {"appInsightsReference": {
+                "component": {"id": "/x"}, "instrumentationKey": "IKEY_LEAK"}}}}}))  # fmt: skip
+    made = az(f"batchai cluster create -n c2 -g rec -w ws -f {cluster}")
+    assert made.exit_code == 0, made.text
+    everything = (
+        created.text + made.text + az("batchai cluster show -n c2 -g rec -w ws").text + "\n".join(az.notes)
+    )
+    everything += json.dumps(shown)
+    for file in az.workspace.root.rglob("*"):
+        if file.is_file() and "azurite" not in file.parts:
+            everything += file.read_text(errors="replace")
+    for leak in leaks:
+        assert leak not in everything, leak
+
+
+def test_a_too_deep_job_file_is_refused_before_a_job_is_created(az: Az, tmp_path: Path) -> None:
+    setup(az, "deep")
+    path = job_json(tmp_path, "echo hi")
+    text = path.read_text()
+    path.write_text(text[:-2] + ', "x": ' + '{"a": ' * 900 + "1" + "}" * 902)
+    from azbai.errors import SpecError
+
+    with pytest.raises(SpecError, match="too-deep"):
+        az(f"batchai job create -c c1 -n j1 -g deep -w ws -e exp -f {path}")
+    assert az.json("batchai job list -g deep -w ws -e exp") == []
