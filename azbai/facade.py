@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from azbai.convert import DEFAULT_EXPERIMENT, ExtraMount, PlanOptions, build_pipeline_plan, build_plan
 from azbai.errors import AzbaiError, SpecError
 from azbai.plan.model import DataMode, Plan
-from azbai.source.diagnostics import Diagnostic, Severity
+from azbai.source.diagnostics import Diagnostic, Severity, hide_sas_signatures
 from azbai.source.pipeline_spec import is_pipeline_file, load_pipeline_spec
 from azbai.source.placeholders import StorageAccount
 from azbai.source.reader import LoadedJob, load_cluster, load_job
@@ -29,9 +30,25 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-#: the inline secret values of the job files plans were read from, by the plan's steps (which a plan's copies with
-#: other parameter values share), kept in this process's memory only: never in a plan, never written
-_SECRETS: dict[tuple[object, ...], dict[str, str]] = {}
+#: the inline secret values of the job files plans were read from, kept in this process's memory only (never in a
+#: plan, never written). Keyed by the identity of the plan's ``steps`` tuple, which the plan's copies with other
+#: parameter values share, and checked against weak references to its steps: equal plans of other files (dev/ and
+#: prod/ with the same folder name) never share their values, and an entry goes with the plan's first step.
+_SECRETS: dict[int, tuple[tuple[weakref.ref[Any], ...], dict[str, str]]] = {}
+
+
+def _remember(plan: Plan, secrets: dict[str, str]) -> None:
+    if not plan.steps:
+        return
+    key = id(plan.steps)
+    entry = (tuple(weakref.ref(step) for step in plan.steps), secrets)
+    _SECRETS[key] = entry
+    weakref.finalize(plan.steps[0], _forget, key, entry)
+
+
+def _forget(key: int, entry: object) -> None:
+    if _SECRETS.get(key) is entry:  # not a later plan's, whose steps tuple took the id
+        del _SECRETS[key]
 
 
 @dataclass(frozen=True)
@@ -207,8 +224,9 @@ class _Reader:
     def _file_notes(self, plan: Plan, source: str) -> None:
         for note in plan.notes:
             if note.code in FILE_NOTE_CODES:
+                message = hide_sas_signatures(note.message)  # a path holding a SAS token (sas-token says so)
                 self.diagnostics.append(
-                    Diagnostic(note.field, note.code, note.message, Severity.WARNING, file=source)
+                    Diagnostic(note.field, note.code, message, Severity.WARNING, file=source)
                 )
 
 
@@ -222,7 +240,7 @@ def read(path: str | Path, options: SourceOptions | None = None) -> Loaded:
     plan = reader.read(path)
     assert plan is not None  # without collect, every failure raised
     if reader.secrets:
-        _SECRETS[plan.steps] = reader.secrets
+        _remember(plan, reader.secrets)
     return Loaded(plan, tuple(reader.diagnostics), path.resolve().parent)
 
 
@@ -235,7 +253,11 @@ def check(path: str | Path, options: SourceOptions | None = None) -> ValidationR
 
 def secret_values(plan: Plan) -> Mapping[str, str]:
     """The inline secret values of the job files ``plan`` was read from (empty when none or not read here)."""
-    return _SECRETS.get(plan.steps, {})
+    entry = _SECRETS.get(id(plan.steps))
+    if entry is None or len(entry[0]) != len(plan.steps):
+        return {}
+    refs, secrets = entry
+    return secrets if all(ref() is step for ref, step in zip(refs, plan.steps, strict=True)) else {}
 
 
 class LoadOptions(TypedDict, total=False):
@@ -340,7 +362,7 @@ def migrate(
     try:
         written = write_tree(directory, files)
     except OSError as exc:
-        raise AzbaiError(f"cannot write {directory}: {exc.strerror or exc}") from exc
+        raise AzbaiError(_file_problem(exc, plan, f"cannot write {directory}")) from exc
     return MigrationResult(plan, directory, written, diagnostics)
 
 
@@ -362,15 +384,40 @@ def render_files(plan: Plan, base_dir: Path | None = None, target: str = "all") 
     from azbai.targets.report import render_report
 
     files: dict[str, str | bytes] = {"plan.json": plan_to_json(plan), "MIGRATION.md": render_report(plan)}
-    if "v1" in targets:
-        from azbai.targets.azureml_v1.files import render_files as render_v1
+    try:
+        if "v1" in targets:
+            from azbai.targets.azureml_v1.files import render_files as render_v1
 
-        files.update(render_v1(plan, base_dir))
-    if "v2" in targets:
-        from azbai.targets.azureml_v2 import render_files as render_v2
+            files.update(render_v1(plan, base_dir))
+        if "v2" in targets:
+            from azbai.targets.azureml_v2 import render_files as render_v2
 
-        files.update(render_v2(plan, base_dir))
+            files.update(render_v2(plan, base_dir))
+    except (
+        OSError
+    ) as exc:  # a parallel step's source directory is read, and a name may be too long for a file
+        raise AzbaiError(_file_problem(exc, plan, "cannot render the migration")) from exc
     return files
+
+
+def _file_problem(exc: OSError, plan: Plan, doing: str) -> str:
+    """An OS error of reading or writing the files of a migration, naming the file (shortened) and the fields of
+    the plan whose values are in its path (a too long sourceDirectory or step name)."""
+    name = str(exc.filename) if exc.filename is not None else ""
+    shown = name if len(name) <= 120 else name[:60] + "..." + name[-40:]
+    parts = set(Path(name).parts)
+    fields = []
+    for step in plan.steps:
+        label = step.name if len(step.name) <= 40 else step.name[:37] + "..."
+        source = getattr(step, "source_directory", None)
+        if source and source.strip("/") and source.strip("/") in name:
+            fields.append(f"the sourceDirectory of step '{label}'")
+        if step.name in parts:
+            fields.append(f"the name of step '{label}'")
+    if plan.name in parts:
+        fields.append("the job's name")
+    where = f" (from {', '.join(fields)})" if fields else ""
+    return f"{doing}: {shown or 'a file'}: {exc.strerror or exc}{where}"
 
 
 def azureml_objects(
@@ -391,13 +438,19 @@ def azureml_objects(
     if target == "v1":
         from azbai.targets.azureml_v1 import build_objects, offline
 
-        objects = build_objects(plan, account_name=account_name, directory=directory, base_dir=base_dir)
+        try:
+            objects = build_objects(plan, account_name=account_name, directory=directory, base_dir=base_dir)
+        except OSError as exc:
+            raise AzbaiError(_file_problem(exc, plan, "cannot build the Azure ML objects")) from exc
         objects["summary"] = offline.summary_text(offline.summarize(objects))
         return objects
     if target == "v2":
         from azbai.targets.azureml_v2 import plan_entities
 
-        entities = plan_entities(plan, directory=directory, base_dir=base_dir, account_name=account_name)
+        try:
+            entities = plan_entities(plan, directory=directory, base_dir=base_dir, account_name=account_name)
+        except OSError as exc:
+            raise AzbaiError(_file_problem(exc, plan, "cannot build the Azure ML objects")) from exc
         summary = entities["module"].summarize(entities)
         entities["summary"] = "\n".join(f"{key}: {json.dumps(value)}" for key, value in summary.items())
         return entities

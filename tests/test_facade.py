@@ -152,3 +152,61 @@ def test_pipeline_step_secrets_stay_in_memory(tmp_path: Path) -> None:
     assert "s3cr3t-value" not in plan.to_json()
     assert secret_values(plan) == {"TOKEN": "s3cr3t-value"}
     assert secret_values(plan.with_parameters()) == {"TOKEN": "s3cr3t-value"}
+
+
+def test_each_plan_keeps_the_secret_values_of_its_own_file(tmp_path: Path) -> None:
+    from azbai.facade import secret_values
+
+    plans = {}
+    for stage in ("dev", "prod"):
+        job = {
+            "properties": {
+                "nodeCount": 1,
+                "customToolkitSettings": {"commandLine": "echo $TOKEN"},
+                "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+                "secrets": [{"name": "TOKEN", "value": f"{stage}-token"}],
+            }
+        }
+        path = tmp_path / stage / "train" / "job.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(job))
+        plans[stage] = azbai.load(path)
+    assert plans["dev"] == plans["prod"]  # the same plan: only the secret values differ
+    assert secret_values(plans["dev"]) == {"TOKEN": "dev-token"}
+    assert secret_values(plans["prod"]) == {"TOKEN": "prod-token"}
+    assert secret_values(plans["dev"].with_parameters()) == {"TOKEN": "dev-token"}
+    kept = plans.pop("dev").with_parameters()  # the copy outlives the plan that was read
+    assert secret_values(kept) == {"TOKEN": "dev-token"}
+
+
+def test_a_too_long_source_directory_is_an_error_naming_it(tmp_path: Path) -> None:
+    import shutil
+
+    from azbai.errors import AzbaiError
+
+    folder = tmp_path / "pl"
+    shutil.copytree(ROOT / "recipes" / "style-transfer", folder)
+    spec = json.loads((folder / "pipeline.json").read_text())
+    parallel = next(s for s in spec["steps"] if "parallel" in s)
+    parallel["parallel"]["sourceDirectory"] = "d" * 300
+    (folder / "pipeline.json").write_text(json.dumps(spec))
+    with pytest.raises(
+        AzbaiError, match=f"File name too long .*the sourceDirectory of step '{parallel['name']}'"
+    ):
+        azbai.migrate(folder / "pipeline.json", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_job_of_a_pipeline_step_is_an_error_at_its_path(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "pl"
+    shutil.copytree(ROOT / "recipes" / "style-transfer", folder)
+    spec = json.loads((folder / "pipeline.json").read_text())
+    index = next(i for i, s in enumerate(spec["steps"]) if "job" in s)
+    spec["steps"][index]["job"] = ""
+    (folder / "pipeline.json").write_text(json.dumps(spec))
+    report = azbai.validate(folder / "pipeline.json")
+    assert [(d.path, d.code) for d in report.errors] == [(f"steps[{index}].job", "empty")]
+    with pytest.raises(azbai.SpecError):
+        azbai.load(folder / "pipeline.json")
