@@ -158,7 +158,8 @@ def imports_for(code: str) -> str:
     """The import block of ``code``: the names of :data:`TOP_IMPORTS` it uses, grouped and sorted as isort does
     (standard library, then azureml; ``import x`` before ``from x import y``), so ``ruff check`` finds nothing."""
     used = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
-    stdlib, azureml = [], []
+    stdlib: list[str] = []
+    azureml: list[str] = []
     for module, names in sorted(TOP_IMPORTS.items(), key=lambda item: (bool(item[1]), item[0])):
         group = azureml if module.startswith("azureml.") else stdlib
         if not names and module in used:
