@@ -39,6 +39,7 @@ JOBS: dict[str, tuple[dict[str, Any], int, dict[str, Any] | None]] = {
         None,
     ),
     "pytorch-4-on-2": ({"pyTorchSettings": {"pythonScriptFilePath": SCRIPT, "processCount": 4}}, 2, None),
+    "pytorch-3-on-2": ({"pyTorchSettings": {"pythonScriptFilePath": SCRIPT, "processCount": 3}}, 2, None),
     "private-registry": (
         {"horovodSettings": {"pythonScriptFilePath": SCRIPT, "processCount": 8}},
         2,
@@ -165,6 +166,13 @@ def test_pytorch_with_two_processes_a_node_starts_four_from_the_estimator_too(tm
     assert (est.communicator, est.mpi.process_count_per_node, est.node_count) == ("Mpi", 2, 2)
     assert "--ranks" in est.arguments  # each rank is read from MPI, PyTorch still uses the job's backend
     assert objects["module"].legacy_distribution().__class__.__name__ == "Mpi"
+
+
+def test_uneven_pytorch_processes_start_as_many_on_every_node(tmp_path: Path) -> None:
+    """3 processes on 2 nodes: Azure ML starts 2 a node, as the v2 job asks; the launcher runs ranks 0-2 only."""
+    src, est, _ = built(azbai.load(write_job(tmp_path, "pytorch-3-on-2")), tmp_path / "built")
+    assert (src.pytorch.process_count, src.node_count) == (4, 2)
+    assert (est.mpi.process_count_per_node, est.node_count) == (2, 2)
 
 
 def test_a_private_registry_reaches_the_estimator_without_its_password(

@@ -390,7 +390,8 @@ def _distribution(plan: Plan) -> str:
         legacy = "from azureml.train.dnn import Mpi"
     elif launch.distribution is Distribution.PYTORCH:
         backend = "Gloo" if launch.backend in (None, "gloo", "tcp") else "Nccl"
-        new = f"PyTorchConfiguration(communication_backend={backend!r}, process_count={launch.process_count!r}, node_count={nodes!r})"
+        # Azure ML starts as many processes on every node; the launcher runs only the ranks below the job's count
+        new = f"PyTorchConfiguration(communication_backend={backend!r}, process_count={per_node * nodes!r}, node_count={nodes!r})"
         old = f"{backend}()"
         legacy = f"from azureml.train.dnn import {backend}"
         if per_node > 1:
