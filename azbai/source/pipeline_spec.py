@@ -213,7 +213,16 @@ def _check(pipeline: PipelineSpec, walker: Walker, collector: Collector) -> None
                 path + ".compute", "unknown-name", f"no compute named '{step.compute}' in 'computes'"
             )
         sources = [(b.source, walker.path_of(b) + ".from") for b in step.inputs]
-        if step.parallel is not None:
+        if step.parallel is not None and step.parallel.input.startswith("parameters."):
+            # its input is the files a step wrote: a data-path parameter reaches a parallel step through a job
+            # step's input (the split step of the style-transfer pipeline)
+            collector.error(
+                walker.path_of(step.parallel) + ".input",
+                "wrong-type",
+                f"a parallel step runs over the files an earlier step writes, not over a parameter "
+                f"('{step.parallel.input}'): bind the parameter to a job step's input and name that step's output",
+            )
+        elif step.parallel is not None:
             sources.append((step.parallel.input, walker.path_of(step.parallel) + ".input"))
             for index, argument in enumerate(step.parallel.arguments):
                 _check_placeholders(

@@ -182,3 +182,27 @@ def test_a_quoted_value_with_a_sas_token_is_shown_without_its_signature(tmp_path
     found = report(write(tmp_path, {"inputDirectories": [{"id": "D", "path": bad}]}))
     assert any(p == "properties.inputDirectories[0].path" and error for p, _, _, error in found)
     assert "SAS-SIGNATURE-VALUE" not in repr(found)
+
+
+def test_a_parallel_step_over_a_parameter_is_an_error_at_its_path(tmp_path: Path) -> None:
+    """A parallel step runs over files a step wrote; over a data-path parameter no target could run it."""
+    (tmp_path / "split.job.json").write_text(json.dumps({"properties": BASE}))
+    pipeline = tmp_path / "pipeline.json"
+    parameter = {
+        "name": "video",
+        "type": "data_path",
+        "accountName": "acct",
+        "containerName": "media",
+        "default": "a.mp4",
+    }
+    parallel = {"entryScript": "e.py", "input": "parameters.video", "output": "styled"}
+    pipeline.write_text(
+        json.dumps(
+            {"name": "p", "parameters": [parameter], "steps": [{"name": "style", "parallel": parallel}]}
+        )
+    )
+    with pytest.raises(SpecError) as caught:
+        load_pipeline_spec(pipeline)
+    [error] = [d for d in caught.value.diagnostics if d.is_error]
+    assert (error.path, error.code) == ("steps[0].parallel.input", "wrong-type")
+    assert "not over a parameter ('parameters.video')" in error.message
