@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import azbai
+from azbai.facade import render_files
 from azbai.targets.azureml_v1 import build_objects, offline
 from tests.conftest import DATA
 
@@ -67,3 +71,27 @@ def test_pipeline_py_dry_run_for_a_pipeline(tmp_path: Path) -> None:
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert [d["name"] for d in plan["pipeline_data"]] == ["words"]
     assert "Schedule.create(" in (tmp_path / "pipeline.py").read_text()
+
+
+def test_a_step_in_a_private_registry_gets_it_and_its_password_only_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "pipeline"
+    shutil.copytree(PIPELINE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    job = json.loads((folder / "produce.job.json").read_text())
+    registry = {"image": "myreg.azurecr.io/img:1", "serverUrl": "myreg.azurecr.io"}
+    registry["credentials"] = {"username": "u", "password": "not-in-generated-code"}
+    job["properties"]["containerSettings"] = {"imageSourceRegistry": registry}
+    (folder / "produce.job.json").write_text(json.dumps(job))
+    plan = azbai.load(folder / "pipeline.json", storage_account="mystorage")
+    code = render_files(plan, folder)["pipeline.py"]
+    assert "not-in-generated-code" not in str(code)
+    monkeypatch.setenv("AZBAI_REGISTRY_PASSWORD", "given-when-built")
+    objects = build_objects(plan, directory=tmp_path / "built", account_name="mystorage", base_dir=folder)
+    produce, consume = (objects["module"].environment(name) for name in ("produce", "consume"))
+    registry_of = produce.docker.base_image_registry
+    assert (produce.docker.base_image, registry_of.address, registry_of.username) == (
+        "myreg.azurecr.io/img:1", "myreg.azurecr.io", "u",
+    )  # fmt: skip
+    assert registry_of.password == "given-when-built" and produce.python.user_managed_dependencies
+    assert consume.docker.base_image_registry.address is None

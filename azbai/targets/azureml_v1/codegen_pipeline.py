@@ -108,6 +108,15 @@ def _environments(plan: Plan) -> str:
             conda = True
             rows.append(f"{step.name!r}: ({name!r}, {container.image!r}, {list(pip)!r}),")
     body = "\n".join(" " * 8 + row for row in rows)
+    registries = []
+    for step in plan.steps:
+        _, container, _ = _container_of(plan, step)
+        if container.registry:
+            password = container.registry_password_source is not None
+            row = f"{step.name!r}: ({container.registry!r}, {container.registry_username!r}, {password!r}),"
+            if container.registry_password_source == "key_vault":
+                row += f"  # the password is in Key Vault ({container.registry_password_secret_url})"
+            registries.append(row)
     own_image = [*codegen.OWN_IMAGE_COMMENT.splitlines(), "env.python.user_managed_dependencies = True"]
     conda_env = [
         'env.python.conda_dependencies = CondaDependencies.create(python_version="3.10", pip_packages=pip)'
@@ -121,15 +130,34 @@ def _environments(plan: Plan) -> str:
         "env = Environment(name)",
         "env.docker.base_image = image",
         *python,
-        "return env",
     ]
+    if registries:
+        lines += [
+            "if step in REGISTRIES:",
+            "    address, username, password = REGISTRIES[step]",
+            "    env.docker.base_image_registry.address = address",
+            "    env.docker.base_image_registry.username = username",
+            "    if password:  # given when the pipeline is built, never written here",
+            '        env.docker.base_image_registry.password = os.environ.get("AZBAI_REGISTRY_PASSWORD")',
+        ]
+    lines.append("return env")
     what = "pip packages" + ("; None: the image's own Python, as it is" if own else "")
     function_body = textwrap.indent("\n".join(lines), " " * 8)
+    registry_table = ""
+    if registries:
+        rows_text = "\n".join(" " * 8 + row for row in registries)
+        registry_table = f"""
+    #: the private registries of the steps' images: (server, username, whether a password is needed)
+    REGISTRIES = {{
+{rows_text}
+    }}
+"""
     return f'''
     #: each step's environment: (name, docker base image, {what})
     ENVIRONMENTS = {{
 {body}
     }}
+{registry_table}
 
 
     def environment(step: str) -> Environment:
