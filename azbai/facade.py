@@ -393,9 +393,8 @@ def render_files(plan: Plan, base_dir: Path | None = None, target: str = "all") 
             from azbai.targets.azureml_v2 import render_files as render_v2
 
             files.update(render_v2(plan, base_dir))
-    except (
-        OSError
-    ) as exc:  # a parallel step's source directory is read, and a name may be too long for a file
+    except OSError as exc:
+        # a parallel step's source directory is read, and a name may be too long for a file
         raise AzbaiError(_file_problem(exc, plan, "cannot render the migration")) from exc
     return files
 
