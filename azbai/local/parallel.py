@@ -665,9 +665,7 @@ class _ForkServer:
             )
             if pid in (os.getpid(), os.getppid()):
                 raise OSError(f"the socket is held by process {pid}, not a fork server")
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
+            _flush_standard_streams()
             request = {"config": config, "env": env, "cwd": os.getcwd()}
             socket.send_fds(sock, [json.dumps(request).encode()], [0, 1, 2])
             proc = _Adopted(pid)
@@ -1220,9 +1218,7 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
                 os.kill(request["pid"], request["signal"])
             continue
         # flushed before the fork, else what the import printed is printed again by each worker
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush_standard_streams()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -1237,13 +1233,18 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
             except BaseException:
                 traceback.print_exc()
             finally:
-                for stream in (sys.stdout, sys.stderr):
-                    with contextlib.suppress(Exception):
-                        stream.flush()
+                _flush_standard_streams()
                 os._exit(code)
         os.close(fds[0])
         children.add(pid)
         tell(forked=pid)
+
+
+def _flush_standard_streams() -> None:
+    """Flush stdout and stderr, whatever they are now (a closed or broken stream is no reason to fail)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _exit_without_teardown(code: int) -> NoReturn:
@@ -1255,9 +1256,7 @@ def _exit_without_teardown(code: int) -> NoReturn:
     """
     with contextlib.suppress(BaseException):
         atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush_standard_streams()
     os._exit(code)
 
 
@@ -1435,9 +1434,7 @@ def _warm_server(config: dict[str, Any]) -> int:
         return refuse(f"the step's folders have modules of the names it imported ({', '.join(shadowed)})")
     # what the imports printed goes where it went (nowhere), not to the step; then stdin, stdout and stderr are the
     # supervisor's, as those of a fork server it started are
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush_standard_streams()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
