@@ -12,9 +12,9 @@ import types
 import typing
 from typing import Any, get_args, get_origin
 
+from azbai.source.fields import SECRET_CONTAINERS, SECRET_KEYS
+
 API_VERSION = "2018-05-01"
-#: keys whose values are secrets wherever they appear in a Batch AI object
-SECRET_KEYS = frozenset({"accountKey", "password", "adminUserPassword", "sasToken", "instrumentationKey"})
 _SECRET_KEYS_LOWER = frozenset(k.lower() for k in SECRET_KEYS)
 #: the keys under ``credentials`` or ``secrets`` whose values are names, not secrets
 _NAME_KEYS = frozenset({"name", "username", "id", "secretUrl"})
@@ -117,7 +117,7 @@ def sanitized(value: Any) -> Any:
                 if _secret_key(key):
                     out[key] = None
                 else:
-                    inner = secret or key in ("credentials", "secrets")
+                    inner = secret or key in SECRET_CONTAINERS
                     stack.append((child, out, key, inner))
         elif isinstance(item, list):
             items: list[Any] = [None] * len(item)

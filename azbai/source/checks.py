@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from azbai.source.diagnostics import Collector, describe_value, did_you_mean, join_path
+from azbai.source.diagnostics import Collector, describe_value, did_you_mean, has_sas_token, join_path
 from azbai.source.model import (
     TOOLKIT_KEYS,
     AzureBlobFileSystemReference,
@@ -88,15 +88,6 @@ def check_job(props: JobProperties, walker: Walker, base: str, collector: Collec
     _check_placeholders_elsewhere(props, walker, base, collector)
     _check_references(props, walker, base, collector)
     _check_sas_tokens(props, walker, collector)
-
-
-#: a SAS token's signature (``sig=…``) in a URL's query string
-_SAS_RE = re.compile(r"[?&]sig=[^&\s'\"]+", re.IGNORECASE)
-
-
-def has_sas_token(text: str) -> bool:
-    """Whether ``text`` holds a SAS token (a URL query with ``sig=``)."""
-    return _SAS_RE.search(text) is not None
 
 
 def check_setup_task(task: SetupTask, walker: Walker, collector: Collector) -> None:

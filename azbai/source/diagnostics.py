@@ -86,6 +86,11 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 _SAS_SIGNATURE_RE = re.compile(r"([?&]sig=)[^&\s'\"]+", re.IGNORECASE)
 
 
+def has_sas_token(text: str) -> bool:
+    """Whether ``text`` holds a SAS token (a URL query with ``sig=``)."""
+    return _SAS_SIGNATURE_RE.search(text) is not None
+
+
 def hide_sas_signatures(text: str) -> str:
     """``text`` with the signature (``sig=…``) of every SAS token in it replaced by ``(hidden)``."""
     return _SAS_SIGNATURE_RE.sub(r"\1(hidden)", text)

@@ -16,6 +16,10 @@ V2017 = "2017-09-01-preview"
 V2018_03 = "2018-03-01"
 V2018_05 = "2018-05-01"
 ALL_VERSIONS = (V2017, V2018_03, V2018_05)
+#: the JSON keys whose values are secrets wherever they appear in a Batch AI object
+SECRET_KEYS = frozenset({"accountKey", "password", "adminUserPassword", "sasToken", "instrumentationKey"})
+#: the JSON keys under which everything is secret or a credential (but key names and Key Vault references)
+SECRET_CONTAINERS = frozenset({"credentials", "secrets"})
 #: the largest count Batch AI took (its counts are int32); the walker's bound for any integer field without one
 INT32_MAX = 2**31 - 1
 

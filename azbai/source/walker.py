@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, get_args, get_origin
 
 from azbai.source.diagnostics import Collector, describe_value, did_you_mean, join_path
-from azbai.source.fields import INT32_MAX, Kind, Secret
+from azbai.source.fields import INT32_MAX, SECRET_CONTAINERS, SECRET_KEYS, Kind, Secret
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ISO_DURATION_RE = re.compile(
@@ -56,8 +56,9 @@ class Walker:
     def build(self, cls: type, value: Any, path: str) -> Any:
         """Build an instance of dataclass ``cls`` from ``value``; None when it is not an object."""
         if not isinstance(value, dict):
-            shown = describe_value(value, secret=is_secret_path(path))
-            self.collector.error(path, "wrong-type", f"expected an object, found {shown}")
+            self.collector.error(
+                path, "wrong-type", f"expected an object, found {self._describe(value, path)}"
+            )
             return None
         declared = _fields(cls)
         by_json = {f.metadata["json"]: f for f in declared}
@@ -325,9 +326,6 @@ class Walker:
 _INVALID = object()
 #: more digits than any count Batch AI took (int32) is out of range without converting it
 _MAX_DIGITS = 30
-#: the JSON keys whose values (and everything under them) are secret or credentials, whatever their type
-_SECRET_KEYS = frozenset({"credentials", "secrets"})
-_SECRET_NAMES = frozenset({"accountKey", "password", "adminUserPassword", "instrumentationKey", "sasToken"})
 _SEGMENT_RE = re.compile(r"\[\d+\]")
 
 
@@ -335,7 +333,7 @@ def is_secret_path(path: str) -> bool:
     """Whether the value at JSON ``path`` is, or is under, a secret: ``credentials``, ``secrets``, a
     ``*SecretReference`` or a secret field (so that a message describes it without quoting it)."""
     for segment in _SEGMENT_RE.sub("", path).split("."):
-        if segment in _SECRET_KEYS or segment in _SECRET_NAMES or segment.endswith("SecretReference"):
+        if segment in SECRET_CONTAINERS or segment in SECRET_KEYS or segment.endswith("SecretReference"):
             return True
     return False
 
