@@ -292,6 +292,21 @@ class Container:
     shm_size: str | None = None
     pip_packages: tuple[str, ...] = ()
 
+    @property
+    def own_image(self) -> bool:
+        """Whether the step runs in the job's own image (kept from job.json, ``--keep-image``, or named with
+        ``--image``) rather than an Azure ML base image, which azbai puts in place of a retired one (or of none).
+
+        Only a base image takes a conda environment (v1's ``CondaDependencies``, v2's ``conda_file``): on the job's
+        own image one would run in front of the image's Python and hide its packages (horovod, torch), so that image
+        is used as it is. Azure ML's curated images carry their framework and count as the job's own.
+        """
+        return not _AZUREML_BASE_IMAGE.match(self.image)
+
+
+#: Azure ML's base images (not its curated framework images)
+_AZUREML_BASE_IMAGE = re.compile(r"mcr\.microsoft\.com/azureml/(?!curated/)[^/]+$")
+
 
 @dataclass(frozen=True)
 class Compute:

@@ -271,7 +271,7 @@ def v2_became(plan: Plan, field: str) -> str:
         return "`resources.shm_size`"
     if path.startswith("properties.containerSettings"):
         container = (step.container if step else None) or plan.container
-        if v2.takes_conda_file(container):
+        if not container.own_image:
             return f"`environment.image: {container.image}` + a conda file"
         return f"`environment.image: {container.image}`, used as it is (it must have python3)"
     if path.startswith("properties.environmentVariables"):

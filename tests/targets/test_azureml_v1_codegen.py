@@ -209,20 +209,19 @@ def test_the_jobs_own_image_runs_with_its_own_python(
 
 
 @pytest.mark.parametrize(
-    "image",
+    ("image", "own"),
     [
-        "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest",
-        "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:10",
-        "myreg.azurecr.io/img:1",
-        "pytorch/pytorch:0.4_cuda9_cudnn7",
+        ("mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest", False),
+        ("mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:10", True),
+        ("myreg.azurecr.io/img:1", True),
+        ("pytorch/pytorch:0.4_cuda9_cudnn7", True),
     ],
 )
-def test_the_own_image_rule_is_the_v2_targets(image: str) -> None:
+def test_the_own_image_rule_both_targets_use(image: str, own: bool) -> None:
+    """One rule (``Container.own_image``) decides v1's user-managed Python and v2's missing conda file."""
     from azbai.plan.model import Container
-    from azbai.targets.azureml_v1.codegen import uses_own_image
-    from azbai.targets.azureml_v2.render import takes_conda_file
 
-    assert uses_own_image(Container(image)) is not takes_conda_file(Container(image))
+    assert Container(image).own_image is own
 
 
 def test_an_azureml_image_gets_its_conda_environment(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def assert_job_matches_plan(job: Any, plan: Plan) -> None:
     assert dict(job.environment_variables) == {v.name: v.value for v in step.job.environment_variables}
     container = step.container or plan.container
     assert job.environment.image == container.image
-    if v2.takes_conda_file(container):
+    if not container.own_image:
         pip = job.environment.conda_file["dependencies"][-1]["pip"]
         assert set(container.pip_packages) <= set(pip)
     else:  # the job's own image, as it is

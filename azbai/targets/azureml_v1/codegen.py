@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 import textwrap
 from collections.abc import Iterable
 
@@ -39,7 +38,6 @@ from azbai.plan.model import (
     ACCOUNT_PLACEHOLDER,
     SEGMENT_TEMPLATE,
     SEGMENT_TOKEN,
-    Container,
     CredentialKind,
     DataMode,
     DataReference,
@@ -51,20 +49,11 @@ from azbai.targets.snapshot import JOB_FILE, LAUNCHER_FILE
 from azbai.version import __version__
 
 SDK_V1_END_OF_SUPPORT = "2026-06-30"
-#: Azure ML's base images (not its curated framework images): azbai builds a conda environment on one of them
-#: (CondaDependencies); the same rule as the v2 target's conda file
-AZUREML_BASE_IMAGE = re.compile(r"mcr\.microsoft\.com/azureml/(?!curated/)[^/]+$")
 #: the comment over ``user_managed_dependencies = True``
 OWN_IMAGE_COMMENT = (
     "# the job's own image: Azure ML runs the image's Python as it is (no conda environment hides its\n"
     "# packages), so the image must have Python 3.8 or later as `python`; the launcher needs only the stdlib"
 )
-
-
-def uses_own_image(container: Container) -> bool:
-    """Whether the step runs in the job's own image (kept from job.json, ``--keep-image``, or named with
-    ``--image``) rather than an Azure ML base image, which azbai puts in place of a retired one."""
-    return not AZUREML_BASE_IMAGE.match(container.image)
 
 
 def render_job_pipeline(plan: Plan) -> str:
@@ -342,7 +331,7 @@ def _environment(plan: Plan) -> str:
     ]
     if c.source_image:
         lines.insert(0, f"# job.json named {c.source_image!r}, a retired image (see MIGRATION.md)")
-    if uses_own_image(c):
+    if c.own_image:
         lines += [*OWN_IMAGE_COMMENT.splitlines(), "env.python.user_managed_dependencies = True"]
     else:
         pip = ["azureml-defaults", *c.pip_packages]
@@ -478,7 +467,7 @@ def _estimator(plan: Plan, refs: list[DataReference]) -> str:
             "# the registry of environment(): its password comes from $AZBAI_REGISTRY_PASSWORD, never from a file",
             "image_registry_details=environment().docker.base_image_registry,",
         ]
-    if uses_own_image(c):
+    if c.own_image:
         image.append("user_managed=True,  # the image's own Python, as in environment()")
     else:
         image.append(f"pip_packages={['azureml-defaults', *c.pip_packages]!r},")

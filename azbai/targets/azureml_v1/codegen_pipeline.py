@@ -99,7 +99,7 @@ def _environments(plan: Plan) -> str:
     own = conda = False
     for step in plan.steps:
         name, container, pip = _container_of(plan, step)
-        if codegen.uses_own_image(container):
+        if container.own_image:
             own = True
             needs = [p for p in pip if p != "azureml-defaults"]
             row = f"{step.name!r}: ({name!r}, {container.image!r}, None),"

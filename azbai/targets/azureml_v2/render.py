@@ -17,7 +17,7 @@ DataReference download             ``uri_folder`` input, ``mode: download``
 DataReference upload               ``uri_folder`` output, ``mode: upload``, at ``<prefix>/<segment>/outputs[/<sfx>]``
 Compute                            ``computes/<name>.yml``, ``type: amlcompute``
 Container                          inline ``environment``: ``image`` + ``conda_file`` with the pip packages on an
-                                   Azure ML base image; the user's own image alone (:func:`takes_conda_file`)
+                                   Azure ML base image; the user's own image alone (``Container.own_image``)
 Launch distribution mpi            ``distribution: {type: mpi, process_count_per_instance}``
 Launch distribution pytorch        ``distribution: {type: pytorch, process_count_per_instance}``
 Launch distribution tensorflow     ``distribution: {type: tensorflow, parameter_server_count, worker_count}``
@@ -234,27 +234,13 @@ def launcher_command(plan: Plan, job: Job, io: StepIO) -> Folded:
     return Folded(lines)
 
 
-#: Azure ML's base images (azbai's image for a retired one, or for a job with no container): made to take a conda file
-AZUREML_BASE_IMAGE = re.compile(r"mcr\.microsoft\.com/azureml/(?!curated/)[^/]+$")
-
-
-def takes_conda_file(container: Container) -> bool:
-    """Whether the environment adds a conda file: only on an Azure ML base image, which has no framework of its own.
-
-    On the user's own image (kept from job.json, ``--keep-image``, or named with ``--image``) a conda environment
-    (python=3.10, azureml-defaults) would run in front of the image's Python and hide its packages (horovod, torch):
-    that image is used as it is.
-    """
-    return bool(AZUREML_BASE_IMAGE.match(container.image))
-
-
 def environment(container: Container, extra: tuple[str, ...] = (), secrets: bool = False) -> dict[str, Any]:
     """An inline environment: the docker image, and on an Azure ML base image a conda file with the pip packages."""
     pip = ["azureml-defaults", *container.pip_packages, *extra]
     if secrets:
         pip += [p for p in VAULT_PACKAGES if p not in pip]
     pip = list(dict.fromkeys(pip))
-    if not takes_conda_file(container):
+    if container.own_image:
         needed = [p for p in pip if p != "azureml-defaults"]
         notes = [
             "the job's own image, used as it is (no conda file in front of its Python): it must have python3"
