@@ -14,9 +14,11 @@ succeeds its progress is kept per input content, so a rerun after a crash only d
 missing; then it moves to the run's ``steps/<step>/parallel/`` (``state/summary.json``: which worker did what).
 
 Reuse, as Azure ML does it: a step whose definition, parameters, code and input data are unchanged is not run
-again; its outputs are copied from the cache (``<workspace>/pipelines/<pipeline>/cache/``). Data references count by
-datastore path (like Azure ML), pipeline data and data-path parameters by content, code by the content of the
-scripts the step's commands name and of a parallel step's source directory.
+again; its outputs are copied from the run that produced them, which the cache names
+(``<workspace>/pipelines/<pipeline>/cache/<fingerprint>/done.json``, with each output file's size and modification
+time: if that run's outputs are gone or changed, the step runs). Data references count by datastore path (like
+Azure ML), pipeline data and data-path parameters by content, code by the content of the scripts the step's
+commands name and of a parallel step's source directory.
 """
 
 from __future__ import annotations
@@ -298,9 +300,7 @@ class PipelineRunner:
         fingerprint = self._fingerprint(step, run, refs)
         state.fingerprint = fingerprint
         cache = self.home / "cache" / fingerprint
-        if self.reuse and step.allow_reuse and (cache / "done.json").exists():
-            for name in produced:
-                _copy_tree(cache / name, run.data_dir(name))
+        if self.reuse and step.allow_reuse and self._reuse(cache, produced, run):
             state.state, state.reused, state.exit_code = "reused", True, 0
             return
         for name in produced:
@@ -351,12 +351,41 @@ class PipelineRunner:
             shutil.move(str(extra_refs[step.output]), str(target))
             shutil.move(str(work), str(run.path / "steps" / step.name / "parallel"))
         if step.allow_reuse:
+            # As in Azure ML, a later run that reuses the step gets this run's outputs: the cache records where
+            # they are and each file's size and modification time (not a copy of them, which cost a copy of every
+            # frame of the style recipe in every run, reused or not)
             cache.mkdir(parents=True, exist_ok=True)
-            for name in produced:
-                _copy_tree(run.data_dir(name), cache / name)
-            (cache / "done.json").write_text(
-                json.dumps({"run": run.run_id, "step": step.name}), encoding="utf-8"
-            )
+            outputs = {name: _signature(run.data_dir(name)) for name in produced}
+            done = {"run": run.run_id, "step": step.name, "outputs": outputs}
+            (cache / "done.json").write_text(json.dumps(done), encoding="utf-8")
+
+    def _reuse(self, cache: Path, produced: list[str], run: PipelineRun) -> bool:
+        """Copy a step's outputs recorded in ``cache`` into ``run``; False where there are none, or they changed."""
+        try:
+            done = json.loads((cache / "done.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if "outputs" not in done:  # recorded by an earlier azbai: the cache holds copies of the outputs
+            sources = {name: cache / name for name in produced}
+        else:
+            source_run = self.home / "runs" / str(done["run"])
+            sources = {name: source_run / "data" / name for name in produced}
+            changed = [
+                name
+                for name in produced
+                if not sources[name].is_dir() or _signature(sources[name]) != done["outputs"].get(name)
+            ]
+            if changed:
+                log.info(
+                    "step %s: the outputs of run %s it would reuse (%s) are gone or changed since; running it",
+                    done["step"],
+                    done["run"],
+                    ", ".join(changed),
+                )
+                return False
+        for name in produced:
+            _copy_tree(sources[name], run.data_dir(name))
+        return True
 
     def _job_for(self, step: Step | ParallelStep, run: PipelineRun) -> tuple[Job, Plan, dict[str, Path]]:
         """The job a step runs, and a one-step plan for its record."""
@@ -510,6 +539,15 @@ def _content_digest(path: Path) -> str:
             digest.update(rel.encode() + b"\0")
             digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _signature(directory: Path) -> dict[str, list[int]]:
+    """Each file under ``directory`` with its size and modification time (ns): what tells a changed output."""
+    signature = {}
+    for file, rel in iter_local_files(directory):
+        info = file.stat()
+        signature[rel] = [info.st_size, info.st_mtime_ns]
+    return signature
 
 
 def _copy_tree(source: Path, target: Path) -> None:

@@ -85,6 +85,40 @@ def test_unchanged_steps_are_reused_and_changes_rerun(workspace: Workspace) -> N
     assert next(r.run_id for r in list_runs(workspace, "words")) == first.run_id
 
 
+def test_a_reused_step_gets_the_outputs_of_the_run_that_made_them_unless_they_changed(
+    workspace: Workspace,
+) -> None:
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    inbox.write_bytes("incoming/words.txt", b"one two\n")
+    first = runner(workspace).run()
+    records = {
+        json.loads(path.read_text())["step"]: path
+        for path in (workspace.pipelines_dir / "words" / "cache").glob("*/done.json")
+    }
+    done = records["produce"]
+    record = json.loads(done.read_text())
+    assert record["run"] == first.run_id and set(record["outputs"]["words"]) == {"000.txt", "001.txt"}
+    assert not (done.parent / "words").exists()  # the cache names the outputs, it holds no copy of them
+
+    second = runner(workspace).run()
+    assert second.steps["produce"].state == "reused"
+    assert (second.data_dir("words") / "001.txt").read_text() == "hello two\n"
+    # a copy, not the same file: what a later step of one run does to it is not in the other run
+    assert (second.data_dir("words") / "001.txt").stat().st_ino != (first.data_dir("words") / "001.txt").stat().st_ino
+
+    with open(first.data_dir("words") / "001.txt", "a") as changed:  # changed in place after the step
+        changed.write("and more\n")
+    third = runner(workspace).run()
+    assert third.steps["produce"].state == "succeeded"
+    assert (third.data_dir("words") / "001.txt").read_text() == "hello two\n"
+
+    shutil.rmtree(third.path)  # the run the cache now names is gone
+    fourth = runner(workspace).run()
+    assert fourth.steps["produce"].state == "succeeded"
+    assert sorted(p.name for p in fourth.data_dir("words").iterdir()) == ["000.txt", "001.txt"]
+    assert runner(workspace).run().steps["produce"].state == "reused"
+
+
 def test_a_failing_step_stops_the_pipeline(workspace: Workspace) -> None:
     with pytest.raises(PipelineError, match="parameter 'text': nothing at"):
         runner(workspace).run({"text": "incoming/missing.txt"})  # nothing there: no step starts
