@@ -91,6 +91,7 @@ import json
 import math
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -1186,7 +1187,7 @@ class Supervisor:
                 self._terminate(children)
                 self._join(children)
                 return stop
-            time.sleep(_POLL_SECONDS)
+            _wait_for_an_exit([c.popen.pid for c in children if c.code is None], _POLL_SECONDS)
         if any(c.code is None for c in children):
             self.log.write("the workers are done: terminating the parameter servers")
         self._terminate(children)  # parameter servers, and anything a finished process left in its group
@@ -1326,6 +1327,28 @@ class Supervisor:
         for child in children:
             for pump in child.pumps:
                 pump.join(timeout=5)
+
+
+def _wait_for_an_exit(pids: Sequence[int], timeout: float) -> None:
+    """Sleep until one of ``pids`` (children not yet reaped) exits, or ``timeout`` passes.
+
+    A process's pidfd (Linux 5.3+) turns readable when it exits, so a step ends when its processes do, not at the
+    next poll (50 ms later, half of that on average, per process that a step starts). Elsewhere: a plain sleep.
+    """
+    fds = []
+    try:
+        for pid in pids:
+            fds.append(os.pidfd_open(pid))
+    except (AttributeError, OSError):  # not Linux, an old kernel, or already reaped: poll as before
+        for fd in fds:
+            os.close(fd)
+        time.sleep(timeout)
+        return
+    try:
+        select.select(fds, [], [], timeout)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:

@@ -705,3 +705,19 @@ def test_local_ranks_link_the_same_volume_at_the_same_time(tmp_path: Path) -> No
     for folder in ("old", "empty"):
         launcher._replace_link(tmp_path / folder / "logs", tmp_path / "target-0")
         assert os.readlink(tmp_path / folder / "logs") == str(tmp_path / "target-0")
+
+
+def test_the_supervisor_wakes_when_a_process_exits_not_at_its_next_poll() -> None:
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        began = time.monotonic()
+        launcher._wait_for_an_exit([quick.pid, slow.pid], timeout=20)
+        assert time.monotonic() - began < 10 and quick.poll() == 0 and slow.poll() is None
+        began = time.monotonic()
+        launcher._wait_for_an_exit([slow.pid], timeout=0.3)  # nothing exits: back after the timeout
+        assert time.monotonic() - began >= 0.3 and slow.poll() is None
+        launcher._wait_for_an_exit([quick.pid], timeout=0.1)  # reaped already: a plain sleep, no error
+    finally:
+        slow.kill()
+        slow.wait()
