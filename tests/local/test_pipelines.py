@@ -104,7 +104,9 @@ def test_a_reused_step_gets_the_outputs_of_the_run_that_made_them_unless_they_ch
     assert second.steps["produce"].state == "reused"
     assert (second.data_dir("words") / "001.txt").read_text() == "hello two\n"
     # a copy, not the same file: what a later step of one run does to it is not in the other run
-    assert (second.data_dir("words") / "001.txt").stat().st_ino != (first.data_dir("words") / "001.txt").stat().st_ino
+    assert (second.data_dir("words") / "001.txt").stat().st_ino != (
+        first.data_dir("words") / "001.txt"
+    ).stat().st_ino
 
     with open(first.data_dir("words") / "001.txt", "a") as changed:  # changed in place after the step
         changed.write("and more\n")
