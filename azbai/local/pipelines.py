@@ -365,24 +365,28 @@ class PipelineRunner:
             done = json.loads((cache / "done.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        if "outputs" not in done:  # recorded by an earlier azbai: the cache holds copies of the outputs
+        recorded = done.get("outputs") if isinstance(done, dict) else False
+        source_run = str(done.get("run")) if isinstance(done, dict) else ""
+        if not (recorded is None or isinstance(recorded, dict)) or Path(source_run).name != source_run:
+            return False
+        if recorded is None:  # recorded by an earlier azbai: the cache holds copies of the outputs
             sources = {name: cache / name for name in produced}
         else:
-            source_run = self.home / "runs" / str(done["run"])
-            sources = {name: source_run / "data" / name for name in produced}
-            changed = [
-                name
-                for name in produced
-                if not sources[name].is_dir() or _signature(sources[name]) != done["outputs"].get(name)
-            ]
-            if changed:
-                log.info(
-                    "step %s: the outputs of run %s it would reuse (%s) are gone or changed since; running it",
-                    done["step"],
-                    done["run"],
-                    ", ".join(changed),
-                )
-                return False
+            sources = {name: self.home / "runs" / source_run / "data" / name for name in produced}
+        changed = [
+            name
+            for name in produced
+            if not sources[name].is_dir()
+            or (recorded is not None and _signature(sources[name]) != recorded.get(name))
+        ]
+        if changed:
+            log.info(
+                "step %s: the outputs of run %s it would reuse (%s) are gone or changed since; running it",
+                done.get("step"),
+                done.get("run"),
+                ", ".join(changed),
+            )
+            return False
         for name in produced:
             _copy_tree(sources[name], run.data_dir(name))
         return True

@@ -205,3 +205,21 @@ def test_trigger_files_with_content(workspace: Workspace, tmp_path: Path) -> Non
     assert fired["triggers/trigger_0.txt"].run is not None
     for bad in ("triggers/trigger_1.txt", "triggers/trigger_2.txt", "triggers/trigger_3.txt"):
         assert fired[bad].run is None and fired[bad].error
+
+
+def test_a_damaged_reuse_record_runs_the_step(workspace: Workspace) -> None:
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    inbox.write_bytes("incoming/words.txt", b"one two\n")
+    runner(workspace).run()
+    records = list((workspace.pipelines_dir / "words" / "cache").glob("*/done.json"))
+    for text in ("[1, 2]", '{"outputs": 3}', "{", '{"run": "../..", "step": "x", "outputs": {}}'):
+        for path in records:
+            path.write_text(text)
+        run = runner(workspace).run()
+        assert [s.state for s in run.steps.values()] == ["succeeded", "succeeded"], text
+    for (
+        path
+    ) in records:  # the run named is gone: the step with outputs runs, the one without has none to miss
+        path.write_text('{"run": "gone", "step": "x", "outputs": {"words": {}}}')
+    run = runner(workspace).run()
+    assert [s.state for s in run.steps.values()] == ["succeeded", "reused"]
