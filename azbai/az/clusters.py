@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from azbai.az.context import Context, Result, timestamp
-from azbai.az.shapes import node_setup, stored
+from azbai.az.shapes import node_setup, stored_node_setup
 from azbai.az.state import SUBSCRIPTION, check_resource_name, resource_id
 from azbai.az.workspaces import experiment_create, workspace_create
 from azbai.errors import AzError
@@ -123,7 +123,7 @@ def cluster_create(
         "name": name,
         "vmSize": (vm_size or params.get("vmSize") or "STANDARD_NC6").upper(),
         "scaleSettings": nodes,
-        "nodeSetup": _stored_setup(setup) if setup else None,
+        "nodeSetup": stored_node_setup(setup) if setup else None,
         "vmPriority": params.get("vmPriority") or "dedicated",
         "adminUserName": user_name
         or (params.get("userAccountSettings") or {}).get("adminUserName")
@@ -132,17 +132,6 @@ def cluster_create(
     }
     ctx.ns.save(directory / "cluster.json", record)
     return Result(cluster_json(group, ws["name"], record))
-
-
-def _stored_setup(setup: dict[str, Any]) -> dict[str, Any]:
-    """The node setup as it is recorded: what the model knows, no keys, secret values, SAS tokens."""
-    from azbai.source.model import NodeSetup
-
-    out: dict[str, Any] = stored(NodeSetup, setup) or {}
-    task = setup.get("setupTask")
-    if isinstance(task, dict) and out.get("setupTask") is not None:
-        out["setupTask"]["stdOutErrPathSuffix"] = task.get("stdOutErrPathSuffix")
-    return out
 
 
 def legacy(ctx: Context, group: str, workspace: str | None = None) -> str:

@@ -170,6 +170,19 @@ def node_setup(setup: Any) -> Any:
     shaped = modelled(NodeSetup, kept)
     if kept.get("mountVolumes"):
         shaped["mountVolumes"] = mount_volumes(kept["mountVolumes"])
+    return _with_path_suffix(shaped, setup)
+
+
+def stored_node_setup(setup: dict[str, Any]) -> dict[str, Any]:
+    """A cluster's ``nodeSetup`` as it is recorded: what the model knows (no keys, secret values, SAS tokens), and
+    the setup task's ``stdOutErrPathSuffix``."""
+    from azbai.source.model import NodeSetup
+
+    return _with_path_suffix(stored(NodeSetup, setup) or {}, setup)
+
+
+def _with_path_suffix(shaped: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
+    """``shaped`` with ``setup``'s ``setupTask.stdOutErrPathSuffix``, which the service set (not in the model)."""
     task = setup.get("setupTask")
     if isinstance(task, dict) and shaped.get("setupTask") is not None:
         shaped["setupTask"]["stdOutErrPathSuffix"] = task.get("stdOutErrPathSuffix")
