@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from azbai.source.fields import INT32_MAX, V2017, V2018_03, V2018_05, Kind, Secret, spec
+from azbai.source.fields import V2017, V2018_03, V2018_05, Kind, Secret, spec
 
 _SINCE_2018_03 = (V2018_03, V2018_05)
 _ONLY_2018_05 = (V2018_05,)
@@ -165,7 +165,7 @@ class CNTKsettings:
     python_script_file_path: Shell | None = spec("pythonScriptFilePath")
     python_interpreter_path: Shell | None = spec("pythonInterpreterPath")
     command_line_args: Shell | None = spec("commandLineArgs")
-    process_count: int | None = spec("processCount", minimum=1, maximum=INT32_MAX)
+    process_count: int | None = spec("processCount", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class PyTorchSettings:
     python_script_file_path: Shell = spec("pythonScriptFilePath", required=True)
     python_interpreter_path: Shell | None = spec("pythonInterpreterPath")
     command_line_args: Shell | None = spec("commandLineArgs")
-    process_count: int | None = spec("processCount", minimum=1, maximum=INT32_MAX)
+    process_count: int | None = spec("processCount", minimum=1)
     communication_backend: str | None = spec("communicationBackend", enum=("TCP", "Gloo", "MPI"))
 
 
@@ -188,8 +188,8 @@ class TensorFlowSettings:
     master_command_line_args: Shell | None = spec("masterCommandLineArgs")
     worker_command_line_args: Shell | None = spec("workerCommandLineArgs")
     parameter_server_command_line_args: Shell | None = spec("parameterServerCommandLineArgs")
-    worker_count: int | None = spec("workerCount", minimum=1, maximum=INT32_MAX)
-    parameter_server_count: int | None = spec("parameterServerCount", minimum=1, maximum=INT32_MAX)
+    worker_count: int | None = spec("workerCount", minimum=1)
+    parameter_server_count: int | None = spec("parameterServerCount", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class CaffeSettings:
     python_script_file_path: Shell | None = spec("pythonScriptFilePath")
     python_interpreter_path: Shell | None = spec("pythonInterpreterPath")
     command_line_args: Shell | None = spec("commandLineArgs")
-    process_count: int | None = spec("processCount", minimum=1, maximum=INT32_MAX)
+    process_count: int | None = spec("processCount", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ class ChainerSettings:
     python_script_file_path: Shell = spec("pythonScriptFilePath", required=True)
     python_interpreter_path: Shell | None = spec("pythonInterpreterPath")
     command_line_args: Shell | None = spec("commandLineArgs")
-    process_count: int | None = spec("processCount", minimum=1, maximum=INT32_MAX)
+    process_count: int | None = spec("processCount", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ class CustomMpiSettings:
     """A command line run by the MPI runtime, ``processCount`` times."""
 
     command_line: Shell = spec("commandLine", required=True)
-    process_count: int | None = spec("processCount", minimum=1, maximum=INT32_MAX)
+    process_count: int | None = spec("processCount", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ class HorovodSettings:
     python_script_file_path: Shell = spec("pythonScriptFilePath", required=True)
     python_interpreter_path: Shell | None = spec("pythonInterpreterPath")
     command_line_args: Shell | None = spec("commandLineArgs")
-    process_count: int | None = spec("processCount", minimum=1, maximum=INT32_MAX)
+    process_count: int | None = spec("processCount", minimum=1)
 
 
 Toolkit = (
@@ -321,7 +321,7 @@ TOOLKIT_KEYS = {
 class JobProperties:
     """The ``properties`` of a Batch AI job (``JobCreateParameters``)."""
 
-    node_count: int | None = spec("nodeCount", minimum=1, maximum=INT32_MAX, note="defaults to 1")
+    node_count: int | None = spec("nodeCount", minimum=1, note="defaults to 1")
     cntk_settings: CNTKsettings | None = spec("cntkSettings")
     py_torch_settings: PyTorchSettings | None = spec("pyTorchSettings", versions=_SINCE_2018_03)
     tensor_flow_settings: TensorFlowSettings | None = spec("tensorFlowSettings")
@@ -378,7 +378,7 @@ class JobProperties:
 class ManualScaleSettings:
     """A fixed-size cluster."""
 
-    target_node_count: int = spec("targetNodeCount", required=True, minimum=0, maximum=INT32_MAX)
+    target_node_count: int = spec("targetNodeCount", required=True, minimum=0)
     node_deallocation_option: str | None = spec(
         "nodeDeallocationOption", enum=("requeue", "terminate", "waitforjobcompletion")
     )
@@ -388,9 +388,9 @@ class ManualScaleSettings:
 class AutoScaleSettings:
     """A cluster that grows with queued jobs between a minimum and a maximum."""
 
-    minimum_node_count: int = spec("minimumNodeCount", required=True, minimum=0, maximum=INT32_MAX)
-    maximum_node_count: int = spec("maximumNodeCount", required=True, minimum=1, maximum=INT32_MAX)
-    initial_node_count: int | None = spec("initialNodeCount", minimum=0, maximum=INT32_MAX)
+    minimum_node_count: int = spec("minimumNodeCount", required=True, minimum=0)
+    maximum_node_count: int = spec("maximumNodeCount", required=True, minimum=1)
+    initial_node_count: int | None = spec("initialNodeCount", minimum=0)
 
 
 @dataclass(frozen=True)

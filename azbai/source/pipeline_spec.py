@@ -35,7 +35,7 @@ from pathlib import Path
 from azbai.errors import SpecError
 from azbai.source.decode import UNPARSEABLE, decode_json
 from azbai.source.diagnostics import Collector, Diagnostic, join_path
-from azbai.source.fields import INT32_MAX, spec
+from azbai.source.fields import spec
 from azbai.source.model import EnvName
 from azbai.source.reader import read_text
 from azbai.source.walker import Walker
@@ -58,8 +58,8 @@ class ComputeSpec:
 
     name: str = spec("name", required=True)
     vm_size: str = spec("vmSize", required=True)
-    min_nodes: int = spec("minNodes", default=0, minimum=0, maximum=INT32_MAX)
-    max_nodes: int = spec("maxNodes", default=1, minimum=1, maximum=INT32_MAX)
+    min_nodes: int = spec("minNodes", default=0, minimum=0)
+    max_nodes: int = spec("maxNodes", default=1, minimum=1)
     vm_priority: str = spec("vmPriority", default="dedicated", enum=("dedicated", "lowpriority"))
 
 
@@ -96,12 +96,12 @@ class ParallelSpec:
     output: EnvName = spec("output", required=True)
     source_directory: str = spec("sourceDirectory", default=".")
     arguments: tuple[str, ...] = spec("arguments", factory=tuple)
-    mini_batch_size: int = spec("miniBatchSize", default=1, minimum=1, maximum=INT32_MAX)
-    error_threshold: int = spec("errorThreshold", default=0, minimum=-1, maximum=INT32_MAX)
-    process_count_per_node: int = spec("processCountPerNode", default=1, minimum=1, maximum=INT32_MAX)
-    node_count: int = spec("nodeCount", default=1, minimum=1, maximum=INT32_MAX)
-    max_retries: int = spec("maxRetries", default=3, minimum=0, maximum=INT32_MAX)
-    run_invocation_timeout: int = spec("runInvocationTimeout", default=600, minimum=1, maximum=INT32_MAX)
+    mini_batch_size: int = spec("miniBatchSize", default=1, minimum=1)
+    error_threshold: int = spec("errorThreshold", default=0, minimum=-1)
+    process_count_per_node: int = spec("processCountPerNode", default=1, minimum=1)
+    node_count: int = spec("nodeCount", default=1, minimum=1)
+    max_retries: int = spec("maxRetries", default=3, minimum=0)
+    run_invocation_timeout: int = spec("runInvocationTimeout", default=600, minimum=1)
     pip_packages: tuple[str, ...] = spec("pipPackages", factory=tuple)
 
 
@@ -130,7 +130,7 @@ class TriggerSpec:
     path: str = spec("path", default="")
     account_name: str | None = spec("accountName")
     pattern: str = spec("pattern", default="*")
-    polling_interval_minutes: int = spec("pollingIntervalMinutes", default=5, minimum=1, maximum=INT32_MAX)
+    polling_interval_minutes: int = spec("pollingIntervalMinutes", default=5, minimum=1)
     #: ``path``: the new blob's own path is the parameter; ``content``: the blob is a trigger file whose text names it
     use: str = spec("use", default="path", enum=("path", "content"))
 
