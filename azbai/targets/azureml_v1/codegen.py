@@ -49,10 +49,11 @@ from azbai.targets.snapshot import JOB_FILE, LAUNCHER_FILE
 from azbai.version import __version__
 
 SDK_V1_END_OF_SUPPORT = "2026-06-30"
-#: the comment over ``user_managed_dependencies = True``
-OWN_IMAGE_COMMENT = (
-    "# the job's own image: Azure ML runs the image's Python as it is (no conda environment hides its\n"
-    "# packages), so the image must have Python 3.8 or later as `python`; the launcher needs only the stdlib"
+#: the lines of an environment on the job's own image (``Container.own_image``): its Python, not a conda one
+OWN_IMAGE_LINES = (
+    "# the job's own image: Azure ML runs the image's Python as it is (no conda environment hides its",
+    "# packages), so the image must have Python 3.8 or later as `python`; the launcher needs only the stdlib",
+    "env.python.user_managed_dependencies = True",
 )
 
 
@@ -332,7 +333,7 @@ def _environment(plan: Plan) -> str:
     if c.source_image:
         lines.insert(0, f"# job.json named {c.source_image!r}, a retired image (see MIGRATION.md)")
     if c.own_image:
-        lines += [*OWN_IMAGE_COMMENT.splitlines(), "env.python.user_managed_dependencies = True"]
+        lines += OWN_IMAGE_LINES
     else:
         pip = ["azureml-defaults", *c.pip_packages]
         lines.append(

@@ -96,6 +96,7 @@ def _container_of(plan: Plan, step: Step | ParallelStep) -> tuple[str, Container
 
 def _environments(plan: Plan) -> str:
     rows = []
+    registries = []
     own = conda = False
     for step in plan.steps:
         name, container, pip = _container_of(plan, step)
@@ -107,17 +108,14 @@ def _environments(plan: Plan) -> str:
         else:
             conda = True
             rows.append(f"{step.name!r}: ({name!r}, {container.image!r}, {list(pip)!r}),")
-    body = "\n".join(" " * 8 + row for row in rows)
-    registries = []
-    for step in plan.steps:
-        _, container, _ = _container_of(plan, step)
         if container.registry:
             password = container.registry_password_source is not None
             row = f"{step.name!r}: ({container.registry!r}, {container.registry_username!r}, {password!r}),"
             if container.registry_password_source == "key_vault":
                 row += f"  # the password is in Key Vault ({container.registry_password_secret_url})"
             registries.append(row)
-    own_image = [*codegen.OWN_IMAGE_COMMENT.splitlines(), "env.python.user_managed_dependencies = True"]
+    body = "\n".join(" " * 8 + row for row in rows)
+    own_image = list(codegen.OWN_IMAGE_LINES)
     conda_env = [
         'env.python.conda_dependencies = CondaDependencies.create(python_version="3.10", pip_packages=pip)'
     ]
