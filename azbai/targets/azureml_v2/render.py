@@ -156,14 +156,16 @@ def volume_writes(job: Job) -> dict[str, str]:
     places += [("its job preparation", job.job_preparation or "")]
     places += [(f"the variable {v.name}", v.value) for v in job.environment_variables]
     writes: dict[str, str] = {}
-    for where, text in places:
-        for volume in job.volumes:
-            root = re.escape(volume.root.value)
-            relative = re.escape(volume.relative_mount_path.strip("/"))
-            named = rf"\$(?:{root}|\{{{root}\}})/{relative}(?![\w.-])"
-            bare = rf"\$(?:{root}(?!\w)|\{{{root}\}})(?!/[\w.-])"
-            if volume.name not in writes and (re.search(named, text) or re.search(bare, text)):
-                writes[volume.name] = where
+    for volume in job.volumes:
+        root = re.escape(volume.root.value)
+        relative = re.escape(volume.relative_mount_path.strip("/"))
+        # $ROOT/<path> (or ${ROOT}/<path>) whole, or the root alone
+        named = re.compile(
+            rf"\$(?:{root}|\{{{root}\}})/{relative}(?![\w.-])|\$(?:{root}(?!\w)|\{{{root}\}})(?!/[\w.-])"
+        )
+        first = next((where for where, text in places if named.search(text)), None)
+        if first is not None:
+            writes[volume.name] = first
     return writes
 
 
