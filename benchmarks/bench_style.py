@@ -218,23 +218,25 @@ def _pipelines(root: Path, frames: list) -> dict[str, float]:  # type: ignore[ty
     ratios: dict[str, list[float]] = {name: [] for name in clips}
     walls: dict[str, list[float]] = {name: [] for name in clips}
     steps: dict[str, list[float]] = {}
+    watcher: TriggerWatcher | None = None
     try:
         scripts = open_store(workspace, DEV_ACCOUNT, share="scripts")
         for name in ("split.py", "stitch.py", "video.py", "stylenet.py"):
             scripts.upload_file(RECIPE / name, f"style-transfer/{name}")
         plan = azbai.load(RECIPE / "pipeline.json")
         media = open_store(workspace, DEV_ACCOUNT, container="media")
-        # an untimed run first: the workers' compiled network is built once per machine and cached (see stylenet.py)
-        warm = TriggerWatcher(workspace, plan, RECIPE, reuse=False)
-        warm.poll(skip_existing=True)
+        # One watcher for every run, as `azbai pipeline watch` is: a trigger runs its pipeline again and again, and
+        # its warm pool keeps the imports of the style step's fork server from one run to the next
+        # (AZBAI_PARALLEL_POOL=0: each run imports afresh). An untimed run first: the workers' compiled network is
+        # built once per machine and cached (see stylenet.py).
+        watcher = TriggerWatcher(workspace, plan, RECIPE, reuse=False)
+        watcher.poll(skip_existing=True)
         media.upload_file(clips["one"][0], "incoming/bench-warm-up.mp4")
-        warm.poll()
+        watcher.poll()
         for index in range(ROUNDS):
             # the best in-process rate, 1 or 2 threads (the workers run 2 processes of 1 thread each)
             rate = max(_steady_rate(frames, 1), _steady_rate(frames, THREADS))
             for name, (clip, count) in clips.items():
-                watcher = TriggerWatcher(workspace, plan, RECIPE, reuse=False)
-                watcher.poll(skip_existing=True)
                 began = time.perf_counter()
                 media.upload_file(clip, f"incoming/bench-{name}-{index}.mp4")
                 (fired,) = watcher.poll()
@@ -246,6 +248,8 @@ def _pipelines(root: Path, frames: list) -> dict[str, float]:  # type: ignore[ty
                     for step, seconds in _step_seconds(fired.run).items():
                         steps.setdefault(step, []).append(seconds)
     finally:
+        if watcher is not None:
+            watcher.close()
         Emulator(workspace).stop()
     return {
         "style_overhead_ratio": statistics.median(ratios["long"]),

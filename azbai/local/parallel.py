@@ -77,6 +77,7 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,12 +113,15 @@ _BOOT = (
 )
 _FORK_BOOT = _BOOT.replace("_worker_main", "_fork_server_main")
 _WARM_BOOT = _BOOT.replace("_worker_main", "_warm_server_main")
+_ZYGOTE_BOOT = _BOOT.replace("_worker_main", "_zygote_main")
 #: ``0`` turns the fork server off: every worker is a fresh interpreter
 FORK_ENV = "AZBAI_PARALLEL_FORK"
 #: in a step's environment: the (abstract) socket of a fork server started ahead of the step (:func:`prestart`)
 WARM_ENV = "AZBAI_PARALLEL_WARM"
 #: ``0`` starts no fork server ahead of a step (the step starts its own)
 PRESTART_ENV = "AZBAI_PARALLEL_PRESTART"
+#: ``0``: a :class:`WarmPool` starts every fork server afresh, as :func:`prestart` does
+POOL_ENV = "AZBAI_PARALLEL_POOL"
 #: what may differ between a fork server started ahead of a step and the step's own environment: the job's
 #: Batch AI and Azure ML variables (paths, ranks), azbai's own, and what a shell sets. Anything else that differs
 #: could have changed what an import did, and the step starts a fork server of its own.
@@ -591,9 +595,15 @@ class _Adopted:
     """A fork server started ahead of the step (not this process's child), with what ``_ForkServer`` uses of a
     ``Popen``: its pid, waiting for it to exit, and killing it, through a pidfd (no pid reuse can mislead them)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, fd: int | None = None) -> None:
         self.pid = pid
-        self._fd: int | None = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+        self._fd: int | None = os.pidfd_open(pid) if fd is None else fd  # type: ignore[attr-defined,unused-ignore]
+
+    def poll(self) -> int | None:
+        """0 once it has exited (its status is its parent's to collect), else None."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self.wait(0)
+        return None
 
     def wait(self, timeout: float | None = None) -> int:
         if self._fd is not None:
@@ -603,12 +613,18 @@ class _Adopted:
                 raise subprocess.TimeoutExpired("the fork server", timeout)
             os.close(self._fd)
             self._fd = None
-        return 0  # its exit status is its parent's (the pipeline engine's) to collect
+        return 0  # its exit status is its parent's (the pipeline engine's, or a zygote's) to collect
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
         if self._fd is not None:
             with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._fd, signal.SIGKILL)  # type: ignore[attr-defined,unused-ignore]
+                signal.pidfd_send_signal(self._fd, signum)  # type: ignore[attr-defined,unused-ignore]
 
 
 class _ForkServer:
@@ -1305,31 +1321,53 @@ def _provided_by(top: str, folder: Path) -> bool:
 
 @dataclass
 class WarmServer:
-    """A fork server started ahead of a parallel step (:func:`prestart`), until the step's supervisor adopts it."""
+    """A fork server started ahead of a parallel step (:func:`prestart`, :meth:`WarmPool.prestart`), until the
+    step's supervisor adopts it.
 
-    proc: subprocess.Popen[bytes]
+    ``proc`` is the engine's child (:func:`prestart`), or, forked by a pool's zygote, a pidfd handle that comes
+    from the zygote once it has forked (``None`` until then)."""
+
+    proc: subprocess.Popen[bytes] | _Adopted | None
     address: str
     modules: tuple[str, ...]
     ready_fd: int | None = None
+    zygote: _Zygote | None = None
 
     def listening(self, timeout: float = 10.0) -> bool:
-        """Wait until its socket takes connections (tens of milliseconds after the start); False: it never will."""
+        """Wait until its socket takes connections (tens of milliseconds after the start; a zygote's first fork
+        waits for the zygote's imports); False: it never will."""
         if self.ready_fd is None:
             return False
+        if self.zygote is not None:
+            timeout = max(timeout, _ZYGOTE_READY_SECONDS)  # a zygote that dies closes the pipe: no wait
         readable, _, _ = select.select([self.ready_fd], [], [], timeout)
         said = os.read(self.ready_fd, 64) if readable else b""
         os.close(self.ready_fd)
         self.ready_fd = None
+        if said == b"listening" and self.zygote is not None:
+            self.proc = self.zygote.forked(self.address)
+            return self.proc is not None
         return said == b"listening"
 
     def close(self) -> None:
         """End it (adopted, it is done when its step is; never adopted, it is not needed) and reap it."""
         if self.ready_fd is not None:
+            readable, _, _ = select.select([self.ready_fd], [], [], 0)
+            said = os.read(self.ready_fd, 64) if readable else b""
             os.close(self.ready_fd)
             self.ready_fd = None
-        if self.proc.poll() is None:
+            if self.zygote is not None:
+                if said == b"listening":  # forked and waiting for a supervisor: its pid is on its way
+                    self.proc = self.zygote.forked(self.address)
+                else:  # not forked yet: it will find the pipe closed and exit at once
+                    self.zygote.discard(self.address)
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             _wait_or_kill(self.proc, _GRACE)
+
+
+def _prestart_usable() -> bool:
+    return _ForkServer.usable() and hasattr(os, "pidfd_open") and os.environ.get(PRESTART_ENV, "1") != "0"
 
 
 def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer | None:
@@ -1343,14 +1381,14 @@ def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer |
     (``/proc/PID/environ`` keeps showing ``env``: give it what finds the step's processes there.) Where
     anything does not fit, the supervisor starts its own, as without this. It exits when the process that started
     it dies. None where there is nothing to gain or it cannot be (no fork server here, nothing to import,
-    ``AZBAI_PARALLEL_PRESTART=0``).
+    ``AZBAI_PARALLEL_PRESTART=0``). An engine that runs pipelines again and again uses a :class:`WarmPool`.
     """
-    if not _ForkServer.usable() or not hasattr(os, "pidfd_open") or os.environ.get(PRESTART_ENV, "1") == "0":
+    if not _prestart_usable():
         return None
     modules = preload_modules(entry)
     if not modules:
         return None
-    address = f"azbai-warm-{os.getpid()}-{uuid.uuid4().hex}"
+    address = _warm_address()
     # It binds the socket itself (a supervisor reads its pid from the socket's peer credentials, which are those
     # of the process that listens) and says so on this pipe; WarmServer.listening() waits for that.
     ready_read, ready_write = os.pipe()
@@ -1373,27 +1411,256 @@ def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer |
     return WarmServer(proc, address, tuple(modules), ready_read)
 
 
-def _warm_server_main(argv: Sequence[str]) -> NoReturn:
-    """A fork server started ahead of its step (:func:`prestart`): import, wait to be adopted, then serve forks."""
-    _exit_without_teardown(_warm_server(json.loads(argv[0])))
+def _warm_address() -> str:
+    return f"azbai-warm-{os.getpid()}-{uuid.uuid4().hex}"
 
 
-def _warm_server(config: dict[str, Any]) -> int:
-    """The life of a fork server started ahead of its step, until it has served its supervisor or been refused."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(b"\0" + config["address"].encode())
-    listener.listen(1)  # before the imports: a supervisor that comes meanwhile waits for them
-    os.write(config["ready_fd"], b"listening")
-    os.close(config["ready_fd"])
+#: how long a fork server forked by a zygote may take to listen: the zygote's first fork waits for its imports
+_ZYGOTE_READY_SECONDS = 120.0
+#: zygotes a pool keeps (one per set of modules and shared environment); the oldest goes first
+_POOL_SIZE = 4
+
+
+class WarmPool:
+    """Fork servers started ahead of parallel steps, each forked from a process that imported their modules once.
+
+    For an engine that runs pipelines again and again in one process (a trigger, a schedule): :func:`prestart`
+    starts a fresh interpreter for every run's step, which imports torch again (~1 s of CPU on the run's critical
+    path, or on a core the step before it needs). A pool keeps a *zygote* per set of preloaded modules and
+    environment: a process that imported them once, in the environment the steps share (without their
+    :data:`_PER_JOB_ENV` variables), and forks each step's fork server from there in milliseconds. What such a fork
+    server does from then on is what :func:`prestart`'s does: it binds its own socket, is adopted by the step's
+    supervisor on the same terms, imports the entry script there and serves forks.
+
+    A zygote exits when the pool is closed (:meth:`close`, or when the pool is garbage-collected) or when the
+    process that made it dies; a fork server it forked and nobody adopted exits with it. Forked processes show the
+    zygote's environment in ``/proc/PID/environ``, which has no job's variables: what ends them is the chain of
+    exits (an adopted fork server ends with its supervisor, its workers with it). ``AZBAI_PARALLEL_POOL=0`` makes
+    the pool start every fork server afresh.
+    """
+
+    def __init__(self) -> None:
+        self._zygotes: dict[tuple[Any, ...], _Zygote] = {}
+        self._finalizer = weakref.finalize(self, _close_zygotes, self._zygotes)
+
+    def prestart(self, entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer | None:
+        """:func:`prestart`, forked from this pool's zygote for the entry script's modules and ``env``."""
+        if not _prestart_usable():
+            return None
+        if os.environ.get(POOL_ENV, "1") == "0":
+            return prestart(entry, env)
+        modules = preload_modules(entry)
+        if not modules:
+            return None
+        shared = {name: value for name, value in env.items() if not _PER_JOB_ENV.fullmatch(name)}
+        key = (tuple(modules), tuple(sorted(shared.items())))
+        zygote = self._zygotes.get(key)
+        if zygote is not None and not zygote.alive():
+            zygote.close()
+            del self._zygotes[key]
+            zygote = None
+        if zygote is None:
+            while len(self._zygotes) >= _POOL_SIZE:
+                self._zygotes.pop(next(iter(self._zygotes))).close()
+            zygote = _Zygote.start(tuple(modules), shared)
+            if zygote is None:
+                return prestart(entry, env)
+            self._zygotes[key] = zygote
+        server = zygote.fork()
+        if server is None:  # the zygote is gone: a fresh one next time, a fresh fork server now
+            self._zygotes.pop(key).close()
+            return prestart(entry, env)
+        return server
+
+    def pids(self) -> list[int]:
+        """The zygotes' process ids."""
+        return [zygote.proc.pid for zygote in self._zygotes.values()]
+
+    def close(self) -> None:
+        """End the zygotes (the fork servers they forked that were adopted serve their steps to the end)."""
+        self._finalizer()
+
+
+def _close_zygotes(zygotes: dict[tuple[Any, ...], _Zygote]) -> None:
+    while zygotes:
+        zygotes.pop(next(iter(zygotes))).close()
+
+
+class _Zygote:
+    """The engine's end of a zygote (:class:`WarmPool`): its process and the socket it takes fork requests on."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, modules: tuple[str, ...]) -> None:
+        self.proc = proc
+        self.sock = sock
+        self.modules = modules
+        self._replies: dict[str, _Adopted] = {}
+        self._discarded: set[str] = set()
+
+    @classmethod
+    def start(cls, modules: tuple[str, ...], env: dict[str, str]) -> _Zygote | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = {"control_fd": theirs.fileno(), "preload": list(modules), "watch": os.getpid()}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _ZYGOTE_BOOT, os.path.abspath(__file__), json.dumps(config)],
+                env=env,
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
+        except OSError:
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        return cls(proc, ours, modules)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def fork(self) -> WarmServer | None:
+        """Ask for a fork server (forked once the zygote's imports are done); None when the zygote is gone."""
+        address = _warm_address()
+        ready_read, ready_write = os.pipe()
+        try:
+            socket.send_fds(self.sock, [json.dumps({"address": address}).encode()], [ready_write])
+        except OSError:
+            os.close(ready_read)
+            return None
+        finally:
+            os.close(ready_write)
+        return WarmServer(None, address, self.modules, ready_read, self)
+
+    def forked(self, address: str) -> _Adopted | None:
+        """The fork server forked for ``address``, as the zygote reports it (right after the fork)."""
+        while address not in self._replies:
+            readable, _, _ = select.select([self.sock], [], [], _GRACE)
+            if not readable:
+                return None
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
+            except OSError:
+                return None
+            if not data or not fds:
+                for fd in fds:
+                    os.close(fd)
+                return None
+            reply = json.loads(data)
+            if reply["address"] in self._discarded:  # it exits by itself (its pipe was closed)
+                self._discarded.discard(reply["address"])
+                os.close(fds[0])
+                continue
+            self._replies[reply["address"]] = _Adopted(reply["pid"], fds[0])
+        return self._replies.pop(address)
+
+    def discard(self, address: str) -> None:
+        self._discarded.add(address)
+
+    def close(self) -> None:
+        """End the zygote (its socket's end is its signal to exit) and reap it."""
+        for handle in self._replies.values():
+            if handle.poll() is None:
+                handle.terminate()
+                _wait_or_kill(handle, _GRACE)
+        self._replies.clear()
+        self.sock.close()
+        _wait_or_kill(self.proc, _GRACE)
+
+
+def _zygote_main(argv: Sequence[str]) -> NoReturn:
+    """A pool's zygote (:class:`WarmPool`): import, then fork a fork server per request."""
+    _exit_without_teardown(_zygote(json.loads(argv[0])))
+
+
+def _zygote(config: dict[str, Any]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    control = socket.socket(fileno=config["control_fd"])
+    loaded = _preload(config["preload"])
+    children: set[int] = set()
+    while True:
+        if os.getppid() != config["watch"]:
+            return 0  # whoever started it is gone: no run will come
+        readable, _, _ = select.select([control], [], [], 0.2)
+        while children:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            children.discard(pid)
+        if not readable:
+            continue
+        data, fds, _, _ = socket.recv_fds(control, 65536, 1)
+        if not data:
+            return 0  # the pool is closed
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            continue
+        request = json.loads(data)
+        zygote = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                control.close()
+                if "random" in sys.modules:
+                    sys.modules["random"].seed()
+                code = _warm_server(
+                    {"address": request["address"], "ready_fd": fds[0], "watch": zygote}, loaded
+                )
+            except BaseException:
+                code = 1
+            finally:
+                _exit_without_teardown(code)
+        os.close(fds[0])
+        children.add(pid)
+        pidfd = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+        try:
+            socket.send_fds(
+                control, [json.dumps({"address": request["address"], "pid": pid}).encode()], [pidfd]
+            )
+        except OSError:
+            return 0
+        finally:
+            os.close(pidfd)
+
+
+def _preload(names: Sequence[str]) -> list[str]:
+    """Import ``names``; the top-level names of those that imported (one that does not is imported, or fails,
+    with the entry script, in the step)."""
     loaded = []
-    for name in config["preload"]:
-        # one that does not import here is imported (or fails) with the entry script, in the step
+    for name in names:
         try:
             importlib.import_module(name)
             loaded.append(name.partition(".")[0])
         except Exception:
             continue
+    return loaded
+
+
+def _warm_server_main(argv: Sequence[str]) -> NoReturn:
+    """A fork server started ahead of its step (:func:`prestart`): import, wait to be adopted, then serve forks."""
+    _exit_without_teardown(_warm_server(json.loads(argv[0])))
+
+
+def _warm_server(config: dict[str, Any], loaded: list[str] | None = None) -> int:
+    """The life of a fork server started ahead of its step, until it has served its supervisor or been refused.
+
+    ``loaded``: what a zygote imported before it forked this one; None: import ``config["preload"]`` here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(b"\0" + config["address"].encode())
+    listener.listen(1)  # before the imports: a supervisor that comes meanwhile waits for them
+    try:
+        os.write(config["ready_fd"], b"listening")
+    except BrokenPipeError:
+        return 0  # nobody waits for it any more
+    finally:
+        os.close(config["ready_fd"])
+    if loaded is None:
+        loaded = _preload(config["preload"])
     started_env = dict(os.environ)
     watch = config["watch"]
     while True:

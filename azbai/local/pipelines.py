@@ -41,7 +41,7 @@ from typing import Any
 from azbai.errors import JobFailed, PipelineError, StorageError
 from azbai.local import transfer
 from azbai.local.jobs import JobBook, JobRecord, now
-from azbai.local.parallel import FORK_ENV, WARM_ENV, WarmServer, prestart
+from azbai.local.parallel import FORK_ENV, WARM_ENV, WarmPool, WarmServer, prestart
 from azbai.local.records import load_record, save_record, strict_fields
 from azbai.local.runner import (
     JOB_WORK_ENV,
@@ -150,12 +150,24 @@ class PipelineRun:
 class PipelineRunner:
     """Runs the steps of a pipeline plan locally."""
 
-    def __init__(self, workspace: Workspace, plan: Plan, base_dir: Path, *, reuse: bool = True) -> None:
-        """``base_dir`` is where the pipeline file is: parallel steps' source directories are relative to it."""
+    def __init__(
+        self,
+        workspace: Workspace,
+        plan: Plan,
+        base_dir: Path,
+        *,
+        reuse: bool = True,
+        warm_pool: WarmPool | None = None,
+    ) -> None:
+        """``base_dir`` is where the pipeline file is: parallel steps' source directories are relative to it.
+
+        ``warm_pool``: where the fork servers started ahead of parallel steps come from, for a runner that runs
+        again and again (a trigger's); without one each is a fresh interpreter (:func:`prestart`)."""
         self.workspace = workspace.ensure()
         self.plan = plan
         self.base_dir = base_dir
         self.reuse = reuse
+        self.warm_pool = warm_pool
         self.home = workspace.pipelines_dir / plan.name
 
     def run(
@@ -272,7 +284,8 @@ class PipelineRunner:
             return None  # the step itself says so
         env, passthrough = self._step_environment()
         work = JobBook(self.workspace).directory(self.plan.experiment, _job_name(run, step)) / "work"
-        return prestart(entry, {**job_environment(env, passthrough), JOB_WORK_ENV: str(work)})
+        start = self.warm_pool.prestart if self.warm_pool is not None else prestart
+        return start(entry, {**job_environment(env, passthrough), JOB_WORK_ENV: str(work)})
 
     def _run_step(
         self,

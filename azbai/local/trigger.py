@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from azbai.errors import AzbaiError, PipelineError, StorageError
+from azbai.local.parallel import WarmPool
 from azbai.local.pipelines import PipelineRun, PipelineRunner, check_datastore_path
 from azbai.local.records import load_record, save_record
 from azbai.local.runner import open_datastore
@@ -47,7 +48,13 @@ class Fired:
 
 
 class TriggerWatcher:
-    """Polls the trigger's path and runs the pipeline for each new blob."""
+    """Polls the trigger's path and runs the pipeline for each new blob.
+
+    A watcher runs its pipeline again and again, so its parallel steps' fork servers come from a
+    :class:`~azbai.local.parallel.WarmPool`: the first run imports what their entry scripts import (torch), the
+    later ones fork from there. :meth:`close` (or leaving a ``with`` block) ends the pool's processes; so does
+    the watcher's garbage collection, or the end of this process.
+    """
 
     def __init__(self, workspace: Workspace, plan: Plan, base_dir: Path, *, reuse: bool = True) -> None:
         if plan.trigger is None:
@@ -55,8 +62,19 @@ class TriggerWatcher:
         self.workspace = workspace
         self.plan = plan
         self.trigger = plan.trigger
-        self.runner = PipelineRunner(workspace, plan, base_dir, reuse=reuse)
+        self.pool = WarmPool()
+        self.runner = PipelineRunner(workspace, plan, base_dir, reuse=reuse, warm_pool=self.pool)
         self.state_file = workspace.pipelines_dir / plan.name / "trigger.json"
+
+    def close(self) -> None:
+        """End the processes kept warm for later runs (a later poll starts them again)."""
+        self.pool.close()
+
+    def __enter__(self) -> TriggerWatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def poll(
         self, *, skip_existing: bool = False, on_fired: Callable[[Fired], None] | None = None

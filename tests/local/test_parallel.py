@@ -732,6 +732,137 @@ def test_a_fork_server_started_ahead_is_found_among_its_jobs_leftovers(tmp_path:
         other.close()
 
 
+def _drive_adopting(
+    run: Run, procs: list[subprocess.Popen[str]], warm: parallel.WarmServer, env: dict[str, str]
+) -> str:
+    assert warm.listening()
+    try:
+        [(code, out, err)] = run.drive(
+            procs, "--workers", "2", entry=PRELOADED, env={**env, parallel.WARM_ENV: warm.address}
+        )
+    finally:
+        warm.close()
+    assert code == 0, err
+    assert run.done_items() == Counter(run.items)
+    return out
+
+
+@needs_prestart
+def test_a_pool_forks_every_runs_fork_server_from_one_import(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    pool = parallel.WarmPool()
+    try:
+        servers = []
+        for index in range(3):
+            # each run's step has its own job variables; what they share decides the zygote
+            env = _warm_env(
+                tmp_path, AZ_BATCHAI_JOB_NAME=f"job-{index}", AZBAI_JOB_WORK=str(tmp_path / str(index))
+            )
+            run = Run(tmp_path, 4, name=f"run{index}")
+            warm = pool.prestart(PRELOADED, env)
+            assert warm is not None and warm.modules == ("os", "azbai_test_heavy")
+            out = _drive_adopting(run, procs, warm, env)
+            assert warm.proc is not None
+            server = warm.proc.pid
+            assert f"workers fork from process {server}, started ahead of the step" in out
+            assert _pids(run.output / "imported") == {server}  # the entry script itself: in the step
+            assert warm.proc.poll() == 0
+            servers.append(server)
+        (zygote,) = pool.pids()
+        # the slow library was imported once, by the zygote, for all three runs
+        assert _pids(tmp_path / "heavy") == {zygote}
+        assert len(set(servers)) == 3 and zygote not in servers
+    finally:
+        pool.close()
+    assert _gone(zygote) and pool.pids() == []
+
+
+@needs_prestart
+def test_a_pool_keeps_a_zygote_per_shared_environment(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    pool = parallel.WarmPool()
+    try:
+        for threads in ("1", "3", "1"):
+            env = _warm_env(tmp_path, OMP_NUM_THREADS=threads)
+            warm = pool.prestart(PRELOADED, env)
+            assert warm is not None
+            out = _drive_adopting(Run(tmp_path, 2, name=f"omp{threads}-{len(pool.pids())}"), procs, warm, env)
+            assert "started ahead of the step" in out
+        assert len(pool.pids()) == 2
+        assert _pids(tmp_path / "heavy") == set(pool.pids())
+    finally:
+        pool.close()
+
+
+@needs_prestart
+def test_a_pooled_fork_server_nobody_adopts_ends(tmp_path: Path) -> None:
+    import psutil
+
+    pool = parallel.WarmPool()
+    try:
+        early = pool.prestart(PRELOADED, _warm_env(tmp_path))
+        assert early is not None
+        early.close()  # before the zygote has even imported: its fork finds nobody waiting and exits
+        listening = pool.prestart(PRELOADED, _warm_env(tmp_path))
+        assert listening is not None and listening.listening()
+        assert listening.proc is not None
+        (zygote,) = pool.pids()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            alive = {c.pid for c in psutil.Process(zygote).children() if c.status() != psutil.STATUS_ZOMBIE}
+            if alive == {listening.proc.pid}:
+                break
+            time.sleep(0.05)
+        assert alive == {listening.proc.pid}
+        listening.close()  # listening and never adopted: ended
+        assert listening.proc.poll() == 0
+    finally:
+        pool.close()
+    assert _gone(zygote)
+
+
+@needs_prestart
+def test_a_pools_processes_end_with_the_process_that_made_them(tmp_path: Path) -> None:
+    script = (
+        "import time\n"
+        "from azbai.local import parallel\n"
+        "pool = parallel.WarmPool()\n"
+        f"warm = pool.prestart({str(PRELOADED)!r}, dict(__import__('os').environ))\n"
+        "assert warm.listening()\n"
+        "print(pool.pids()[0], warm.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    engine = subprocess.Popen(
+        [sys.executable, "-c", script], env=_warm_env(tmp_path), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert engine.stdout is not None
+        pids = [int(pid) for pid in engine.stdout.readline().split()]
+        assert len(pids) == 2 and not any(_gone(pid) for pid in pids)
+    finally:
+        engine.kill()
+        engine.wait()
+    deadline = time.monotonic() + 5
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in pids)
+
+
+@needs_prestart
+def test_a_pool_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(parallel.POOL_ENV, "0")
+    pool = parallel.WarmPool()
+    warm = pool.prestart(PRELOADED, _warm_env(tmp_path))
+    try:
+        assert warm is not None and isinstance(warm.proc, subprocess.Popen) and pool.pids() == []
+    finally:
+        assert warm is not None
+        warm.close()
+        pool.close()
+
+
 def test_a_failure_recorded_after_a_look_still_counts(tmp_path: Path) -> None:
     # A worker looked at the state (mini-batch 1: attempt 0 failed, attempt 1 claimed); the holder of attempt 1
     # then recorded its failure and exited. Its claim is now a dead process's, which on its own reads as a crash
