@@ -1477,8 +1477,9 @@ class WarmPool:
         return [zygote.proc.pid for zygote in self._zygotes.values()]
 
     def close(self) -> None:
-        """End the zygotes (the fork servers they forked that were adopted serve their steps to the end)."""
-        self._finalizer()
+        """End the zygotes (the fork servers they forked that were adopted serve their steps to the end); a later
+        :meth:`prestart` starts new ones, which the pool's garbage collection ends in turn."""
+        _close_zygotes(self._zygotes)
 
 
 def _close_zygotes(zygotes: dict[tuple[Any, ...], _Zygote]) -> None:
@@ -1576,7 +1577,6 @@ def _zygote_main(argv: Sequence[str]) -> NoReturn:
 
 def _zygote(config: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     control = socket.socket(fileno=config["control_fd"])
     loaded = _preload(config["preload"])
     children: set[int] = set()
