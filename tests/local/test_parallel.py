@@ -851,6 +851,27 @@ def test_a_pools_processes_end_with_the_process_that_made_them(tmp_path: Path) -
 
 
 @needs_prestart
+def test_a_pool_used_after_a_close_still_ends_its_zygote(tmp_path: Path) -> None:
+    import gc
+
+    pool = parallel.WarmPool()
+    for _ in range(2):
+        warm = pool.prestart(PRELOADED, _warm_env(tmp_path))
+        assert warm is not None and warm.listening()
+        warm.close()
+        (zygote,) = pool.pids()
+        pool.close()
+        assert _gone(zygote) and pool.pids() == []
+    warm = pool.prestart(PRELOADED, _warm_env(tmp_path))
+    assert warm is not None and warm.listening()
+    warm.close()
+    (zygote,) = pool.pids()
+    del pool, warm
+    gc.collect()
+    assert _gone(zygote)  # ended when the pool was collected
+
+
+@needs_prestart
 def test_a_pool_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(parallel.POOL_ENV, "0")
     pool = parallel.WarmPool()

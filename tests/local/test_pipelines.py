@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 import azbai
 from azbai.errors import JobFailed, PipelineError
+from azbai.local import parallel
 from azbai.local.azurite import DEV_ACCOUNT, Emulator
 from azbai.local.pipelines import PipelineRunner, check_datastore_path, list_runs
 from azbai.local.stores import open_store
@@ -223,3 +225,36 @@ def test_a_damaged_reuse_record_runs_the_step(workspace: Workspace) -> None:
         path.write_text('{"run": "gone", "step": "x", "outputs": {"words": {}}}')
     run = runner(workspace).run()
     assert [s.state for s in run.steps.values()] == ["succeeded", "reused"]
+
+
+def _live_children(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.skipif(
+    not parallel._ForkServer.usable() or not hasattr(os, "pidfd_open"),
+    reason="no fork server started ahead here",
+)
+def test_a_watchers_runs_fork_their_fork_servers_from_one_zygote(workspace: Workspace) -> None:
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    plan = azbai.load(PIPELINE / "parallel.json")
+    with TriggerWatcher(workspace, plan, PIPELINE) as watcher:
+        zygotes = []
+        for index, words in enumerate((b"red green\n", b"blue\n")):
+            inbox.write_bytes(f"incoming/words-{index}.txt", words)
+            (fired,) = watcher.poll()
+            assert fired.run is not None and fired.run.state == "succeeded", fired.error
+            (log,) = (fired.run.path / "steps" / "shout" / "logs").rglob("stdout-0.txt")
+            assert "started ahead of the step, which imported the entry script" in log.read_text()
+            zygotes += watcher.pool.pids()
+            # kept for the next run; the fork server it forked for this one ended with the step
+            assert _live_children(zygotes[-1]) == []
+        assert len(set(zygotes)) == 1
+    (zygote,) = set(zygotes)
+    assert not Path(f"/proc/{zygote}").exists()  # ended and reaped with the watcher
+    assert watcher.pool.pids() == []

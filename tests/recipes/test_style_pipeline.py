@@ -104,6 +104,17 @@ def test_a_new_video_fires_the_pipeline_and_comes_back_styled(workspace: Workspa
     assert not [p for p in Path("/proc").glob("[0-9]*") if _is_warm_server_of_ours(p)], (
         "a fork server started ahead of a step outlived its run"
     )
+    # the watcher's zygote stays for the next run, with nothing it forked still running; closing the watcher ends it
+    zygotes = watcher.pool.pids()
+    assert all(not _live_children(zygote) for zygote in zygotes)
+    watcher.close()
+    assert not any(Path(f"/proc/{zygote}").exists() for zygote in zygotes)
+
+
+def _live_children(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_a_failing_split_leaves_no_fork_server_started_for_the_style_step(
