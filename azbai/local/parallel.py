@@ -1239,9 +1239,7 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
         if pid == 0:
             code = 1
             try:
-                control.close()
-                if "random" in sys.modules:
-                    sys.modules["random"].seed()
+                _forked(control)
                 code = _worker(dict(config, report_fd=fds[0], parent=os.getppid()), module)
                 atexit._run_exitfuncs()  # what a fresh worker's interpreter would run at its exit
             except SystemExit as exc:
@@ -1254,6 +1252,13 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
         os.close(fds[0])
         children.add(pid)
         tell(forked=pid)
+
+
+def _forked(control: socket.socket) -> None:
+    """What a child of a fork server or a zygote does first: let go of its parent's socket, reseed ``random``."""
+    control.close()
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
 
 
 def _flush_standard_streams() -> None:
@@ -1604,9 +1609,7 @@ def _zygote(config: dict[str, Any]) -> int:
         if pid == 0:
             code = 0
             try:
-                control.close()
-                if "random" in sys.modules:
-                    sys.modules["random"].seed()
+                _forked(control)
                 code = _warm_server(
                     {"address": request["address"], "ready_fd": fds[0], "watch": zygote}, loaded
                 )

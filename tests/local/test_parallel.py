@@ -686,29 +686,32 @@ def test_a_missing_fork_server_started_ahead_is_only_a_note(
     assert run.done_items() == Counter(run.items)
 
 
-@needs_prestart
-def test_a_fork_server_started_ahead_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
-    script = (
-        "import sys, time\n"
-        "from azbai.local import parallel\n"
-        f"warm = parallel.prestart({str(PRELOADED)!r}, dict(__import__('os').environ))\n"
-        "print(warm.proc.pid, flush=True)\n"
-        "time.sleep(60)\n"
-    )
+def _end_with_their_engine(tmp_path: Path, body: str) -> None:
+    """Run ``body`` in an engine process, which prints the pids it started; kill it; they must end too."""
+    script = f"import time\nfrom azbai.local import parallel\n{body}time.sleep(60)\n"
     engine = subprocess.Popen(
         [sys.executable, "-c", script], env=_warm_env(tmp_path), stdout=subprocess.PIPE, text=True
     )
     try:
         assert engine.stdout is not None
-        pid = int(engine.stdout.readline())
-        assert not _gone(pid)
+        pids = [int(pid) for pid in engine.stdout.readline().split()]
+        assert pids and not any(_gone(pid) for pid in pids)
     finally:
         engine.kill()
         engine.wait()
     deadline = time.monotonic() + 5
-    while not _gone(pid) and time.monotonic() < deadline:
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _gone(pid)
+    assert all(_gone(pid) for pid in pids)
+
+
+@needs_prestart
+def test_a_fork_server_started_ahead_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
+    _end_with_their_engine(
+        tmp_path,
+        f"warm = parallel.prestart({str(PRELOADED)!r}, dict(__import__('os').environ))\n"
+        "print(warm.proc.pid, flush=True)\n",
+    )
 
 
 @needs_prestart
@@ -825,29 +828,14 @@ def test_a_pooled_fork_server_nobody_adopts_ends(tmp_path: Path) -> None:
 
 @needs_prestart
 def test_a_pools_processes_end_with_the_process_that_made_them(tmp_path: Path) -> None:
-    script = (
-        "import time\n"
-        "from azbai.local import parallel\n"
+    # the zygote, and the fork server it forked that nobody adopted
+    _end_with_their_engine(
+        tmp_path,
         "pool = parallel.WarmPool()\n"
         f"warm = pool.prestart({str(PRELOADED)!r}, dict(__import__('os').environ))\n"
         "assert warm.listening()\n"
-        "print(pool.pids()[0], warm.proc.pid, flush=True)\n"
-        "time.sleep(60)\n"
+        "print(pool.pids()[0], warm.proc.pid, flush=True)\n",
     )
-    engine = subprocess.Popen(
-        [sys.executable, "-c", script], env=_warm_env(tmp_path), stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert engine.stdout is not None
-        pids = [int(pid) for pid in engine.stdout.readline().split()]
-        assert len(pids) == 2 and not any(_gone(pid) for pid in pids)
-    finally:
-        engine.kill()
-        engine.wait()
-    deadline = time.monotonic() + 5
-    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(_gone(pid) for pid in pids)
 
 
 @needs_prestart
