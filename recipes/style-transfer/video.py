@@ -363,7 +363,8 @@ def _h264_stream(
     stream.options = {"crf": "20", "profile": "high", "preset": preset}
     # x264's sliced threads (PyAV's default) give different bytes from run to run. Frame threads give the same
     # bytes for the same thread count (checked under CPU contention too), so the count is fixed, not the machine's:
-    # 2 encode the 12 s benchmark clip's styled frames in 0.47-0.54 s against 0.77-0.83 s for 1, at the same PSNR
+    # 2 encode the 12 s benchmark clip's styled frames in 0.47-0.54 s against 0.77-0.83 s for 1 (veryfast), at the
+    # same PSNR
     stream.codec_context.thread_count = 2
     stream.codec_context.thread_type = "FRAME"
     return stream
