@@ -1217,12 +1217,8 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
     children: set[int] = set()
     while True:
         readable, _, _ = select.select([control], [], [], _POLL)
-        while children:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            children.discard(pid)
-            tell(exit=pid, code=os.waitstatus_to_exitcode(status))
+        for pid, code in _reap(children):
+            tell(exit=pid, code=code)
         if not readable:
             continue
         data, fds, _, _ = socket.recv_fds(control, 65536, 1)
@@ -1252,6 +1248,18 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
         os.close(fds[0])
         children.add(pid)
         tell(forked=pid)
+
+
+def _reap(children: set[int]) -> list[tuple[int, int]]:
+    """Collect the children of ``children`` that have exited (dropped from it): their pids and exit codes."""
+    reaped = []
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            break
+        children.discard(pid)
+        reaped.append((pid, os.waitstatus_to_exitcode(status)))
+    return reaped
 
 
 def _forked(control: socket.socket) -> None:
@@ -1345,22 +1353,25 @@ class WarmServer:
             return False
         if self.zygote is not None:
             timeout = max(timeout, _ZYGOTE_READY_SECONDS)  # a zygote that dies closes the pipe: no wait
-        readable, _, _ = select.select([self.ready_fd], [], [], timeout)
-        said = os.read(self.ready_fd, 64) if readable else b""
-        os.close(self.ready_fd)
-        self.ready_fd = None
+        said = self._read_ready(timeout)
         if said == b"listening" and self.zygote is not None:
             self.proc = self.zygote.forked(self.address)
             return self.proc is not None
         return said == b"listening"
 
+    def _read_ready(self, timeout: float) -> bytes:
+        """What it said on its ready pipe within ``timeout`` (``b"listening"``, or nothing); the pipe is closed."""
+        assert self.ready_fd is not None
+        readable, _, _ = select.select([self.ready_fd], [], [], timeout)
+        said = os.read(self.ready_fd, 64) if readable else b""
+        os.close(self.ready_fd)
+        self.ready_fd = None
+        return said
+
     def close(self) -> None:
         """End it (adopted, it is done when its step is; never adopted, it is not needed) and reap it."""
         if self.ready_fd is not None:
-            readable, _, _ = select.select([self.ready_fd], [], [], 0)
-            said = os.read(self.ready_fd, 64) if readable else b""
-            os.close(self.ready_fd)
-            self.ready_fd = None
+            said = self._read_ready(0)
             if self.zygote is not None:
                 if said == b"listening":  # forked and waiting for a supervisor: its pid is on its way
                     self.proc = self.zygote.forked(self.address)
@@ -1399,21 +1410,29 @@ def prestart(entry: str | os.PathLike[str], env: dict[str, str]) -> WarmServer |
     ready_read, ready_write = os.pipe()
     config = {"address": address, "ready_fd": ready_write, "preload": modules, "watch": os.getpid()}
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _WARM_BOOT, os.path.abspath(__file__), json.dumps(config)],
-            env=env,
-            cwd="/",  # nothing in a working directory shadows what it imports; the step's is taken on adoption
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(ready_write,),
-        )
+        proc = _start_importer(_WARM_BOOT, config, env, ready_write)
     except OSError:
         os.close(ready_read)
         return None
     finally:
         os.close(ready_write)
     return WarmServer(proc, address, tuple(modules), ready_read)
+
+
+def _start_importer(
+    boot: str, config: dict[str, Any], env: dict[str, str], fd: int
+) -> subprocess.Popen[bytes]:
+    """A fresh interpreter running ``boot`` with ``config``, that imports ahead of a step: in ``/`` (nothing in a
+    working directory shadows what it imports; the step's is taken on adoption), silent, ``fd`` passed to it."""
+    return subprocess.Popen(
+        [sys.executable, "-c", boot, os.path.abspath(__file__), json.dumps(config)],
+        env=env,
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(fd,),
+    )
 
 
 def _warm_address() -> str:
@@ -1507,15 +1526,7 @@ class _Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = {"control_fd": theirs.fileno(), "preload": list(modules), "watch": os.getpid()}
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _ZYGOTE_BOOT, os.path.abspath(__file__), json.dumps(config)],
-                env=env,
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-            )
+            proc = _start_importer(_ZYGOTE_BOOT, config, env, theirs.fileno())
         except OSError:
             ours.close()
             return None
@@ -1589,11 +1600,7 @@ def _zygote(config: dict[str, Any]) -> int:
         if os.getppid() != config["watch"]:
             return 0  # whoever started it is gone: no run will come
         readable, _, _ = select.select([control], [], [], 0.2)
-        while children:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            children.discard(pid)
+        _reap(children)
         if not readable:
             continue
         data, fds, _, _ = socket.recv_fds(control, 65536, 1)

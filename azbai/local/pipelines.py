@@ -378,8 +378,9 @@ class PipelineRunner:
             done = json.loads((cache / "done.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        recorded = done.get("outputs") if isinstance(done, dict) else False
-        source_run = str(done.get("run")) if isinstance(done, dict) else ""
+        if not isinstance(done, dict):
+            return False
+        recorded, source_run = done.get("outputs"), str(done.get("run"))
         if not (recorded is None or isinstance(recorded, dict)) or Path(source_run).name != source_run:
             return False
         if recorded is None:  # recorded by an earlier azbai: the cache holds copies of the outputs
