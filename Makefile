@@ -20,6 +20,10 @@ setup: $(STAMP) $(MD5X) $(AZURITE) $(VENV)/share/azbai/az-alias.sh
 	@# the venv's editable azbai must be this checkout's (a venv shared with another checkout may point there)
 	@$(PY) -I -c "import azbai, pathlib, sys; sys.exit(pathlib.Path(azbai.__file__).resolve().parents[1] != pathlib.Path('$(CURDIR)').resolve())" \
 		|| $(PIP) install --quiet --quiet --no-deps --no-build-isolation -e .
+	@# byte-compiled now, as pip does for a regular install: an editable one leaves it to the first import, which
+	@# writes nothing where PYTHONDONTWRITEBYTECODE is set, and every process then compiles azbai again (only
+	@# stale files are rewritten)
+	@$(PY) -m compileall -q azbai recipes benchmarks
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -1,4 +1,5 @@
-"""Writing files so that a reader never sees half of one: every azbai file is written through here.
+"""Writing files so that a reader never sees half of one: every azbai file is written through here. And which files
+of a step's source directory are its code (:func:`code_files`).
 
 Standard library only, no azbai import: any layer may use it.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,22 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
 def write_tree(root: str | os.PathLike[str], files: Mapping[str, str | bytes]) -> tuple[Path, ...]:
     """Write ``files`` (relative path → text or bytes) under ``root``, each atomically; returns the paths."""
     return tuple(atomic_write(Path(root) / relative, content) for relative, content in files.items())
+
+
+#: what a step's source directory holds that is not its code: bytecode caches (written by the step's own imports),
+#: notebook checkpoints, azbai's and git's folders. An Azure ML snapshot leaves them out, and a local step's reuse
+#: does not count them.
+NOT_CODE = ("__pycache__", ".ipynb_checkpoints", ".azbai", ".git")
+
+
+def code_files(source: str | os.PathLike[str]) -> Iterator[tuple[Path, str]]:
+    """The files under ``source`` that are a step's code (all but :data:`NOT_CODE`, links to files included), sorted
+    by relative path, as ``(path, relative POSIX path)``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames[:] = [d for d in dirnames if d not in NOT_CODE]
+        for filename in filenames:
+            path = Path(dirpath, filename)
+            if path.is_file():
+                found.append((path, path.relative_to(source).as_posix()))
+    return iter(sorted(found, key=lambda item: item[1]))

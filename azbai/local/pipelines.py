@@ -32,13 +32,14 @@ import shlex
 import shutil
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from azbai.errors import JobFailed, PipelineError, StorageError
+from azbai.fsutil import code_files
 from azbai.local import transfer
 from azbai.local.jobs import JobBook, JobRecord, now
 from azbai.local.parallel import FORK_ENV, WARM_ENV, WarmPool, WarmServer, prestart
@@ -499,7 +500,7 @@ class PipelineRunner:
                 ref = self.plan.data_reference(name)
                 digest.update(json.dumps(to_dict(ref), sort_keys=True).encode())
         for path in self._code(step):
-            digest.update(_content_digest(path).encode())
+            digest.update(_content_digest(path, code_files).encode())
         return digest.hexdigest()[:32]
 
     def _code(self, step: Step | ParallelStep) -> list[Path]:
@@ -546,14 +547,18 @@ def check_datastore_path(path: str, *, what: str) -> str:
     return path
 
 
-def _content_digest(path: Path) -> str:
+def _content_digest(
+    path: Path, files: Callable[[Path], Iterator[tuple[Path, str]]] = iter_local_files
+) -> str:
+    """What ``path`` holds, as a digest: a file's bytes, or the ``files`` of a directory (for a step's code, its
+    :func:`~azbai.fsutil.code_files`: the bytecode its own imports write is not a change)."""
     if str(path).startswith("blob:"):
         return str(path)
     digest = hashlib.sha256()
     if path.is_file():
         digest.update(path.read_bytes())
     elif path.is_dir():
-        for file, rel in iter_local_files(path):
+        for file, rel in files(path):
             digest.update(rel.encode() + b"\0")
             digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()

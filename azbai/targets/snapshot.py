@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from azbai.errors import TargetError
+from azbai.fsutil import code_files
 from azbai.plan.model import ParallelStep, Plan, Step
 from azbai.plan.serialize import job_to_json
 
@@ -17,8 +18,6 @@ LAUNCHER_FILE = "azbai_launcher.py"
 JOB_FILE = "azbai_job.json"
 LAUNCHER_SOURCE = Path(__file__).resolve().parents[1] / "launcher.py"
 
-#: what a parallel step's snapshot leaves out of its source directory
-_SKIPPED = ("__pycache__", ".ipynb_checkpoints", ".azbai", ".git")
 _MAX_SNAPSHOT = 50 * 1024 * 1024
 
 
@@ -60,15 +59,13 @@ def _copy_source(source: Path, folder: str) -> dict[str, str | bytes]:
     files: dict[str, str | bytes] = {}
     total = 0
     try:
-        for path in sorted(source.rglob("*")):
-            if not path.is_file() or any(part in _SKIPPED for part in path.relative_to(source).parts):
-                continue
+        for path, rel in code_files(source):
             total += path.stat().st_size
             if total > _MAX_SNAPSHOT:
                 raise TargetError(
                     f"{source} holds more than {_MAX_SNAPSHOT // 2**20} MB: keep data out of a step's code"
                 )
-            files[f"{folder}/{path.relative_to(source).as_posix()}"] = path.read_bytes()
+            files[f"{folder}/{rel}"] = path.read_bytes()
     except OSError as exc:
         raise TargetError(f"cannot read the parallel step's source directory {source}: {exc}") from exc
     return files

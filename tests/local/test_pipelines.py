@@ -87,6 +87,30 @@ def test_unchanged_steps_are_reused_and_changes_rerun(workspace: Workspace) -> N
     assert next(r.run_id for r in list_runs(workspace, "words")) == first.run_id
 
 
+def test_a_parallel_steps_bytecode_is_not_a_change_of_its_code(workspace: Workspace, tmp_path: Path) -> None:
+    source = tmp_path / "pipeline"
+    shutil.copytree(PIPELINE, source, ignore=shutil.ignore_patterns("__pycache__"))
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    inbox.write_bytes("incoming/words.txt", b"one two\n")
+    plan = azbai.load(source / "parallel.json")
+
+    def shout_state() -> str:
+        return PipelineRunner(workspace, plan, source).run().steps["shout"].state
+
+    assert shout_state() == "succeeded"
+    cache = source / "__pycache__"  # what the workers' imports write where bytecode may be written
+    cache.mkdir(exist_ok=True)
+    (cache / "entry.cpython-311.pyc").write_bytes(os.urandom(64))
+    (source / ".ipynb_checkpoints").mkdir()
+    (source / ".ipynb_checkpoints" / "entry-checkpoint.py").write_text("# an editor's copy\n")
+    assert shout_state() == "reused"
+    (source / "helper.py").write_text("VALUE = 1\n")  # a new module beside the entry script is code
+    assert shout_state() == "succeeded"
+    (source / "entry.py").write_text((source / "entry.py").read_text() + "\n# changed\n")
+    assert shout_state() == "succeeded"
+    assert shout_state() == "reused"
+
+
 def test_a_reused_step_gets_the_outputs_of_the_run_that_made_them_unless_they_changed(
     workspace: Workspace,
 ) -> None:
