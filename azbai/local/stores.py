@@ -638,16 +638,24 @@ class BlobStore(Store):
         check_path(path)
         done: Future[Entry] = Future()
         try:
-            downloader = self._client.get_blob_client(path).download_blob(
-                max_concurrency=self.max_concurrency
-            )
-            expected = _hex(downloader.properties.content_settings.content_md5)
-            size = int(downloader.size)
+            whole = self._get_whole(path)
+            if whole is not None:
+                chunks, size, expected = whole
+            else:
+                downloader = self._client.get_blob_client(path).download_blob(
+                    max_concurrency=self.max_concurrency
+                )
+                expected = _hex(downloader.properties.content_settings.content_md5)
+                size = int(downloader.size)
             with contextlib.ExitStack() as owned:
                 part = owned.enter_context(PartFile(local))
                 batched = digests is not None and BATCHED_MD5_MIN <= size <= SMALL_UPLOAD
                 writer = _HashingWriter(part.file, keep=batched)
-                downloader.readinto(cast("IO[bytes]", writer))
+                if whole is not None:
+                    for chunk in chunks:
+                        writer.write(chunk)
+                else:
+                    downloader.readinto(cast("IO[bytes]", writer))
                 if batched and writer.kept is not None:
                     assert digests is not None
                     digest_of = digests.submit(writer.kept)
@@ -740,10 +748,68 @@ class BlobStore(Store):
 
     # -- internals
 
+    def _get_whole(self, path: str) -> tuple[Iterator[bytes], int, str | None] | None:
+        """One GET of the whole blob sent through the container client's own pipeline (its Shared Key signing,
+        retries and pooled transport): the body's chunks (not read yet), its size and its Content-MD5 (hex).
+
+        ``download_blob`` costs twice the client CPU of the request itself (3.7 against 7.3 ms a 1 MB blob here,
+        2.9 against 4.5 ms a 20 KB one): it makes a BlobClient, asks for a range, parses every property header into
+        a model and copies the body through its chunk bookkeeping. On a 2-core machine where Azurite takes most of
+        one core, that CPU is the transfer's time. ``None`` (``download_blob`` then does it, with its errors) where
+        this SDK version carries no pipeline on its client, for an answer other than 200, and for a blob over
+        SMALL_UPLOAD, which the SDK fetches faster in parallel ranges.
+        """
+        from azure.core.rest import HttpRequest
+
+        pipeline, version = (
+            getattr(self._client, "_pipeline", None),
+            getattr(self._client, "api_version", None),
+        )
+        if pipeline is None or not isinstance(version, str):
+            return None
+        request = HttpRequest("GET", self.url_for(path), headers={"x-ms-version": version})
+        response = pipeline.run(request, stream=True).http_response
+        length = response.headers.get("Content-Length", "")
+        if response.status_code != 200 or not length.isdigit() or int(length) > SMALL_UPLOAD:
+            response.close()
+            return None
+        md5 = response.headers.get("Content-MD5")
+        return response.stream_download(pipeline), int(length), base64.b64decode(md5).hex() if md5 else None
+
+    def _put_whole(self, path: str, data: bytes, digest: str) -> bool:
+        """One Put Blob of ``data`` through the container client's own pipeline, as ``upload_blob`` sends it (the
+        MD5 as the blob's Content-MD5, which the emulator checks); True once stored. False where this SDK version
+        carries no pipeline on its client, or for any answer but 201: ``upload_blob`` then sends it again and
+        gives the SDK's error. Half the client CPU of ``upload_blob``, for the reasons in :meth:`_get_whole`."""
+        from azure.core.rest import HttpRequest
+
+        pipeline, version = (
+            getattr(self._client, "_pipeline", None),
+            getattr(self._client, "api_version", None),
+        )
+        if pipeline is None or not isinstance(version, str):
+            return False
+        headers = {
+            "x-ms-version": version,
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-blob-content-type": "application/octet-stream",
+            "x-ms-blob-content-md5": base64.b64encode(bytes.fromhex(digest)).decode(),
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(len(data)),
+        }
+        request = HttpRequest("PUT", self.url_for(path), headers=headers, content=data)
+        # not streamed: the (empty) body is read, so that the connection goes back to the pool
+        return bool(pipeline.run(request).http_response.status_code == 201)
+
     def _put(self, path: str, data: bytes | BinaryIO, digest: str, size: int) -> Entry:
         from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
         from azure.storage.blob import ContentSettings
 
+        try:
+            if isinstance(data, bytes) and self._put_whole(path, data, digest):
+                return Entry(path, size, digest)
+        except AzureError as exc:  # the request itself failed, after the pipeline's retries
+            raise self._error(exc, path, "uploading") from exc
         settings = ContentSettings(
             content_type="application/octet-stream", content_md5=bytearray.fromhex(digest)
         )
@@ -795,6 +861,7 @@ class BlobStore(Store):
         """Translate an azure.core exception into a StorageError (TransferError for broken transfers)."""
         from azure.core.exceptions import (
             HttpResponseError,
+            IncompleteReadError,
             ResourceNotFoundError,
             ServiceRequestError,
             ServiceResponseError,
@@ -807,7 +874,7 @@ class BlobStore(Store):
             return StorageError(
                 f"{doing} {url}: the storage emulator does not answer (is it running? try `azbai storage status`)"
             )
-        if isinstance(exc, ServiceResponseError):
+        if isinstance(exc, (ServiceResponseError, IncompleteReadError)):
             return TransferError(f"{doing} {url}: the connection broke ({_first_line(exc)})")
         if isinstance(exc, ResourceNotFoundError):
             if code == "ContainerNotFound" or not path:

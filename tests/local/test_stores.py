@@ -90,6 +90,44 @@ def test_service_errors_are_told_by_their_code(blob_store: BlobStore) -> None:
     assert not blob_store.exists("x.bin")
 
 
+def test_whole_blobs_go_in_one_request_each_and_store_what_the_sdk_would(
+    blob_store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.storage.blob import BlobClient
+
+    from azbai.local.stores import SMALL_UPLOAD
+
+    blob_store.write_bytes("seed.txt", b"the container")  # a missing container is the SDK call's to create
+    data = {"a/one.bin": os.urandom(1 << 20), "a/small.txt": b"twenty bytes of text", "a/empty": b""}
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a whole blob went through the SDK's convenience call")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(BlobClient, "upload_blob", refuse)
+        patched.setattr(BlobClient, "download_blob", refuse)
+        for path, content in data.items():
+            blob_store.write_bytes(path, content)
+        for path, content in data.items():
+            got = blob_store.download_file(path, tmp_path / path)
+            assert (tmp_path / path).read_bytes() == content
+            assert got.md5 == hashlib.md5(content).hexdigest()
+    for path, content in data.items():  # the blob's properties as upload_blob sets them
+        props = blob_store._client.get_blob_client(path).get_blob_properties()
+        assert props.blob_type == "BlockBlob" and props.size == len(content)
+        assert props.content_settings.content_type == "application/octet-stream"
+        assert bytes(props.content_settings.content_md5) == hashlib.md5(content).digest()
+
+    # over SMALL_UPLOAD, and for an answer other than success, the SDK's own calls take over
+    big = os.urandom(SMALL_UPLOAD + 1)
+    blob_store.write_bytes("big.bin", big)
+    blob_store.download_file("big.bin", tmp_path / "big.bin")
+    assert (tmp_path / "big.bin").read_bytes() == big
+    with pytest.raises(StorageError, match="no such blob"):
+        blob_store.download_file("a/missing.bin", tmp_path / "missing.bin")
+    assert not (tmp_path / "missing.bin").exists()
+
+
 def test_blob_store_stays_usable_after_close(blob_store: BlobStore) -> None:
     blob_store.write_bytes("before.txt", b"1")
     blob_store.close()
