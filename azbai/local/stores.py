@@ -748,6 +748,15 @@ class BlobStore(Store):
 
     # -- internals
 
+    def _own_pipeline(self) -> tuple[Any, str]:
+        """The container client's pipeline and service version, or ``(None, "")`` where this SDK version does not
+        carry them on the client (both are its own attributes, not public ones)."""
+        pipeline, version = (
+            getattr(self._client, "_pipeline", None),
+            getattr(self._client, "api_version", None),
+        )
+        return (pipeline, version) if pipeline is not None and isinstance(version, str) else (None, "")
+
     def _get_whole(self, path: str) -> tuple[Iterator[bytes], int, str | None] | None:
         """One GET of the whole blob sent through the container client's own pipeline (its Shared Key signing,
         retries and pooled transport): the body's chunks (not read yet), its size and its Content-MD5 (hex).
@@ -761,11 +770,8 @@ class BlobStore(Store):
         """
         from azure.core.rest import HttpRequest
 
-        pipeline, version = (
-            getattr(self._client, "_pipeline", None),
-            getattr(self._client, "api_version", None),
-        )
-        if pipeline is None or not isinstance(version, str):
+        pipeline, version = self._own_pipeline()
+        if pipeline is None:
             return None
         request = HttpRequest("GET", self.url_for(path), headers={"x-ms-version": version})
         response = pipeline.run(request, stream=True).http_response
@@ -783,11 +789,8 @@ class BlobStore(Store):
         gives the SDK's error. Half the client CPU of ``upload_blob``, for the reasons in :meth:`_get_whole`."""
         from azure.core.rest import HttpRequest
 
-        pipeline, version = (
-            getattr(self._client, "_pipeline", None),
-            getattr(self._client, "api_version", None),
-        )
-        if pipeline is None or not isinstance(version, str):
+        pipeline, version = self._own_pipeline()
+        if pipeline is None:
             return False
         headers = {
             "x-ms-version": version,
@@ -799,7 +802,7 @@ class BlobStore(Store):
         }
         request = HttpRequest("PUT", self.url_for(path), headers=headers, content=data)
         # not streamed: the (empty) body is read, so that the connection goes back to the pool
-        return bool(pipeline.run(request).http_response.status_code == 201)
+        return pipeline.run(request).http_response.status_code == 201
 
     def _put(self, path: str, data: bytes | BinaryIO, digest: str, size: int) -> Entry:
         from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
