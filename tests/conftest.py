@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Property tests check properties, not speed (that is the benchmarks' job): on a shared 2-core machine one slow
+#: draw or example (a GC pause, another suite's burst) must not fail them. So no deadline and no too_slow health
+#: check by default; a test's own ``@settings`` names these again when it sets suppress_health_check itself.
+TIMING_HEALTH_CHECKS = [HealthCheck.too_slow]
+settings.register_profile("azbai", deadline=None, suppress_health_check=TIMING_HEALTH_CHECKS)
+settings.load_profile("azbai")
 
 
 #: the Batch AI corpus (MIT, from the Azure/BatchAI repository), vendored with its license

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from azbai.errors import StorageError
 from azbai.local.stores import Entry, Store, open_store
+from tests.conftest import TIMING_HEALTH_CHECKS
 
 from .conftest import ACCOUNT
 
@@ -201,7 +202,11 @@ def test_url_for_names_the_store(store: Store) -> None:
     assert store.url_for() == url.rsplit("/dir/", 1)[0]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, *TIMING_HEALTH_CHECKS],
+)
 @given(
     data=st.binary(max_size=5000),
     name=st.from_regex(r"[a-z0-9_-]{1,12}(/[a-z0-9._-]{1,12}){0,2}", fullmatch=True),

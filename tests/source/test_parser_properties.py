@@ -14,7 +14,7 @@ from azbai.convert.job import build_plan
 from azbai.errors import SpecError
 from azbai.plan.serialize import plan_from_dict, plan_to_dict
 from azbai.source.reader import load_cluster, load_job
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, TIMING_HEALTH_CHECKS
 
 KEYS = [
     "properties", "nodeCount", "cntkSettings", "pyTorchSettings", "tensorFlowSettings", "customToolkitSettings",
@@ -59,7 +59,11 @@ def _read(tmp: Path, value: Any) -> None:
     assert plan_from_dict(plan_to_dict(plan)) == plan
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, *TIMING_HEALTH_CHECKS],
+)
 @given(value=JSON)
 def test_arbitrary_json_gives_a_model_or_a_spec_error(tmp_path: Path, value: Any) -> None:
     _read(tmp_path, value)
@@ -91,13 +95,21 @@ def _mutations() -> st.SearchStrategy[Any]:
     return st.builds(mutate, st.just(REAL), st.sampled_from(paths), JSON)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, *TIMING_HEALTH_CHECKS],
+)
 @given(value=_mutations())
 def test_a_real_config_with_one_value_replaced_never_crashes(tmp_path: Path, value: Any) -> None:
     _read(tmp_path, value)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, *TIMING_HEALTH_CHECKS],
+)
 @given(text=st.text(max_size=200))
 def test_arbitrary_text_never_crashes(tmp_path: Path, text: str) -> None:
     path = tmp_path / "job.json"
