@@ -9,13 +9,16 @@ stringified dict, an absolute ``code:`` path, credentials in a file. azure-ai-ml
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
+import logging
 import re
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -62,7 +65,30 @@ def build_entities(
     :func:`check_files` finds one. Nothing contacts Azure and no credential is needed.
     """
     folder = v2_folder(directory)
-    module = load_submit_module(folder)
+    with quiet_azure_ai_ml():
+        module = load_submit_module(folder)
+        entities = _checked_entities(module, folder, account_name, check)
+    entities["module"] = module
+    return entities
+
+
+@contextlib.contextmanager
+def quiet_azure_ai_ml() -> Iterator[None]:
+    """azure-ai-ml logs a line per experimental class it loads; they are not the user's business."""
+    loggers = [logging.getLogger(n) for n in ("azure.ai.ml", "azure.ai.ml._utils._experimental")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _checked_entities(
+    module: ModuleType, folder: Path, account_name: str | None, check: bool
+) -> dict[str, Any]:
     try:
         problems = list(module.validate())
         entities: dict[str, Any] = module.build(account_name=account_name or module.ACCOUNT_PLACEHOLDER)
@@ -79,7 +105,6 @@ def build_entities(
         raise TargetError(
             f"{folder}: azure-ai-ml found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems)
         )
-    entities["module"] = module
     return entities
 
 
