@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from azbai.errors import MlError
-from azbai.targets.azureml_v2.entities import quiet_azure_ai_ml
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def translated(path: Path, what: str) -> Iterator[None]:
 def load_job(path: Path, sets: Mapping[str, str] | None = None) -> Any:
     """A command or pipeline job file as azure-ai-ml reads it (``Command`` node or ``PipelineJob``)."""
     path = _existing(path, "job file")
-    with quiet_azure_ai_ml(), translated(path, "job file"):
+    with _quiet(), translated(path, "job file"):
         from azure.ai.ml import load_job as aml_load_job
 
         return aml_load_job(path, params_override=overrides(sets or {}))
@@ -61,7 +60,7 @@ def load_job(path: Path, sets: Mapping[str, str] | None = None) -> Any:
 def load_datastore(path: Path, sets: Mapping[str, str] | None = None) -> Any:
     """A datastore file as azure-ai-ml reads it."""
     path = _existing(path, "datastore file")
-    with quiet_azure_ai_ml(), translated(path, "datastore file"):
+    with _quiet(), translated(path, "datastore file"):
         from azure.ai.ml import load_datastore as aml_load_datastore
 
         return aml_load_datastore(path, params_override=overrides(sets or {}))
@@ -70,7 +69,7 @@ def load_datastore(path: Path, sets: Mapping[str, str] | None = None) -> Any:
 def load_compute(path: Path, sets: Mapping[str, str] | None = None) -> Any:
     """A compute file as azure-ai-ml reads it."""
     path = _existing(path, "compute file")
-    with quiet_azure_ai_ml(), translated(path, "compute file"):
+    with _quiet(), translated(path, "compute file"):
         from azure.ai.ml import load_compute as aml_load_compute
 
         return aml_load_compute(path, params_override=overrides(sets or {}))
@@ -81,3 +80,13 @@ def _existing(path: Path, what: str) -> Path:
     if not path.is_file():
         raise MlError(f"no {what} {path}")
     return path
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """:func:`quiet_azure_ai_ml`, imported when a file is loaded: the v2 target's package is not part of the start-up
+    of every ``azbai ml`` command."""
+    from azbai.targets.azureml_v2.entities import quiet_azure_ai_ml
+
+    with quiet_azure_ai_ml():
+        yield
