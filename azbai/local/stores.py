@@ -479,10 +479,10 @@ class Store(ABC):
     def write_bytes(self, path: str, data: bytes) -> Entry:
         """Store ``data`` as ``path`` (replacing it)."""
 
-    def put_bytes(self, path: str, data: bytes, md5: str) -> Entry:
-        """:meth:`write_bytes` of ``data`` whose MD5 (hex) the caller has computed: a store that checks it (a blob
-        upload sends it as the Content-MD5, and the service refuses other bytes) uses it; this default hashes
-        ``data`` again."""
+    def put_bytes(self, path: str, data: bytes | memoryview, md5: str) -> Entry:
+        """:meth:`write_bytes` of ``data`` (bytes, or a view of them) whose MD5 (hex) the caller has computed: a
+        store that checks it (a blob upload sends it as the Content-MD5, and the service refuses other bytes) uses
+        it; this default hashes ``data`` again."""
         return self.write_bytes(path, data)
 
     @abstractmethod
@@ -618,7 +618,7 @@ class BlobStore(Store):
         check_path(path)
         return self._put(path, bytes(data), bytes_md5(data), len(data))
 
-    def put_bytes(self, path: str, data: bytes, md5: str) -> Entry:
+    def put_bytes(self, path: str, data: bytes | memoryview, md5: str) -> Entry:
         """See :meth:`Store.put_bytes`: ``md5`` goes as the Content-MD5, which the emulator checks."""
         check_path(path)
         return self._put(path, data, md5, len(data))
@@ -782,7 +782,7 @@ class BlobStore(Store):
         md5 = response.headers.get("Content-MD5")
         return response.stream_download(pipeline), int(length), base64.b64decode(md5).hex() if md5 else None
 
-    def _put_whole(self, path: str, data: bytes, digest: str) -> bool:
+    def _put_whole(self, path: str, data: bytes | memoryview, digest: str) -> bool:
         """One Put Blob of ``data`` through the container client's own pipeline, as ``upload_blob`` sends it (the
         MD5 as the blob's Content-MD5, which the emulator checks); True once stored. False where this SDK version
         carries no pipeline on its client, or for any answer but 201: ``upload_blob`` then sends it again and
@@ -804,15 +804,17 @@ class BlobStore(Store):
         # not streamed: the (empty) body is read, so that the connection goes back to the pool
         return pipeline.run(request).http_response.status_code == 201
 
-    def _put(self, path: str, data: bytes | BinaryIO, digest: str, size: int) -> Entry:
+    def _put(self, path: str, data: bytes | memoryview | BinaryIO, digest: str, size: int) -> Entry:
         from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
         from azure.storage.blob import ContentSettings
 
         try:
-            if isinstance(data, bytes) and self._put_whole(path, data, digest):
+            if isinstance(data, (bytes, memoryview)) and self._put_whole(path, data, digest):
                 return Entry(path, size, digest)
         except AzureError as exc:  # the request itself failed, after the pipeline's retries
             raise self._error(exc, path, "uploading") from exc
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # upload_blob takes bytes, text, a file or an iterable of chunks
         settings = ContentSettings(
             content_type="application/octet-stream", content_md5=bytearray.fromhex(digest)
         )
