@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import itertools
 import json
 import sys
@@ -105,6 +106,45 @@ def test_stitch_round_trip_keeps_frames_rate_and_audio(clip: Path, tmp_path: Pat
     pngs = [np.asarray(Image.open(p)) for p in video.frame_paths(frames_dir)]
     errors = [np.abs(a.astype(int) - b).mean() for a, b in zip(_decoded_frames(out), pngs, strict=True)]
     assert max(errors) < 8.0
+
+
+def test_ppm_frames_are_the_png_frames_byte_for_byte_as_pil_writes_them(clip: Path, tmp_path: Path) -> None:
+    video.split(clip, tmp_path / "png", image_format="png")
+    video.split(clip, tmp_path / "ppm", image_format="ppm")
+    pngs, ppms = video.frame_paths(tmp_path / "png"), video.frame_paths(tmp_path / "ppm")
+    assert [p.stem for p in ppms] == [p.stem for p in pngs] and len(ppms) == 24
+    for png, ppm in zip(pngs, ppms, strict=True):
+        pixels = np.asarray(Image.open(png))
+        written = io.BytesIO()
+        Image.fromarray(pixels).save(written, format="PPM")
+        assert ppm.read_bytes() == written.getvalue()  # the very file PIL would write
+        assert np.array_equal(video._read_ppm(ppm), pixels)
+    # the stitched videos agree too (x264 may differ by a macroblock decision under CPU contention)
+    fps = Fraction(24)
+    from_png = np.stack(_decoded_frames(video.stitch(tmp_path / "png", tmp_path / "png.mp4", fps)))
+    from_ppm = np.stack(_decoded_frames(video.stitch(tmp_path / "ppm", tmp_path / "ppm.mp4", fps)))
+    assert from_png.shape == from_ppm.shape and np.abs(from_png.astype(int) - from_ppm).mean() < 0.5
+
+
+def test_ppm_reader_takes_comments_and_leaves_other_ppms_to_pil(tmp_path: Path) -> None:
+    pixels = np.arange(5 * 3 * 3, dtype=np.uint8).reshape(3, 5, 3)
+    commented = tmp_path / "00001.ppm"
+    commented.write_bytes(b"P6 # made by hand\n5\t3\n# maxval next\n255\n" + pixels.tobytes())
+    assert np.array_equal(video._read_ppm(commented), pixels)
+    with Image.open(commented) as image:  # PIL agrees on what the file holds
+        assert np.array_equal(np.asarray(image), pixels)
+    ascii_ppm = tmp_path / "ascii.ppm"
+    ascii_ppm.write_bytes(b"P3\n1 1\n255\n1 2 3\n")
+    truncated = tmp_path / "truncated.ppm"
+    truncated.write_bytes(commented.read_bytes()[:-1])
+    assert video._read_ppm(ascii_ppm) is None and video._read_ppm(truncated) is None
+    # a stitch over such frames reads them with PIL, and a frame of another size is still named
+    (tmp_path / "00002.ppm").write_bytes(b"P3\n5 3\n255\n" + b"7 8 9\n" * 15)
+    out = video.stitch(tmp_path, tmp_path / "out.mp4", Fraction(24))
+    assert video.probe(out).frames == 2
+    (tmp_path / "00003.ppm").write_bytes(b"P6\n3 5\n255\n" + pixels.tobytes())
+    with pytest.raises(ValueError, match=r"00003\.ppm is 3x5, the first frame 5x3"):
+        video.stitch(tmp_path, tmp_path / "again.mp4", Fraction(24))
 
 
 def test_stitch_keeps_order_a_fractional_rate_and_pads_odd_sizes(tmp_path: Path) -> None:
