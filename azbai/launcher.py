@@ -184,7 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ranks", choices=RANK_MODES, default="all", help="start all processes, or only this rank"
     )
     parser.add_argument("--echo", action="store_true", help="copy every process's output to this process's")
+    parser.add_argument(
+        "--parent",
+        type=int,
+        metavar="PID",
+        help="stop the job (SIGTERM) when this process, the launcher's parent, dies; exit at once if it has",
+    )
     args = parser.parse_args(argv)
+    if args.parent is not None:
+        exit_with_parent(args.parent)
     try:
         job = load_job_file(args.job)
         work = Path(args.work or os.environ.get(WORK_ENV) or DEFAULT_WORK)
@@ -1372,6 +1380,26 @@ def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
             os._exit(EXIT_SIGTERM)
 
     return set_death_signal
+
+
+def exit_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:
+    """Get ``signum`` when ``parent`` dies, as :func:`die_with_parent` arranges, but set from the child itself.
+
+    A ``preexec_fn`` makes `subprocess` fork the whole parent instead of its ``vfork``: 45 ms a start from a
+    1.2 GB process (the local engine in a notebook or benchmark that imported torch) against 0.3 ms. ``parent``
+    closes the race: a parent that died before the ``prctl`` is no longer this process's parent, so it exits
+    now. No-op off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(EXIT_SIGTERM)
 
 
 def _open_append(path: Path) -> int:

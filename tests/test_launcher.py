@@ -559,6 +559,39 @@ def test_signals_to_the_launcher_are_forwarded(tmp_path: Path, signum: signal.Si
     assert f"the launcher received {signum.name}" in log.read_text()
 
 
+def test_the_job_stops_when_the_parent_it_names_dies(tmp_path: Path) -> None:
+    # --parent: what the local runner passes instead of a preexec_fn (which costs the runner a full fork)
+    job = plan_job(tmp_path, custom(f"{DATA / 'sleeper.sh'} $AZ_BATCHAI_SHARED_JOB_TEMP"))
+    shared = tmp_path / "work" / "jobs" / "job" / "shared"
+    not_mine = launch(
+        tmp_path, job, "--parent", "1"
+    )  # init is not its parent: it exits before the job starts
+    assert not_mine.code == launcher.EXIT_SIGTERM and not pids_in(shared)
+    # a parent that starts the launcher naming itself, then dies
+    parent = subprocess.Popen(
+        [PY, "-c", "import subprocess, sys, os, time\n"
+         "subprocess.Popen(sys.argv[1:] + ['--parent', str(os.getpid())])\ntime.sleep(60)",
+         *launcher_command(tmp_path, job)],
+        env=environment(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while len(pids_in(shared)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = pids_in(shared)
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
+        parent.kill()
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+    (log,) = (tmp_path / "share" / SEGMENT / "stdouterr").glob("execution-*.log")
+    assert "the launcher received SIGTERM" in log.read_text()
+
+
 # --- external ranks, echo -----------------------------------------------------------------------------------
 
 

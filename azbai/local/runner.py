@@ -417,6 +417,7 @@ class JobRunner:
             "--job", str(self.record.path / "azbai_job.json"),
             "--segment", self.record.segment,
             "--work", str(self.record.work_dir),
+            "--parent", str(os.getpid()),  # the job never runs unsupervised: it stops if this process dies
         ]  # fmt: skip
         for item in staged:
             argv += ["--ref", f"{item.reference.name}={item.path}"]
@@ -448,7 +449,6 @@ class JobRunner:
                     env=env,
                     stdout=output,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=launcher.die_with_parent(),  # the job never runs unsupervised
                 )
             except OSError as exc:
                 raise JobError(f"cannot start the launcher: {exc.strerror or exc}") from exc
