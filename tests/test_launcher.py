@@ -563,9 +563,8 @@ def test_the_job_stops_when_the_parent_it_names_dies(tmp_path: Path) -> None:
     # --parent: what the local runner passes instead of a preexec_fn (which costs the runner a full fork)
     job = plan_job(tmp_path, custom(f"{DATA / 'sleeper.sh'} $AZ_BATCHAI_SHARED_JOB_TEMP"))
     shared = tmp_path / "work" / "jobs" / "job" / "shared"
-    not_mine = launch(
-        tmp_path, job, "--parent", "1"
-    )  # init is not its parent: it exits before the job starts
+    # this test's own parent is not the launcher's: the launcher exits before the job starts
+    not_mine = launch(tmp_path, job, "--parent", str(os.getppid()))
     assert not_mine.code == launcher.EXIT_SIGTERM and not pids_in(shared)
     # a parent that starts the launcher naming itself, then dies
     parent = subprocess.Popen(
