@@ -1359,27 +1359,34 @@ def _wait_for_an_exit(pids: Sequence[int], timeout: float) -> None:
             os.close(fd)
 
 
-def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get ``signum`` when its parent dies (Linux ``PR_SET_PDEATHSIG``).
-
-    ``None`` elsewhere. A child whose parent died before the call exits at once.
-    """
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up before any fork; ``None`` off Linux or where ctypes cannot reach it."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         import ctypes
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
+
+
+def _set_death_signal(prctl: Callable[..., int], parent: int, signum: int) -> None:
+    prctl(1, signum)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the prctl: this process was already re-parented
+        os._exit(EXIT_SIGTERM)
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get ``signum`` when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    ``None`` elsewhere. A child whose parent died before the call exits at once.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
     parent = os.getpid()
-
-    def set_death_signal() -> None:
-        prctl(1, signum)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(EXIT_SIGTERM)
-
-    return set_death_signal
+    return lambda: _set_death_signal(prctl, parent, signum)
 
 
 def exit_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:
@@ -1390,16 +1397,9 @@ def exit_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:
     closes the race: a parent that died before the ``prctl`` is no longer this process's parent, so it exits
     now. No-op off Linux.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:
-        os._exit(EXIT_SIGTERM)
+    prctl = _prctl()
+    if prctl is not None:
+        _set_death_signal(prctl, parent, signum)
 
 
 def _open_append(path: Path) -> int:
