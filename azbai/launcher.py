@@ -58,6 +58,8 @@ user ``environmentVariables``            their values as written (Batch AI did n
 
 Processes (catalogue §8.6): ``jobPreparation`` first, on every node, then the toolkit's process groups, each
 process as ``bash -c <command>`` in its own process group, with the work directory as its working directory.
+(Given ``--warm ADDRESS`` by the local engine, a command that is one plain ``python script.py ARGS`` or
+``python -m module ARGS`` may instead be forked, already warm, by the engine's zygote: :class:`WarmChild`.)
 Ranks go to simulated nodes in blocks of ``ceil(count / nodeCount)``. MPI toolkits with more than one rank run
 under Open MPI's ``mpirun`` when it is on PATH. TensorFlow parameter servers are terminated once the workers
 exit.
@@ -86,6 +88,7 @@ codes:
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import json
 import math
@@ -126,6 +129,8 @@ _WORKSPACE_TOKENS = (
 )
 
 _POLL_SECONDS = 0.05
+#: how long a launcher waits for a zygote to take a warm start (:class:`WarmChild`) before it starts cold
+_WARM_READY_SECONDS = 10.0
 _PARAMETER_RE = re.compile(r"\{parameters\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 _JOB_KEYS = (
@@ -190,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PID",
         help="stop the job (SIGTERM) when this process, the launcher's parent, dies; exit at once if it has",
     )
+    parser.add_argument(
+        "--warm",
+        metavar="ADDRESS",
+        help="the local engine's zygote (azbai.local.warm) that may start a simple Python command already warm",
+    )
     args = parser.parse_args(argv)
     if args.parent is not None:
         exit_with_parent(args.parent)
@@ -200,7 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         mounts = parse_pairs(args.mount, "--mount")
         segment = resolve_segment(args.segment, os.environ)
         return run(
-            job, segment, work, refs, mounts, ranks=args.ranks, echo=args.echo, params=dict(args.param)
+            job,
+            segment,
+            work,
+            refs,
+            mounts,
+            ranks=args.ranks,
+            echo=args.echo,
+            params=dict(args.param),
+            warm=args.warm,
         )
     except LauncherError as exc:
         print(f"Error: {exc}", file=sys.stderr, flush=True)
@@ -231,12 +249,14 @@ def run(
     echo: bool = False,
     env: Mapping[str, str] | None = None,
     params: Mapping[str, str] | None = None,
+    warm: str | None = None,
 ) -> int:
     """Recreate the Batch AI environment of ``job`` under ``work`` and run it; return its exit status.
 
     ``env`` is the launcher's environment (default ``os.environ``): the base of every process's environment and
-    where secrets, ``$AZUREML_DATAREFERENCE_*`` and the external rank variables are read. Raises
-    :class:`LauncherError` before anything runs when the job cannot be started.
+    where secrets, ``$AZUREML_DATAREFERENCE_*`` and the external rank variables are read. ``warm``: the local
+    engine's zygote, asked to start each simple Python command (:class:`WarmChild`); never for a job with
+    secrets. Raises :class:`LauncherError` before anything runs when the job cannot be started.
     """
     base = dict(os.environ if env is None else env)
     _check_job(job)
@@ -285,6 +305,7 @@ def run(
             log.write(f"volume {link} -> {target}")
         supervisor = Supervisor(layout.work, log, deadline, wall, echo)
         supervisor.pid_file = layout.job_dir / "pids"
+        supervisor.warm = None if secrets else warm  # a zygote never holds a secret
         with _forwarded_signals(supervisor):
             if placement is None:
                 code = _run_all(job, layout, node_envs, stdouterr, node_ids, stamp, supervisor)
@@ -1113,7 +1134,7 @@ class Task:
 @dataclass
 class _Child:
     task: Task
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | WarmChild
     started: float
     pumps: list[threading.Thread] = field(default_factory=list)
     code: int | None = None
@@ -1159,6 +1180,8 @@ class Supervisor:
         #: where the process group of every started process is appended (so a supervisor of the launcher can
         #: stop what a SIGKILLed launcher left behind)
         self.pid_file: Path | None = None
+        #: a zygote's address (:class:`WarmChild`)
+        self.warm: str | None = None
         self.signal_received: int | None = None
         self._echo_lock = threading.Lock()
 
@@ -1195,7 +1218,7 @@ class Supervisor:
                 self._terminate(children)
                 self._join(children)
                 return stop
-            _wait_for_an_exit([c.popen.pid for c in children if c.code is None], _POLL_SECONDS)
+            _wait_for_an_exit([c.popen for c in children if c.code is None], _POLL_SECONDS)
         if any(c.code is None for c in children):
             self.log.write("the workers are done: terminating the parameter servers")
         self._terminate(children)  # parameter servers, and anything a finished process left in its group
@@ -1234,16 +1257,20 @@ class Supervisor:
         out, err = _open_append(task.stdout), _open_append(task.stderr)
         target = subprocess.PIPE if self.echo else None
         try:
-            popen = subprocess.Popen(
-                task.argv,
-                cwd=str(self.cwd),
-                env=task.env,
-                stdin=subprocess.DEVNULL,
-                stdout=target or out,
-                stderr=target or err,
-                start_new_session=True,  # its own process group: terminated as a whole
-                preexec_fn=die_with_parent(),  # and stopped if the launcher itself is killed
-            )
+            popen: subprocess.Popen[bytes] | WarmChild | None = None
+            if self.warm and not self.echo:
+                popen = WarmChild.start(self.warm, task, self.cwd, out, err)
+            if popen is None:
+                popen = subprocess.Popen(
+                    task.argv,
+                    cwd=str(self.cwd),
+                    env=task.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=target or out,
+                    stderr=target or err,
+                    start_new_session=True,  # its own process group: terminated as a whole
+                    preexec_fn=die_with_parent(),  # and stopped if the launcher itself is killed
+                )
         except OSError as exc:
             os.close(out)
             os.close(err)
@@ -1252,7 +1279,7 @@ class Supervisor:
         if self.pid_file is not None:
             with contextlib.suppress(OSError), open(self.pid_file, "a", encoding="utf-8") as pids:
                 pids.write(f"{popen.pid}\n")
-        if self.echo:
+        if isinstance(popen, subprocess.Popen) and self.echo:
             child.pumps = [
                 self._pump(popen.stdout, out, sys.stdout),  # type: ignore[arg-type]
                 self._pump(popen.stderr, err, sys.stderr),  # type: ignore[arg-type]
@@ -1292,6 +1319,7 @@ class Supervisor:
 
     def _finished(self, child: _Child) -> None:
         returncode = child.popen.returncode
+        assert returncode is not None  # polled before
         child.code = returncode if returncode >= 0 else 128 - returncode
         seconds = time.monotonic() - child.started
         task = child.task
@@ -1337,25 +1365,157 @@ class Supervisor:
                 pump.join(timeout=5)
 
 
-def _wait_for_an_exit(pids: Sequence[int], timeout: float) -> None:
-    """Sleep until one of ``pids`` (children not yet reaped) exits, or ``timeout`` passes.
+#: a word of a command line that bash would give to the command unchanged but for ``$NAME``/``${NAME}``
+_PLAIN_WORD = re.compile(r"(?:[A-Za-z0-9_./:=,+@%-]|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})+")
+#: what would make bash do more with a command line than run its one command (a startup file, exported
+#: functions, options, another field separator)
+_SHELL_ENV = re.compile(r"BASH_ENV|ENV|IFS|SHELLOPTS|BASHOPTS|BASH_FUNC_.*")
+
+
+def plain_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | None:
+    """The words ``bash -c COMMAND`` would run, where COMMAND is one simple command of plain words and
+    variables set to values without blanks or wildcards; None for anything else (quotes, operators,
+    redirections, globs, assignments, an unset variable), which only bash itself may interpret."""
+    if len(argv) != 3 or argv[:2] != ["bash", "-c"] or any(_SHELL_ENV.fullmatch(name) for name in env):
+        return None
+    words = argv[2].split(" ")
+    if "\n" in argv[2] or "\t" in argv[2] or not all(_PLAIN_WORD.fullmatch(w) for w in words if w):
+        return None
+    expanded = []
+    for word in (w for w in words if w):
+        names = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", word)
+        values = [env.get(name) for name in names]
+        if any(v is None or not v or re.search(r"[\s*?\[]", v) for v in values):
+            return None
+        expanded.append(_VAR_RE.sub(lambda m: env[m.group(1) or m.group(2)], word))
+    if not expanded or "=" in expanded[0]:
+        return None
+    return expanded
+
+
+class WarmChild:
+    """A job's process started by the local engine's zygote (``azbai.local.warm``) instead of ``bash -c``: what
+    the supervisor uses of a ``Popen`` (``pid``, ``poll``, ``wait``, ``returncode``).
+
+    Only for a :func:`plain_command` that runs a Python script or module; the zygote forks it only where it would
+    behave as a fresh interpreter (same interpreter, same environment but for the job's own variables, nothing
+    shadowed), else it refuses and the command starts as always. The process is in its own session, as a
+    child of the launcher is; its exit status comes over the socket; if the launcher dies the zygote sends it
+    SIGTERM, as ``PR_SET_PDEATHSIG`` would.
+    """
+
+    def __init__(self, sock: socket.socket, pid: int) -> None:
+        self._sock = sock
+        self.pid = pid
+        self.returncode: int | None = None
+
+    @classmethod
+    def start(cls, address: str, task: Task, cwd: Path, out: int, err: int) -> WarmChild | None:
+        """Ask the zygote at ``address`` to start ``task``; None when it refuses or cannot be reached."""
+        words = plain_command(task.argv, task.env)
+        if not words or len(words) < 2 or (words[1].startswith("-") and words[1] != "-m"):
+            return None
+        executable = (
+            words[0] if "/" in words[0] else shutil.which(words[0], path=task.env.get("PATH", os.defpath))
+        )
+        if executable is None:
+            return None
+        request = {
+            "executable": executable,
+            "command": executable,  # bash's $_
+            "args": words[1:],
+            "env": task.env,
+            "cwd": str(cwd),
+            "death_signal": int(signal.SIGTERM),
+        }
+        return cls.request(address, request, out, err)
+
+    @classmethod
+    def request(cls, address: str, request: dict[str, Any], out: int, err: int) -> WarmChild | None:
+        """Send the zygote ``request`` (``azbai.local.warm``'s fields) with stdin from /dev/null, ``out`` and
+        ``err``; None when it refuses or cannot be reached."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            sock.settimeout(_WARM_READY_SECONDS)
+            sock.connect("\0" + address)
+            fds = array.array("i", [devnull, out, err])
+            sock.sendmsg([json.dumps(request).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            if "ready" not in json.loads(sock.recv(65536) or b"{}"):
+                sock.close()
+                return None
+            # Past this point the zygote forks: wait for the pid however long it takes, or the job would run twice
+            sock.settimeout(None)
+            sock.sendall(b"go")
+            reply = json.loads(sock.recv(65536) or b"{}")
+        except (OSError, ValueError):
+            sock.close()
+            return None
+        finally:
+            os.close(devnull)
+        if not isinstance(reply.get("pid"), int):
+            sock.close()
+            return None
+        return cls(sock, reply["pid"])
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def fileno(self) -> int:
+        """Readable when the exit status has come (or the zygote is gone)."""
+        return self._sock.fileno()
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._sock], [], [], 0)[0]:
+            self._read()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self._sock], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(["warm", str(self.pid)], timeout or 0.0)
+            self._read()
+        assert self.returncode is not None
+        return self.returncode
+
+    def _read(self) -> None:
+        try:
+            data = self._sock.recv(4096)
+            status = json.loads(data).get("status") if data else None
+        except (OSError, ValueError):
+            status = None
+        # no status: the zygote died, and the job with it (its death signal): as killed
+        self.returncode = int(status) if isinstance(status, int) else -signal.SIGKILL
+        self._sock.close()
+
+
+def _wait_for_an_exit(processes: Sequence[subprocess.Popen[bytes] | WarmChild], timeout: float) -> None:
+    """Sleep until one of ``processes`` (children not yet reaped) exits, or ``timeout`` passes.
 
     A process's pidfd (Linux 5.3+) turns readable when it exits, so a step ends when its processes do, not at the
-    next poll (50 ms later, half of that on average, per process that a step starts). Elsewhere: a plain sleep.
+    next poll (50 ms later, half of that on average, per process that a step starts); a :class:`WarmChild`'s
+    socket when its exit status comes. Elsewhere: a plain sleep.
     """
-    fds = []
+    fds: list[int] = []
+    opened: list[int] = []
     try:
-        for pid in pids:
-            fds.append(os.pidfd_open(pid))
+        for process in processes:
+            if isinstance(process, WarmChild):
+                fds.append(process.fileno())
+            else:
+                opened.append(os.pidfd_open(process.pid))
+                fds.append(opened[-1])
     except (AttributeError, OSError):  # not Linux, an old kernel, or already reaped: poll as before
-        for fd in fds:
+        for fd in opened:
             os.close(fd)
         time.sleep(timeout)
         return
     try:
         select.select(fds, [], [], timeout)
     finally:
-        for fd in fds:
+        for fd in opened:
             os.close(fd)
 
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -744,12 +745,214 @@ def test_the_supervisor_wakes_when_a_process_exits_not_at_its_next_poll() -> Non
     slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         began = time.monotonic()
-        launcher._wait_for_an_exit([quick.pid, slow.pid], timeout=20)
+        launcher._wait_for_an_exit([quick, slow], timeout=20)
         assert time.monotonic() - began < 10 and quick.poll() == 0 and slow.poll() is None
         began = time.monotonic()
-        launcher._wait_for_an_exit([slow.pid], timeout=0.3)  # nothing exits: back after the timeout
+        launcher._wait_for_an_exit([slow], timeout=0.3)  # nothing exits: back after the timeout
         assert time.monotonic() - began >= 0.3 and slow.poll() is None
-        launcher._wait_for_an_exit([quick.pid], timeout=0.1)  # reaped already: a plain sleep, no error
+        launcher._wait_for_an_exit([quick], timeout=0.1)  # reaped already: a plain sleep, no error
     finally:
         slow.kill()
         slow.wait()
+
+
+# --- warm starts (azbai.local.warm) ---------------------------------------------------------------------------
+
+WARM = Path(__file__).parent / "data" / "warm"
+
+
+@pytest.fixture
+def pool() -> Iterator[Any]:
+    from azbai.local.warm import CommandPool
+
+    commands = CommandPool()
+    try:
+        yield commands
+    finally:
+        commands.close()
+
+
+def warm_launch(tmp_path: Path, pool: Any, job: dict[str, Any], env: dict[str, str] | None = None) -> Result:
+    """The launcher with a zygote for the environment it is started in (as the local engine gives one)."""
+    address = pool.address(environment(env))
+    assert address is not None
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return launch(tmp_path, job, "--warm", address, env=env)
+
+
+def started_by(result: Result) -> int:
+    return int(json.loads(result.text("stderr.txt").splitlines()[-1])["ppid"])
+
+
+def launcher_pid(result: Result) -> int:
+    return int(re.search(r"started master \(pid (\d+)", result.execution_log()).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
+def test_a_warm_job_sees_what_a_cold_one_sees(tmp_path: Path, pool: Any) -> None:
+    job = plan_job(tmp_path / "cold", custom(f"{PY} {WARM / 'probe.py'} --flag $AZ_BATCHAI_NUM_GPUS x=1"))
+    cold = launch(tmp_path / "cold", job)
+    warm = warm_launch(tmp_path / "warm", pool, job)
+    assert cold.code == warm.code == 0, (cold.stderr, warm.stderr, warm.text("stderr.txt"))
+    assert started_by(warm) in pool.pids()  # it was warm
+    assert started_by(cold) not in pool.pids()
+    seen = {r: json.loads(res.text("stdout.txt")) for r, res in (("cold", cold), ("warm", warm))}
+    for report, result in zip(seen.values(), (cold, warm), strict=True):
+        report["env"] = {k: v.replace(str(result.work.parent), "<root>") for k, v in report["env"].items()}
+        report["cwd"] = report["cwd"].replace(str(result.work.parent), "<root>")
+        fds = report.pop("open_fds")
+        assert fds[:3] == [0, 1, 2]
+        report["extra_fds"] = len(fds) - 4  # 0-2 and the one /proc/self/fd was read through
+    # the one descriptor a warm job has more: the pipe it tells the zygote its imports through (close-on-exec)
+    assert seen["warm"].pop("extra_fds") == 1 and seen["cold"].pop("extra_fds") == 0
+    cold_env, warm_env = seen["cold"]["env"], seen["warm"]["env"]
+    assert {
+        k: (cold_env.get(k), warm_env.get(k))
+        for k in {*cold_env, *warm_env}
+        if cold_env.get(k) != warm_env.get(k)
+    } == {}
+    assert seen["warm"] == seen["cold"]
+    assert seen["warm"]["argv"] == [str(WARM / "probe.py"), "--flag", "0", "x=1"]
+    assert seen["warm"]["own_session"] and seen["warm"]["name"] == "__main__"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
+def test_the_zygote_imports_what_its_jobs_imported(tmp_path: Path, pool: Any) -> None:
+    job = plan_job(tmp_path / "a", custom(f"{PY} {WARM / 'probe.py'}"))
+    first, second = warm_launch(tmp_path / "a", pool, job), warm_launch(tmp_path / "b", pool, job)
+    assert first.code == second.code == 0
+    said = [json.loads(r.text("stderr.txt").splitlines()[-1]) for r in (first, second)]
+    assert not said[0]["decimal"] and said[1]["decimal"]  # imported by the first job, held for the second
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
+@pytest.mark.parametrize(
+    ("how", "code", "stdout"),
+    [
+        ("plain", 0, "end of script\natexit ran\n"),
+        ("thread", 0, "end of script\nthread joined\natexit ran\n"),
+        ("exit 3", 3, "atexit ran\n"),
+        ("message", 1, "atexit ran\n"),
+        ("raise", 1, "atexit ran\n"),
+        ("interrupt", 130, "atexit ran\n"),
+    ],
+)
+def test_a_warm_job_ends_as_a_fresh_interpreter_does(
+    tmp_path: Path, pool: Any, how: str, code: int, stdout: str
+) -> None:
+    job = plan_job(tmp_path / "cold", custom(f"{PY} {WARM / 'ending.py'} {how}"))
+    cold, warm = launch(tmp_path / "cold", job), warm_launch(tmp_path / "warm", pool, job)
+    assert cold.code == warm.code == code
+    assert cold.text("stdout.txt") == warm.text("stdout.txt") == stdout
+    # the same traceback or message, naming the script's own lines
+    assert cold.text("stderr.txt") == warm.text("stderr.txt")
+    if how == "raise":
+        assert f'File "{WARM / "ending.py"}", line 17, in <module>' in warm.text("stderr.txt")
+        assert "warm.py" not in warm.text("stderr.txt")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
+@pytest.mark.parametrize(
+    ("props", "why"),
+    [
+        (custom(f"{PY} {WARM / 'probe.py'}; true"), "a shell list"),
+        (custom(f"{PY} '{WARM / 'probe.py'}'"), "quotes"),
+        (custom(f"{PY} {WARM / 'probe.py'} > /dev/null 2>&1 || true"), "redirections"),
+        (custom(f"{PY} {WARM / 'probe.py'} $UNSET_IN_THIS_JOB"), "an unset variable"),
+        (custom(f"{PY} -u {WARM / 'probe.py'}"), "an interpreter option"),
+        (
+            {
+                **custom(f"{PY} {WARM / 'probe.py'}"),
+                "environmentVariables": [{"name": "OMP_NUM_THREADS", "value": "3"}],
+            },
+            "an environment of its own",
+        ),
+    ],
+)
+def test_what_a_zygote_cannot_start_as_bash_would_starts_cold(
+    tmp_path: Path, pool: Any, props: dict[str, Any], why: str
+) -> None:
+    job = plan_job(tmp_path, props)
+    result = warm_launch(tmp_path, pool, job)
+    if why == "redirections":
+        return  # nothing to read: it only has to run (cold, by bash)
+    assert result.code == 0, result.text("stderr.txt")
+    assert started_by(result) not in pool.pids(), why
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
+def test_a_job_with_secrets_never_reaches_a_zygote(tmp_path: Path, pool: Any) -> None:
+    secret = f"S3cr3t-{uuid.uuid4().hex}"
+    props = {**custom(f"{PY} {WARM / 'probe.py'}"), "secrets": [{"name": "TOKEN", "value": secret}]}
+    # even a zygote whose own environment has the secret (the engine never gives it one) is not asked
+    result = warm_launch(tmp_path, pool, plan_job(tmp_path, props), env={"TOKEN": secret})
+    assert result.code == 0, result.text("stderr.txt")
+    assert started_by(result) not in pool.pids()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
+def test_a_folder_that_shadows_what_the_zygote_holds_gets_a_cold_start(tmp_path: Path, pool: Any) -> None:
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    shutil.copy(WARM / "probe.py", folder / "probe.py")
+    (folder / "json.py").write_text(
+        "import importlib.machinery, sys\n"
+        "SHADOWED = True\n"
+        "spec = importlib.machinery.PathFinder.find_spec('json', sys.path[1:])\n"
+        "real = spec.loader.load_module()\n"
+        "dump, dumps, loads = real.dump, real.dumps, real.loads\n"
+    )
+    job = plan_job(tmp_path, custom(f"{PY} {folder / 'probe.py'}"))
+    result = warm_launch(tmp_path, pool, job)
+    assert result.code == 0, result.text("stderr.txt")
+    assert started_by(result) not in pool.pids()  # cold: the folder's json.py is what the script imported
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
+def test_a_warm_job_stops_when_its_launcher_is_killed(tmp_path: Path, pool: Any) -> None:
+    script = tmp_path / "sleeper.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "open(os.path.join(sys.argv[1], f'{os.getpid()}.pid'), 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    job = plan_job(tmp_path / "j", custom(f"{PY} {script} $AZ_BATCHAI_SHARED_JOB_TEMP"))
+    address = pool.address(environment())
+    proc = subprocess.Popen(
+        launcher_command(tmp_path, job, "--warm", address), cwd=tmp_path, env=environment()
+    )
+    shared = tmp_path / "work" / "jobs" / "job" / "shared"
+    deadline = time.monotonic() + 20
+    while not pids_in(shared) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (pid,) = pids_in(shared)
+    assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) in pool.pids()  # warm
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "words"),
+    [
+        ("python a.py --x $A ${B}/c", {"A": "1", "B": "/b"}, ["python", "a.py", "--x", "1", "/b/c"]),
+        ("  python   a.py  ", {}, ["python", "a.py"]),
+        ("python a.py $A", {"A": "two words"}, None),  # field splitting
+        ("python a.py $A", {"A": "*.txt"}, None),  # globbing
+        ("python a.py $A", {"A": ""}, None),  # an empty unquoted expansion disappears
+        ("python a.py $1", {}, None),
+        ("A=1 python a.py", {}, None),
+        ("python a.py\npython b.py", {}, None),
+        ("python a.py | cat", {}, None),
+        ("python ~/a.py", {}, None),
+        ("python a.py", {"BASH_ENV": "/x"}, None),
+        ("python a.py", {"BASH_FUNC_python%%": "() { :; }"}, None),
+    ],
+)
+def test_plain_commands_are_only_those_bash_would_run_word_for_word(
+    command: str, env: dict[str, str], words: list[str] | None
+) -> None:
+    assert launcher.plain_command(["bash", "-c", command], env) == words

@@ -54,6 +54,7 @@ from azbai.local.runner import (
     open_datastore,
 )
 from azbai.local.stores import iter_local_files
+from azbai.local.warm import CommandPool
 from azbai.local.workspace import Workspace
 from azbai.plan.model import (
     SEGMENT_TEMPLATE,
@@ -159,16 +160,21 @@ class PipelineRunner:
         *,
         reuse: bool = True,
         warm_pool: WarmPool | None = None,
+        commands: CommandPool | None = None,
     ) -> None:
         """``base_dir`` is where the pipeline file is: parallel steps' source directories are relative to it.
 
         ``warm_pool``: where the fork servers started ahead of parallel steps come from, for a runner that runs
-        again and again (a trigger's); without one each is a fresh interpreter (:func:`prestart`)."""
+        again and again (a trigger's); without one each is a fresh interpreter (:func:`prestart`).
+        ``commands``: the zygotes that start the steps' simple Python commands warm (:mod:`azbai.local.warm`),
+        kept from run to run; without it each run has its own, for its later steps."""
         self.workspace = workspace.ensure()
         self.plan = plan
         self.base_dir = base_dir
         self.reuse = reuse
         self.warm_pool = warm_pool
+        self.commands = commands
+        self._commands: CommandPool | None = None
         self.home = workspace.pipelines_dir / plan.name
 
     def run(
@@ -198,6 +204,7 @@ class PipelineRunner:
         run.save()
         report = progress or (lambda step, state: None)
         warm: dict[str, WarmServer | None] = {}
+        self._commands = self.commands if self.commands is not None else CommandPool()
         try:
             refs = self._parameter_data(run)
             steps = self.plan.steps
@@ -222,6 +229,8 @@ class PipelineRunner:
             for server in warm.values():
                 if server is not None:
                     server.close()
+            if self.commands is None:
+                self._commands.close()
             run.ended = _stamp()
             run.save()
         return run
@@ -338,6 +347,7 @@ class PipelineRunner:
                 p.name: run.parameters[p.name] for p in self.plan.parameters if p.kind is ParameterKind.STRING
             },
             extra_mounts=extra_mounts,
+            commands=self._commands,
         )
         env, passthrough = self._step_environment()
         if warm is not None and warm.listening():

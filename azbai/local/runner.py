@@ -77,6 +77,7 @@ from azbai.local.jobs import (
 from azbai.local.processes import by_environment, stop_processes
 from azbai.local.records import load_record, save_record
 from azbai.local.stores import Store, file_md5, iter_local_files, open_store
+from azbai.local.warm import CommandPool
 from azbai.local.workspace import Workspace
 from azbai.plan.model import (
     DataMode,
@@ -202,9 +203,11 @@ class JobRunner:
         extra_refs: dict[str, Path] | None = None,
         params: dict[str, str] | None = None,
         extra_mounts: dict[str, Path] | None = None,
+        commands: CommandPool | None = None,
     ) -> None:
         """``extra_refs`` gives paths for names that are not data references (a pipeline's data and data-path
-        parameters), ``params`` the pipeline's string parameters, ``extra_mounts`` directories for volumes."""
+        parameters), ``params`` the pipeline's string parameters, ``extra_mounts`` directories for volumes,
+        ``commands`` the zygotes that may start a simple Python command warm (:mod:`azbai.local.warm`)."""
         self.workspace = workspace
         self.record = record
         self.plan = plan_from_dict(_read_json(record.path / "plan.json"))
@@ -212,7 +215,8 @@ class JobRunner:
         self.extra_refs = dict(extra_refs or {})
         self.params = dict(params or {})
         self.extra_mounts = dict(extra_mounts or {})
-        self._process: subprocess.Popen[bytes] | None = None
+        self.commands = commands
+        self._process: subprocess.Popen[bytes] | launcher.WarmChild | None = None
         self._terminated = threading.Event()
         self._mounts: list[blobfuse.LazyMount] = []
         self._blob_mount = "auto"
@@ -410,6 +414,32 @@ class JobRunner:
 
     # -- the launcher ----------------------------------------------------------------------------------------------
 
+    def _warm_launcher(
+        self, address: str | None, argv: list[str], env: dict[str, str], log: int
+    ) -> launcher.WarmChild | None:
+        """The launcher forked by the zygote at ``address`` (its imports are the zygote's already), in this
+        process's group as a child of it would be; None to start it as a child. Its parent is the zygote, so it
+        watches the zygote's life (which ends with this process) instead of this process's."""
+        zygote = self.commands.pid(address) if self.commands is not None and address else None
+        try:
+            cwd = os.getcwd()
+        except OSError:  # a working directory removed under this process: only a child inherits that
+            return None
+        if address is None or zygote is None:
+            return None
+        args = argv[1:]
+        args[args.index("--parent") + 1] = str(zygote)
+        request = {
+            "executable": sys.executable,
+            "command": None,  # started as this process starts it, not through bash
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "death_signal": int(signal.SIGTERM),
+            "new_session": False,
+        }
+        return launcher.WarmChild.request(address, request, log, log)
+
     def _launch(self, staged: list[_Staged], env: dict[str, str]) -> int:
         argv = [
             sys.executable,
@@ -438,20 +468,27 @@ class JobRunner:
                 directory = self.workspace.cluster_mount_dir(volume.relative_mount_path)
                 directory.mkdir(parents=True, exist_ok=True)
                 argv += ["--mount", f"{volume.name}={directory}"]
+        address = None
+        if self.commands is not None and not self.job.secrets:  # a zygote never holds a secret
+            address = self.commands.address(env)
+            if address is not None:
+                argv += ["--warm", address]
         if self._terminated.is_set():
             return 128 + signal.SIGTERM
         log_path = self.record.path / "launcher.log"
         with open(log_path, "ab") as output:
             offset = output.tell()
-            try:
-                self._process = subprocess.Popen(
-                    argv,
-                    env=env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
-            except OSError as exc:
-                raise JobError(f"cannot start the launcher: {exc.strerror or exc}") from exc
+            self._process = self._warm_launcher(address, argv, env, output.fileno())
+            if self._process is None:
+                try:
+                    self._process = subprocess.Popen(
+                        argv,
+                        env=env,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                    )
+                except OSError as exc:
+                    raise JobError(f"cannot start the launcher: {exc.strerror or exc}") from exc
             self.record.launcher_pid = self._process.pid
             self.record.launcher_started = process_start(self._process.pid)
             self.record.save()

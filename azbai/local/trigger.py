@@ -28,6 +28,7 @@ from azbai.local.parallel import WarmPool
 from azbai.local.pipelines import PipelineRun, PipelineRunner, check_datastore_path
 from azbai.local.records import load_record, save_record
 from azbai.local.runner import open_datastore
+from azbai.local.warm import CommandPool
 from azbai.local.workspace import Workspace
 from azbai.plan.model import Plan
 
@@ -63,12 +64,16 @@ class TriggerWatcher:
         self.plan = plan
         self.trigger = plan.trigger
         self.pool = WarmPool()
-        self.runner = PipelineRunner(workspace, plan, base_dir, reuse=reuse, warm_pool=self.pool)
+        self.commands = CommandPool()
+        self.runner = PipelineRunner(
+            workspace, plan, base_dir, reuse=reuse, warm_pool=self.pool, commands=self.commands
+        )
         self.state_file = workspace.pipelines_dir / plan.name / "trigger.json"
 
     def close(self) -> None:
         """End the processes kept warm for later runs (a later poll starts them again)."""
         self.pool.close()
+        self.commands.close()
 
     def __enter__(self) -> TriggerWatcher:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,3 +283,54 @@ def test_a_watchers_runs_fork_their_fork_servers_from_one_zygote(workspace: Work
     (zygote,) = set(zygotes)
     assert not Path(f"/proc/{zygote}").exists()  # ended and reaped with the watcher
     assert watcher.pool.pids() == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
+def test_plain_python_steps_and_their_launchers_start_warm_from_a_zygote_that_learns_imports(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from azbai.local.warm import CommandPool
+
+    inbox = open_store(workspace, DEV_ACCOUNT, container="inbox")
+    inbox.write_bytes("incoming/words.txt", b"alpha beta\n")
+    # consume.py as it is, then what started it: its parent, and whether the zygote already held decimal
+    # and its launcher's parent, read from the job's record (the launcher runs while its job does)
+    probe = (PIPELINE / "consume.py").read_text() + (
+        "import decimal, json, time\n"
+        "record = os.path.join(os.environ['AZ_BATCHAI_JOB_MOUNT_ROOT'], '..', '..', '..', '..', 'record.json')\n"
+        "for _ in range(100):\n"
+        "    launcher = json.load(open(record)).get('launcher_pid')\n"
+        "    if launcher:\n"
+        "        break\n"
+        "    time.sleep(0.05)\n"
+        "stat = open(f'/proc/{launcher}/stat').read().rsplit(')', 1)[1].split()\n"
+        "with open(os.path.join(out, 'started.json'), 'w') as f:\n"
+        "    json.dump({'ppid': os.getppid(), 'decimal': 'decimal' in before, 'launcher_ppid': int(stat[1])}, f)\n"
+    )
+    probe = probe.replace(
+        '"""Join the word files back."""',
+        '"""Join the word files back."""\nimport sys\nbefore = set(sys.modules)',
+    )
+    (tmp_path / "consume.py").write_text(probe)
+    open_store(workspace, DEV_ACCOUNT, share="scripts").upload_file(tmp_path / "consume.py", "consume.py")
+    logs = open_store(workspace, DEV_ACCOUNT, share="logs")
+    pool = CommandPool()
+    try:
+        seen = []
+        for _ in range(2):
+            run = PipelineRunner(
+                workspace, azbai.load(PIPELINE / "pipeline.json"), PIPELINE, reuse=False, commands=pool
+            ).run()
+            assert run.state == "succeeded"
+            (path,) = [
+                e.path
+                for e in logs.list()
+                if e.path.endswith("/result/started.json") and run.run_id in e.path
+            ]
+            seen.append(json.loads(logs.read_bytes(path)))
+        # the job was forked by the pool's zygote, which learned decimal from the first run
+        assert all(s["ppid"] in pool.pids() and s["launcher_ppid"] in pool.pids() for s in seen)
+        assert [s["decimal"] for s in seen] == [False, True]
+    finally:
+        pool.close()
+    assert pool.pids() == []
