@@ -128,7 +128,7 @@ class CommandPool:
         return [zygote.proc.pid for zygote in self._zygotes.values()]
 
     def close(self) -> None:
-        """End the zygotes. Jobs they forked that still run go on to their end, reported to their launchers."""
+        """End the zygotes (a job one forked that still runs gets SIGTERM with it, as from a dying launcher)."""
         with self._lock:
             _close_all(self._zygotes)
 
@@ -149,15 +149,17 @@ class _Zygote:
         # a fresh interpreter, accepts it.
         address = f"azbai-warm-command-{os.getpid()}-{uuid.uuid4().hex}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # the configuration (the environment it compares jobs' with) on its stdin, not in its command line,
+        # which every user of the machine can read
+        config = {"listen_fd": listener.fileno(), "watch": os.getpid(), "env": env}
         try:
             listener.bind("\0" + address)
             listener.listen(16)
-            config = {"listen_fd": listener.fileno(), "watch": os.getpid(), "env": env}
             proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, os.path.abspath(__file__), json.dumps(config)],
+                [sys.executable, "-c", _BOOT, os.path.abspath(__file__)],
                 env=env,
                 cwd="/",  # nothing in a working directory shadows what it imports
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 pass_fds=(listener.fileno(),),
@@ -166,6 +168,12 @@ class _Zygote:
             return None
         finally:
             listener.close()  # the zygote's copy is the socket now: once it is gone, connecting is refused
+        assert proc.stdin is not None
+        try:
+            with proc.stdin:
+                proc.stdin.write(json.dumps(config).encode())
+        except OSError:  # it died at its start: the launchers that connect are refused and start cold
+            pass
         return cls(proc, address)
 
     def close(self) -> None:
@@ -190,7 +198,8 @@ class _Zygote:
 def _zygote_main(argv: Sequence[str]) -> NoReturn:
     code = 1
     try:
-        code = _Server(json.loads(argv[0])).serve()
+        config = json.loads(sys.stdin.buffer.read())
+        code = _Server(config).serve()
     finally:
         os._exit(code)  # nothing to tear down: it only imported
 
