@@ -291,7 +291,14 @@ class _Server:
                 os.close(read_end)
                 _become_job(request, fds, write_end, self)
             os.close(write_end)
-            job = _Job(job_pid, os.pidfd_open(job_pid), conn, read_end, int(request.get("death_signal", 15)))
+            try:
+                pidfd = os.pidfd_open(job_pid)
+            except OSError:  # it cannot be watched: stop it now, before its launcher starts the job cold
+                os.kill(job_pid, signal.SIGKILL)
+                os.waitpid(job_pid, 0)
+                os.close(read_end)
+                raise
+            job = _Job(job_pid, pidfd, conn, read_end, int(request.get("death_signal", 15)))
             self.jobs[job.pidfd] = job  # from now on it is reaped, and stopped if its launcher goes
             conn.settimeout(None)
             try:
