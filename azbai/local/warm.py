@@ -452,7 +452,7 @@ def _become_job(request: dict[str, Any], fds: list[int], learned: int, server: _
             if fd > 2:
                 os.close(fd)
         os.closerange(3, learned)
-        os.closerange(learned + 1, 1 << 16)
+        os.closerange(learned + 1, max(1 << 16, os.sysconf("SC_OPEN_MAX")))
         os.set_inheritable(learned, False)
         for sock in (server.listener, *(job.reply for job in server.jobs.values() if job.reply is not None)):
             sock.detach()  # their descriptors are closed: nothing may close them again
