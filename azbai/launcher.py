@@ -1383,8 +1383,7 @@ def plain_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | No
         return None
     expanded = []
     for word in (w for w in words if w):
-        names = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", word)
-        values = [env.get(name) for name in names]
+        values = [env.get(m.group(1) or m.group(2)) for m in _VAR_RE.finditer(word)]
         if any(v is None or not v or re.search(r"[\s*?\[]", v) for v in values):
             return None
         expanded.append(_VAR_RE.sub(lambda m: env[m.group(1) or m.group(2)], word))

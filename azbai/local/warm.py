@@ -228,7 +228,6 @@ class _Server:
         if sys.path and sys.path[0] in ("", os.getcwd()):
             del sys.path[0]
         self.base_path = list(sys.path)
-        self.learned: set[str] = set()  # the modules imported for the jobs
         self.jobs: dict[int, _Job] = {}  # by pidfd
         self.tainted = False  # a preload started a thread: forking would copy a process mid-way
 
@@ -403,7 +402,6 @@ class _Server:
                 importlib.import_module(name)
             except BaseException:
                 continue
-            self.learned.add(name)
             if threading.active_count() > 1:
                 self.tainted = True
 
