@@ -31,16 +31,17 @@ alone, with atomic file operations (``O_CREAT|O_EXCL``, hard links and ``os.repl
     <state>/procs/<host>.<pid>         a supervisor's heartbeat (liveness of claims made on another host)
     <state>/summary.json               counts; every process rewrites it when it exits, the last one wins
 
-A worker claims (``O_EXCL`` on ``<batch>.0``) the next never-claimed mini-batch, in order; when none is left,
-the first mini-batch with no done marker, not given up, whose latest claim has failed or is stale (its process
-is gone: ``os.kill(pid, 0)`` on the same host and boot, else a heartbeat older than
-:data:`HEARTBEAT_STALE_SECONDS`), as its next attempt; else it waits for the others. run() raising, returning
-the wrong number of results, exceeding ``--timeout`` (the supervisor kills the worker) or the worker dying (the
-supervisor notices) is a failed attempt; after ``1 + --max-retries`` failed attempts the mini-batch is given up
-and its items count as failed. A claim left by a worker killed together with its supervisor is not a failed
-attempt: the mini-batch is simply run again. Every item ends in exactly one done marker: a late duplicate is
-discarded. A rerun on the same state runs only what has no done marker; failed attempts recorded in an earlier
-run's ``summary.json`` are forgotten, so given-up mini-batches get a fresh set of attempts.
+A worker claims (``O_EXCL`` on ``<batch>.0``) the next never-claimed mini-batch, in order; when none is left, the
+first mini-batch with no done marker, not given up, whose latest claim has failed or is stale (its process is gone:
+``os.kill(pid, 0)`` on the same host and boot, else a heartbeat older than :data:`HEARTBEAT_STALE_SECONDS`), as its
+next attempt; else it waits for the others (its supervisor wakes it as soon as one of its own workers ends a
+mini-batch or exits; what other supervisors' workers do it sees by looking again). run() raising, returning the
+wrong number of results, exceeding ``--timeout`` (the supervisor kills the worker) or the worker dying (the
+supervisor notices) is a failed attempt; after ``1 + --max-retries`` failed attempts the mini-batch is given up and
+its items count as failed. A claim left by a worker killed together with its supervisor is not a failed attempt:
+the mini-batch is simply run again. Every item ends in exactly one done marker: a late duplicate is discarded. A
+rerun on the same state runs only what has no done marker; failed attempts recorded in an earlier run's
+``summary.json`` are forgotten, so given-up mini-batches get a fresh set of attempts.
 
 Exit status: 0 when every mini-batch is done, or the items of those given up are within ``--error-threshold``
 (-1: any number); otherwise non-zero with a one-line reason on stderr:
@@ -713,13 +714,13 @@ class _ForkServer:
             self.pump(_POLL)
         return self.ready
 
-    def fork(self, report_fd: int) -> _Forked | None:
-        """A new worker reporting to ``report_fd``; None when the fork server is gone."""
+    def fork(self, report_fd: int, wake_fd: int) -> _Forked | None:
+        """A new worker reporting to ``report_fd`` and woken through ``wake_fd``; None when the fork server is gone."""
         if self.proc is None:
             return None
         try:
             self.forked = None
-            socket.send_fds(self.sock, [json.dumps({"fork": True}).encode()], [report_fd])
+            socket.send_fds(self.sock, [json.dumps({"fork": True}).encode()], [report_fd, wake_fd])
             while self.forked is None and self.proc is not None:
                 self.pump(_POLL)
         except OSError as exc:
@@ -801,15 +802,35 @@ def _wait_or_kill(proc: subprocess.Popen[bytes] | _Forked | _Adopted, grace: flo
 
 
 class _Child:
-    """A worker process and what it reported: the (batch, attempt, started) it is running."""
+    """A worker process and what it reported: the (batch, attempt, started) it is running.
 
-    def __init__(self, proc: subprocess.Popen[bytes] | _Forked, fd: int) -> None:
+    ``fd`` is its report pipe until the supervisor has its exit status; ``ended`` once that pipe is at its end
+    (the worker is exiting); ``wake`` the pipe through which the supervisor tells a waiting worker that a
+    mini-batch ended; ``exit_fd`` a pidfd of a fresh worker, readable once it has exited (a forked worker's exit
+    comes on the fork server's socket).
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes] | _Forked, fd: int, wake: int) -> None:
         self.proc = proc
         self.fd: int | None = fd
+        self.ended = False
+        self.wake: int | None = wake
+        self.exit_fd: int | None = None
+        if isinstance(proc, subprocess.Popen) and hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):
+                self.exit_fd = os.pidfd_open(proc.pid)
         self.buffer = b""
         self.current: tuple[int, int, float] | None = None
         self.reason = ""
         self.timed_out = False
+
+    def close(self) -> None:
+        """Close the report pipe, the wake pipe and the pidfd: the supervisor has the worker's exit status."""
+        for name in ("fd", "wake", "exit_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
 
 
 class _Supervisor:
@@ -918,35 +939,56 @@ class _Supervisor:
     def spawn(self) -> _Child:
         """A new worker: forked by the fork server if there is one that still serves, else a fresh interpreter."""
         read_fd, write_fd = os.pipe()
+        wake_read, wake_write = os.pipe()
         try:
             proc: subprocess.Popen[bytes] | _Forked | None = None
             if self.server is not None:
-                proc = self.server.fork(write_fd)
+                proc = self.server.fork(write_fd, wake_read)
                 if proc is None:
                     self.log(f"{self.server.reason}; workers start afresh from now on")
                     self.server = None
             if proc is None:
-                config = dict(self.worker_config(), report_fd=write_fd)
+                config = dict(self.worker_config(), report_fd=write_fd, wake_fd=wake_read)
                 proc = subprocess.Popen(
                     [sys.executable, "-c", _BOOT, os.path.abspath(__file__), json.dumps(config)],
                     env=self.worker_env(),
-                    pass_fds=(write_fd,),
+                    pass_fds=(write_fd, wake_read),
                 )
+        except BaseException:
+            os.close(read_fd)
+            os.close(wake_write)
+            raise
         finally:
             os.close(write_fd)
+            os.close(wake_read)
         os.set_blocking(read_fd, False)
-        return _Child(proc, read_fd)
+        os.set_blocking(wake_write, False)
+        return _Child(proc, read_fd, wake_write)
+
+    def wake(self, but: _Child | None = None) -> None:
+        """Tell the waiting workers that a mini-batch ended: it may have settled the step, or left a retry."""
+        for child in self.children:
+            if child.wake is not None and child is not but:
+                # a full pipe already holds news; a closed one belongs to a worker that has gone
+                with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                    os.write(child.wake, b"\0")
 
     def loop(self) -> None:
         last_progress = 0.0
         last_beat = time.monotonic()
         shown: tuple[int, int, int] | None = None
         while True:
-            fds = [c.fd for c in self.children if c.fd is not None]
+            # a worker's reports until its pipe ends, then its exit: a fresh worker's pidfd, a forked one's status
+            # on the fork server's socket (the timeout is for the heartbeat, the progress line and the timeouts)
+            fds = [c.fd for c in self.children if c.fd is not None and not c.ended]
+            fds += [c.exit_fd for c in self.children if c.ended and c.exit_fd is not None]
+            server = self.server
+            if server is not None and server.proc is not None:
+                fds.append(server.sock.fileno())
             if fds:
                 readable, _, _ = select.select(fds, [], [], _POLL)
                 for child in self.children:
-                    if child.fd in readable:
+                    if child.fd in readable and not child.ended:
                         self.read(child)
             else:
                 time.sleep(_POLL)
@@ -957,6 +999,7 @@ class _Supervisor:
                 if child.proc.poll() is not None and child.fd is not None:
                     self.read(child, final=True)
                     replacement = self.reap(child)
+                    self.wake()  # a claim it held is failed or stale now: another worker may take it
                     if replacement is not None:
                         self.children[index] = replacement
                 elif child.current is not None and time.monotonic() - child.current[2] > self.s["timeout"]:
@@ -992,6 +1035,7 @@ class _Supervisor:
             except BlockingIOError:
                 break
             if not chunk:
+                child.ended = True
                 break
             child.buffer += chunk
         *lines, child.buffer = child.buffer.split(b"\n")
@@ -1002,6 +1046,7 @@ class _Supervisor:
                 child.current = (event["batch"], event["attempt"], time.monotonic())
             elif kind == "end":
                 child.current = None
+                self.wake(but=child)
                 if event.get("error"):
                     self.log(
                         f"mini-batch {_bid(event['batch'])} attempt {event['attempt'] + 1} failed: "
@@ -1010,8 +1055,7 @@ class _Supervisor:
             elif kind == "fatal":
                 child.reason = event["reason"]
         if final:
-            os.close(child.fd)
-            child.fd = None
+            child.close()
 
     def reap(self, child: _Child) -> _Child | None:
         """Handle a worker's exit; return its replacement when one should run."""
@@ -1052,9 +1096,7 @@ class _Supervisor:
         deadline = time.monotonic() + _GRACE
         for child in self.children:
             _wait_or_kill(child.proc, max(0.0, deadline - time.monotonic()))
-            if child.fd is not None:
-                os.close(child.fd)
-                child.fd = None
+            child.close()
 
     def finish(self) -> tuple[int, str]:
         """Decide the exit status, write summary.json; rewrite it while peers' markers keep appearing."""
@@ -1215,13 +1257,18 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
         return 0
     tell(ready=True)
     children: set[int] = set()
+    # a pidfd per worker, readable once it has exited, so that its supervisor hears of the exit at once
+    exits: dict[int, int] = {}
     while True:
-        readable, _, _ = select.select([control], [], [], _POLL)
+        readable, _, _ = select.select([control, *exits], [], [], _POLL)
         for pid, code in _reap(children):
+            for fd in [fd for fd, of in exits.items() if of == pid]:
+                del exits[fd]
+                os.close(fd)
             tell(exit=pid, code=code)
-        if not readable:
+        if control not in readable:
             continue
-        data, fds, _, _ = socket.recv_fds(control, 65536, 1)
+        data, fds, _, _ = socket.recv_fds(control, 65536, 2)
         if not data:
             return 0
         request = json.loads(data)
@@ -1236,7 +1283,10 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
             code = 1
             try:
                 _forked(control)
-                code = _worker(dict(config, report_fd=fds[0], parent=os.getppid()), module)
+                for fd in exits:
+                    os.close(fd)
+                wake = fds[1] if len(fds) > 1 else None
+                code = _worker(dict(config, report_fd=fds[0], wake_fd=wake, parent=os.getppid()), module)
                 atexit._run_exitfuncs()  # what a fresh worker's interpreter would run at its exit
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -1245,8 +1295,12 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
             finally:
                 _flush_standard_streams()
                 os._exit(code)
-        os.close(fds[0])
+        for fd in fds:
+            os.close(fd)
         children.add(pid)
+        if hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):
+                exits[os.pidfd_open(pid)] = pid
         tell(forked=pid)
 
 
@@ -1725,6 +1779,10 @@ def _worker(config: dict[str, Any], module: Any) -> int:
     """The worker's life, with the entry script already imported (``module``) or to import now (None)."""
     fd = config["report_fd"]
     os.set_inheritable(fd, False)  # the entry script's own subprocesses must not hold the report pipe
+    wake = config.get("wake_fd")
+    if wake is not None:
+        os.set_inheritable(wake, False)
+        os.set_blocking(wake, False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     parent = config.get("parent", config["supervisor"])
 
@@ -1794,7 +1852,9 @@ def _worker(config: dict[str, Any], module: Any) -> int:
             else:
                 if view.settled:
                     return 0
-                time.sleep(pause)  # the rest is claimed by live workers: wait for them to finish or fail
+                # the rest is claimed by live workers: wait for them to finish or fail. The supervisor tells
+                # when one of its own ends a mini-batch; workers of other supervisors are only seen by looking.
+                wake = _wait_for_news(wake, pause)
                 pause = min(pause * 2, 0.5)
                 continue
         if _is_done(state, picked):  # done between our look and our claim
@@ -1804,6 +1864,23 @@ def _worker(config: dict[str, Any], module: Any) -> int:
         error = _run_batch(run, config, tasks, picked, attempt)
         report(event="end", batch=picked, attempt=attempt, error=error)
         pause = _POLL
+
+
+def _wait_for_news(wake: int | None, timeout: float) -> int | None:
+    """Wait ``timeout`` seconds, or until the supervisor writes to the ``wake`` pipe; the pipe, None once closed."""
+    if wake is None:
+        time.sleep(timeout)
+        return None
+    readable, _, _ = select.select([wake], [], [], timeout)
+    if readable:
+        try:
+            news = os.read(wake, 4096)
+        except BlockingIOError:
+            return wake
+        if not news:  # the supervisor is gone; the watchdog ends this worker
+            os.close(wake)
+            return None
+    return wake
 
 
 def _load_entry(path: str, arguments: Sequence[str]) -> Any:

@@ -423,11 +423,17 @@ def test_sigterm_stops_workers_without_failing_the_batch(
 # --- the fork server ---------------------------------------------------------------------------------------------
 
 FORKED = DATA / "forked.py"
+WAITING = DATA / "waiting.py"
 needs_fork = pytest.mark.skipif(not parallel._ForkServer.usable(), reason="no fork server on this platform")
 
 
 def _pids(folder: Path) -> set[int]:
     return {int(p.name) for p in folder.iterdir()} if folder.exists() else set()
+
+
+def _times(folder: Path) -> dict[int, float]:
+    """The times (``time.time()``) that the processes of ``folder``'s file names wrote there."""
+    return {int(p.name): float(p.read_text()) for p in folder.iterdir()}
 
 
 def _env(**changes: str) -> dict[str, str]:
@@ -528,6 +534,32 @@ def test_a_crash_and_a_timeout_in_forked_workers(tmp_path: Path, procs: list[sub
     assert "mini-batch 000003 attempt 1 failed: run() exceeded the timeout of 1s; worker killed" in out
     run.assert_every_item_once()
     assert set(run.init_counts().values()) == {1}  # the replacements were forked and init() ran in each
+
+
+@pytest.mark.parametrize("fork", ["1", "0"], ids=["forked", "fresh"])
+def test_a_waiting_worker_leaves_as_soon_as_the_last_mini_batch_ends(
+    tmp_path: Path, procs: list[subprocess.Popen[str]], fork: str
+) -> None:
+    # one mini-batch, two workers: one runs it, the other finds it claimed and waits. Looking again only after
+    # its back-off (0.05, 0.1, 0.2, 0.4, then 0.5 s), the waiting one would see the step settled 0.25 s or more
+    # after the mini-batch ended (run() returns 1 s after that worker began waiting); its supervisor wakes it
+    run = Run(tmp_path, 1)
+    [(code, out, err)] = run.drive(
+        procs,
+        "--workers",
+        "2",
+        entry=WAITING,
+        entry_args=["--after", "1.0"],
+        env=_env(AZBAI_PARALLEL_FORK=fork),
+    )
+
+    assert code == 0, err
+    assert ("workers fork from process" in out) == (fork == "1" and parallel._ForkServer.usable())
+    ((busy, ended),) = _times(run.output / "ended").items()
+    left = _times(run.output / "left")
+    (waiting,) = set(left) - {busy}
+    assert 0 <= left[waiting] - ended < 0.2
+    assert run.done_items() == Counter(run.items)
 
 
 @needs_fork
