@@ -22,7 +22,9 @@ import json
 import logging
 import math
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -360,8 +362,8 @@ def stitch(
                 aout = out.add_stream_from_template(astream)
                 audio_packets = (p for p in audio_in.demux(astream) if p.dts is not None)
             pending = next(audio_packets, None)
-            for index, path in enumerate(frames):
-                out.mux(_encode_rgb(vout, _rgb_even(path, size), index))
+            for index, frame in enumerate(_yuv_frames(frames, size)):
+                out.mux(vout.encode(frame))
                 # interleave: copy the audio that plays before the next frame starts
                 until = Fraction(index + 1) / rate
                 while pending is not None and _seconds(pending) < until:
@@ -402,13 +404,55 @@ def _h264_stream(
 
 
 def _encode_rgb(stream: av.video.stream.VideoStream, array: np.ndarray, pts: int) -> list[av.Packet]:
+    return stream.encode(_yuv420p(array, pts))
+
+
+def _yuv420p(array: np.ndarray, pts: int) -> av.VideoFrame:
     # RGB -> yuv420p (BT.601, as ffmpeg's CLI does by default) here, where it can be seen, not inside encode()
     # threads=1: left to PyAV, every call makes a swscale context with a thread per core and joins them again,
     # 0.8 ms a 256² frame against 0.25 ms, and 3x that when the cores are busy
     rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
     frame = rgb.reformat(format="yuv420p", threads=1)
     frame.pts = pts
-    return stream.encode(frame)
+    return frame
+
+
+def _read_yuv420p(path: Path, size: tuple[int, int], pts: int) -> av.VideoFrame:
+    return _yuv420p(_rgb_even(path, size), pts)
+
+
+#: how many frames the reader of `stitch` keeps ready ahead of the encoder
+_READ_AHEAD = 8
+
+
+def _yuv_frames(paths: Sequence[Path], size: tuple[int, int]) -> Iterator[av.VideoFrame]:
+    """The frames of ``paths`` as yuv420p, in order, read and converted on a thread of their own.
+
+    PyAV lets go of the GIL while it converts and while x264 encodes, so reading the next frames overlaps encoding
+    this one: `stitch` takes the 12 s benchmark clip's 288 styled frames in 0.53-0.96 s (median 0.85) against
+    0.58-1.10 s (0.91) one after the other, at the same CPU time and bytes (10 runs each, alternated, on a machine
+    whose host took half its CPU time). A frame that cannot be read raises here, in its turn.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="stitch-read") as reader:
+        ahead: deque[Future[av.VideoFrame]] = deque()
+        upcoming = iter(enumerate(paths))
+
+        def read_next() -> None:
+            item = next(upcoming, None)
+            if item is not None:
+                index, path = item
+                ahead.append(reader.submit(_read_yuv420p, path, size, index))
+
+        for _ in range(_READ_AHEAD):
+            read_next()
+        try:
+            while ahead:
+                frame = ahead.popleft().result()
+                read_next()
+                yield frame
+        finally:
+            for future in ahead:
+                future.cancel()
 
 
 # -- a test clip and a before/after sheet ------------------------------------------------------------------
