@@ -1871,16 +1871,15 @@ def _wait_for_news(wake: int | None, timeout: float) -> int | None:
     if wake is None:
         time.sleep(timeout)
         return None
-    readable, _, _ = select.select([wake], [], [], timeout)
-    if readable:
+    if not select.select([wake], [], [], timeout)[0]:
+        return wake
+    while True:  # all of it: a worker busy with mini-batches leaves the others' news unread
         try:
-            news = os.read(wake, 4096)
+            if not os.read(wake, 65536):  # the supervisor is gone; the watchdog ends this worker
+                os.close(wake)
+                return None
         except BlockingIOError:
             return wake
-        if not news:  # the supervisor is gone; the watchdog ends this worker
-            os.close(wake)
-            return None
-    return wake
 
 
 def _load_entry(path: str, arguments: Sequence[str]) -> Any:
