@@ -1392,6 +1392,19 @@ def plain_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | No
     return expanded
 
 
+def _ignored_in_a_child() -> list[int]:
+    """The signals that a child started now would find ignored: what this process ignores (``nohup`` ignores
+    SIGHUP; an ignored signal stays ignored across ``exec``, and bash leaves it so), less SIGPIPE and SIGXFSZ, which
+    ``subprocess`` gives its children back as defaults (Python ignores them again at its start)."""
+    restored = {getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name)}
+    ignored = []
+    for signum in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError):
+            if signum not in restored and signal.getsignal(signum) == signal.SIG_IGN:
+                ignored.append(int(signum))
+    return ignored
+
+
 class WarmChild:
     """A job's process started by the local engine's zygote (``azbai.local.warm``) instead of ``bash -c``: what
     the supervisor uses of a ``Popen`` (``pid``, ``poll``, ``wait``, ``returncode``).
@@ -1439,6 +1452,9 @@ class WarmChild:
             sock.settimeout(_WARM_READY_SECONDS)
             sock.connect("\0" + address)
             fds = array.array("i", [devnull, out, err])
+            # what a child started here would inherit: the ignored signals, and this thread's signal mask
+            blocked = sorted(int(signum) for signum in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+            request = {**request, "ignored": _ignored_in_a_child(), "blocked": blocked}
             sock.sendmsg([json.dumps(request).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             if "ready" not in json.loads(sock.recv(65536) or b"{}"):
                 sock.close()

@@ -7,6 +7,7 @@ as Azure ML runs it from a snapshot. Job processes are the small scripts in ``te
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import os
@@ -788,11 +789,27 @@ def launcher_pid(result: Result) -> int:
     return int(re.search(r"started master \(pid (\d+)", result.execution_log()).group(1))  # type: ignore[union-attr]
 
 
+@contextlib.contextmanager
+def nohup_and_a_mask() -> Iterator[None]:
+    """This process as ``nohup`` leaves it (SIGHUP ignored), SIGUSR1 ignored too and SIGUSR2 blocked: what a
+    launcher started now inherits, and its job after it."""
+    before = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGHUP, signal.SIGUSR1)}
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR2])
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")
-def test_a_warm_job_sees_what_a_cold_one_sees(tmp_path: Path, pool: Any) -> None:
+@pytest.mark.parametrize("inherited", [False, True], ids=["plain", "nohup"])
+def test_a_warm_job_sees_what_a_cold_one_sees(tmp_path: Path, pool: Any, inherited: bool) -> None:
     job = plan_job(tmp_path / "cold", custom(f"{PY} {WARM / 'probe.py'} --flag $AZ_BATCHAI_NUM_GPUS x=1"))
-    cold = launch(tmp_path / "cold", job)
-    warm = warm_launch(tmp_path / "warm", pool, job)
+    with nohup_and_a_mask() if inherited else contextlib.nullcontext():
+        cold = launch(tmp_path / "cold", job)
+        warm = warm_launch(tmp_path / "warm", pool, job)
     assert cold.code == warm.code == 0, (cold.stderr, warm.stderr, warm.text("stderr.txt"))
     assert started_by(warm) in pool.pids()  # it was warm
     assert started_by(cold) not in pool.pids()
@@ -814,6 +831,11 @@ def test_a_warm_job_sees_what_a_cold_one_sees(tmp_path: Path, pool: Any) -> None
     assert seen["warm"] == seen["cold"]
     assert seen["warm"]["argv"] == [str(WARM / "probe.py"), "--flag", "0", "x=1"]
     assert seen["warm"]["own_session"] and seen["warm"]["name"] == "__main__"
+    # an ignored signal stays ignored across exec and bash, a blocked one blocked; SIGPIPE is Python's own
+    assert seen["warm"]["handlers"]["SIGPIPE"] == str(signal.SIG_IGN)
+    assert (seen["warm"]["handlers"]["SIGHUP"] == str(signal.SIG_IGN)) == inherited
+    assert (seen["warm"]["handlers"]["SIGUSR1"] == str(signal.SIG_IGN)) == inherited
+    assert (int(signal.SIGUSR2) in seen["warm"]["mask"]) == inherited
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm starts need Linux")

@@ -455,12 +455,15 @@ def _become_job(request: dict[str, Any], fds: list[int], learned: int, server: _
         for sock in (server.listener, *(job.reply for job in server.jobs.values() if job.reply is not None)):
             sock.detach()  # their descriptors are closed: nothing may close them again
         server.jobs.clear()
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        signal.pthread_sigmask(signal.SIG_SETMASK, request.get("blocked", []))
+        ignored = set(request.get("ignored", ()))  # what the requester's own child would inherit as ignored
         for signum in signal.valid_signals():
             if signum in (signal.SIGKILL, signal.SIGSTOP):
                 continue
             handler: Any = signal.SIG_DFL
-            if signum == signal.SIGINT:
+            if signum in ignored:
+                handler = signal.SIG_IGN  # Python's start leaves an ignored SIGINT ignored too
+            elif signum == signal.SIGINT:
                 handler = signal.default_int_handler
             elif signum in (signal.SIGPIPE, signal.SIGXFSZ):
                 handler = signal.SIG_IGN  # as Python's start sets them

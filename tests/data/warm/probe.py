@@ -7,7 +7,7 @@ import sys
 
 handlers = {
     name: str(signal.getsignal(getattr(signal, name)))
-    for name in ("SIGINT", "SIGTERM", "SIGPIPE", "SIGCHLD", "SIGHUP")
+    for name in ("SIGINT", "SIGTERM", "SIGPIPE", "SIGCHLD", "SIGHUP", "SIGUSR1")
 }
 report = {
     "argv": sys.argv,
