@@ -1394,8 +1394,8 @@ def plain_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | No
 
 def _ignored_in_a_child() -> list[int]:
     """The signals that a child started now would find ignored: what this process ignores (``nohup`` ignores
-    SIGHUP; an ignored signal stays ignored across ``exec``, and bash leaves it so), less SIGPIPE and SIGXFSZ, which
-    ``subprocess`` gives its children back as defaults (Python ignores them again at its start)."""
+    SIGHUP; an ignored signal stays ignored across ``exec``, and bash leaves it so), less SIGPIPE and SIGXFSZ,
+    which ``subprocess`` gives its children back as defaults (Python ignores them again at its start)."""
     restored = {getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name)}
     ignored = []
     for signum in signal.valid_signals():

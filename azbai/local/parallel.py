@@ -715,7 +715,7 @@ class _ForkServer:
         return self.ready
 
     def fork(self, report_fd: int, wake_fd: int) -> _Forked | None:
-        """A new worker reporting to ``report_fd`` and woken through ``wake_fd``; None when the fork server is gone."""
+        """A new worker reporting to ``report_fd``, woken by ``wake_fd``; None when the fork server is gone."""
         if self.proc is None:
             return None
         try:
@@ -1867,7 +1867,7 @@ def _worker(config: dict[str, Any], module: Any) -> int:
 
 
 def _wait_for_news(wake: int | None, timeout: float) -> int | None:
-    """Wait ``timeout`` seconds, or until the supervisor writes to the ``wake`` pipe; the pipe, None once closed."""
+    """Wait ``timeout`` seconds, or until the supervisor writes to ``wake``; the pipe, or None once it closed."""
     if wake is None:
         time.sleep(timeout)
         return None

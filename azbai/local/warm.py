@@ -13,8 +13,8 @@ command as before.
 The forked process is the job as ``bash -c`` would have started it: its own session, the launcher's standard
 streams and working directory, the job's environment with what bash adds (``PWD``, ``SHLVL``, ``_``), default
 signal handlers but for the signals its launcher's child would inherit as ignored (``nohup``'s SIGHUP), the
-launcher's signal mask, ``sys.argv``, ``sys.path[0]`` and ``__main__`` as ``python script.py`` sets them, and the same
-exit: ``SystemExit``'s code, 1 and a traceback for an exception, death by SIGINT for ``KeyboardInterrupt``,
+launcher's signal mask, ``sys.argv``, ``sys.path[0]`` and ``__main__`` as ``python script.py`` sets them, and the
+same exit: ``SystemExit``'s code, 1 and a traceback for an exception, death by SIGINT for ``KeyboardInterrupt``,
 non-daemon threads joined and atexit's functions run. It is the zygote's child, so the zygote reports its exit
 status to the launcher, and sends it SIGTERM if the launcher dies first (as ``PR_SET_PDEATHSIG`` does for a
 child of the launcher). When the job ends it tells the zygote which top-level modules it imported from outside

@@ -430,8 +430,9 @@ def _yuv_frames(paths: Sequence[Path], size: tuple[int, int]) -> Iterator[av.Vid
 
     PyAV lets go of the GIL while it converts and while x264 encodes, so reading the next frames overlaps encoding
     this one: `stitch` takes the 12 s benchmark clip's 288 styled frames in 0.53-0.96 s (median 0.85) against
-    0.58-1.10 s (0.91) one after the other, at the same CPU time and bytes (10 runs each, alternated, on a machine
-    whose host took half its CPU time). A frame that cannot be read raises here, in its turn.
+    0.58-1.10 s (0.91) one after the other, for the same bytes and a little more CPU time (medians 0.85 and
+    0.81 s; 10 runs each, alternated, on a machine whose host took half its CPU time). A frame that cannot be read
+    raises here, in its turn.
     """
     with ThreadPoolExecutor(1, thread_name_prefix="stitch-read") as reader:
         ahead: deque[Future[av.VideoFrame]] = deque()
