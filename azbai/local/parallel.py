@@ -815,10 +815,7 @@ class _Child:
         self.fd: int | None = fd
         self.ended = False
         self.wake: int | None = wake
-        self.exit_fd: int | None = None
-        if isinstance(proc, subprocess.Popen) and hasattr(os, "pidfd_open"):
-            with contextlib.suppress(OSError):
-                self.exit_fd = os.pidfd_open(proc.pid)
+        self.exit_fd = _pidfd(proc.pid) if isinstance(proc, subprocess.Popen) else None
         self.buffer = b""
         self.current: tuple[int, int, float] | None = None
         self.reason = ""
@@ -1260,11 +1257,10 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
     # a pidfd per worker, readable once it has exited, so that its supervisor hears of the exit at once
     exits: dict[int, int] = {}
     while True:
-        readable, _, _ = select.select([control, *exits], [], [], _POLL)
+        readable, _, _ = select.select([control, *exits.values()], [], [], _POLL)
         for pid, code in _reap(children):
-            for fd in [fd for fd, of in exits.items() if of == pid]:
-                del exits[fd]
-                os.close(fd)
+            if pid in exits:
+                os.close(exits.pop(pid))
             tell(exit=pid, code=code)
         if control not in readable:
             continue
@@ -1283,7 +1279,7 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
             code = 1
             try:
                 _forked(control)
-                for fd in exits:
+                for fd in exits.values():
                     os.close(fd)
                 wake = fds[1] if len(fds) > 1 else None
                 code = _worker(dict(config, report_fd=fds[0], wake_fd=wake, parent=os.getppid()), module)
@@ -1298,10 +1294,20 @@ def _serve_forks(control: socket.socket, config: dict[str, Any]) -> int:
         for fd in fds:
             os.close(fd)
         children.add(pid)
-        if hasattr(os, "pidfd_open"):
-            with contextlib.suppress(OSError):
-                exits[os.pidfd_open(pid)] = pid
+        exit_fd = _pidfd(pid)
+        if exit_fd is not None:
+            exits[pid] = exit_fd
         tell(forked=pid)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of this process's child ``pid`` (readable once it has exited); None where there are none."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return int(os.pidfd_open(pid))
+    except OSError:
+        return None
 
 
 def _reap(children: set[int]) -> list[tuple[int, int]]:
