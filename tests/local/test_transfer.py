@@ -592,7 +592,10 @@ def test_the_read_ahead_reuses_its_buffers_and_sends_each_file_its_own_bytes(
         for name, data in files.items():  # no byte of an earlier round's file in a buffer it reuses
             assert blob_store.read_bytes(f"r{round_}/{name}") == data
     assert len(handed[1]) == len(handed[2]) == 30
-    assert set(handed[1]) | set(handed[2]) <= set(handed[0])  # every later file read into a kept buffer
+    # Every file is read into a kept buffer where one is free: a new one is made only while all of them are in
+    # flight, so three rounds of 30 files never need more than 30 (90 without reuse). Not "the later rounds use only
+    # the first round's": how many files are in flight at once depends on how fast the workers send them.
+    assert len(set().union(*handed)) <= 30, [len(set(h)) for h in handed]
     # Fresh memory for each file faults a page per 4 KiB (30 MB: ~7,700 faults); kept buffers fault ~none.
     assert max(faults[1:]) < 2500, faults
 
