@@ -205,7 +205,7 @@ def _steady_rate(frames: list, threads: int) -> float:  # type: ignore[type-arg]
 
 def _concurrent_rate(frames: list, processes: int) -> float:  # type: ignore[type-arg]
     """Frames per second of ``processes`` fresh processes of 1 thread each styling at once (the pipeline's workers'
-    layout), from the moment both are told to start to the end of the slower one."""
+    layout), from the moment all are told to start to the end of the slowest."""
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,7 +225,10 @@ def _concurrent_rate(frames: list, processes: int) -> float:  # type: ignore[typ
         try:
             for child in children:
                 assert child.stdout is not None
-                if child.stdout.readline().strip() != "ready":
+                for line in child.stdout:  # anything a library prints before the network is loaded is skipped
+                    if line.strip() == "ready":
+                        break
+                else:
                     raise RuntimeError(f"a model process ended before it was ready (exit {child.wait()})")
             for child in children:
                 assert child.stdin is not None
