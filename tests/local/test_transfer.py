@@ -568,12 +568,12 @@ def test_the_read_ahead_reuses_its_buffers_and_sends_each_file_its_own_bytes(
 ) -> None:
     import resource
 
-    handed: list[list[int]] = []
+    handed: list[list[bytearray]] = []  # the buffers themselves: kept alive, no two of them share an id
     real_get = transfer._BUFFERS.get
 
     def get(size: int) -> bytearray:
         buffer = real_get(size)
-        handed[-1].append(id(buffer))
+        handed[-1].append(buffer)
         return buffer
 
     monkeypatch.setattr(transfer._BUFFERS, "get", get)
@@ -595,7 +595,8 @@ def test_the_read_ahead_reuses_its_buffers_and_sends_each_file_its_own_bytes(
     # Every file is read into a kept buffer where one is free: a new one is made only while all of them are in
     # flight, so three rounds of 30 files never need more than 30 (90 without reuse). Not "the later rounds use only
     # the first round's": how many files are in flight at once depends on how fast the workers send them.
-    assert len(set().union(*handed)) <= 30, [len(set(h)) for h in handed]
+    distinct = {id(buffer) for buffers in handed for buffer in buffers}
+    assert len(distinct) <= 30, [len({id(buffer) for buffer in buffers}) for buffers in handed]
     # Fresh memory for each file faults a page per 4 KiB (30 MB: ~7,700 faults); kept buffers fault ~none.
     assert max(faults[1:]) < 2500, faults
 
