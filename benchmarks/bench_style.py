@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "style-transfer"
@@ -188,13 +189,19 @@ def _model(frames: list) -> dict[str, float]:  # type: ignore[type-arg]
     }
 
 
-def _steady_rate(frames: list, threads: int) -> float:  # type: ignore[type-arg]
+def _warm_stylizer(frames: list, threads: int) -> Any:  # type: ignore[type-arg]
+    """The recipe's network as its workers load it, on ``threads`` torch threads, after one batch of ``frames``."""
     import torch
     from stylenet import Stylizer
 
     torch.set_num_threads(threads)
     stylizer = Stylizer.pretrained(19, image_size=None, batch_size=BATCH)
     stylizer.stylize(frames[:BATCH])  # warm-up
+    return stylizer
+
+
+def _steady_rate(frames: list, threads: int) -> float:  # type: ignore[type-arg]
+    stylizer = _warm_stylizer(frames, threads)
     timings = []
     for start in range(0, min(len(frames), TIMED_FRAMES), BATCH):
         began = time.perf_counter()
@@ -252,16 +259,11 @@ def _rate_worker(frames_path: str) -> None:
     """One process of `_concurrent_rate`: loads the network (1 thread), says ``ready``, styles the frames when a line
     comes on stdin, and prints the seconds that took."""
     import numpy as np
-    import torch
     from PIL import Image
 
     sys.path.insert(0, str(RECIPE))
-    from stylenet import Stylizer
-
-    torch.set_num_threads(1)
     frames = [Image.fromarray(array) for array in np.load(frames_path)]
-    stylizer = Stylizer.pretrained(19, image_size=None, batch_size=BATCH)
-    stylizer.stylize(frames[:BATCH])  # warm-up
+    stylizer = _warm_stylizer(frames, 1)
     print("ready", flush=True)
     sys.stdin.readline()
     began = time.perf_counter()
