@@ -56,11 +56,11 @@ def test_every_length_and_count_gives_hashlibs_digest(width: int) -> None:
         pytest.skip(f"no {width}-lane code on this CPU")
     rng = random.Random(width)
     # lanes of other lengths than their neighbours' (one finishes while others go on), more buffers than lanes
-    for count in [0, 1, 2, width - 1, width, width + 1, 2 * width + 3]:
+    for count in [0, 1, 2, width - 1, width, width + 1, 2 * width, 2 * width + 3]:
         buffers = [os.urandom(rng.choice([*LENGTHS, rng.randrange(5000)])) for _ in range(count)]
         assert md5x.md5_many(buffers, width) == [hashlib.md5(b).digest() for b in buffers]
-    # every padding case against every other: each length in every lane position
-    same = [os.urandom(n) for n in LENGTHS[:width]]
+    # every padding case against every other: each length in every lane position of both interleaved groups
+    same = [os.urandom(n) for n in LENGTHS[: 2 * width]]
     for shift in range(len(same)):
         rotated = same[shift:] + same[:shift]
         assert md5x.md5_many(rotated, width) == [hashlib.md5(b).digest() for b in rotated]
