@@ -2,8 +2,9 @@
 
 MD5 is a chain of dependent steps: one buffer costs ~1.2 ms a MB whatever the code (OpenSSL's here), which is a
 third of what a 1 MB download costs the client in all. ``azbai.local.md5x`` (C, built by ``pip install``) hashes up
-to 32 buffers in the time of about three: one per lane of AVX-512, in two groups of 16 (8 lanes with AVX2). A
-transfer's worker threads hand their buffers to one :class:`Md5Batcher`, which hashes what has gathered together.
+to 32 buffers in the time of about three: one per lane of AVX-512, in two groups of 16 (AVX2: two groups of 8 a
+pass, 32 buffers in the time of about six). A transfer's worker threads hand their buffers to one
+:class:`Md5Batcher`, which hashes what has gathered together.
 
 Without the extension (no C compiler when azbai was installed, another CPU) everything here falls back to hashlib,
 one buffer at a time: the same digests, at hashlib's speed.
