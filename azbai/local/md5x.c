@@ -66,6 +66,20 @@ static const unsigned char *lane_block(const Lane *lane, Py_ssize_t i) {
 
 #ifdef AZBAI_X86
 
+static int any_finished(const Lane *lanes, int count, Py_ssize_t i) {
+    int done = 0;
+    for (int l = 0; l < count; l++) done |= lanes[l].total == i + 1;
+    return done;
+}
+
+/* The lanes whose last block was block i take their digests: out holds the state vectors a, b, c, d one after the
+ * other, width words each. */
+static void take_digests(Lane *lanes, int count, Py_ssize_t i, const uint32_t *out, int width) {
+    for (int l = 0; l < count; l++)
+        if (lanes[l].total == i + 1)
+            for (int r = 0; r < 4; r++) lanes[l].state[r] = out[r * width + l];
+}
+
 /* The 64 steps, written once: S is the step (STEP for one group of lanes, STEP2 for two), V the vector type, and
  * the macros below give its operations. */
 #define MD5_ROUNDS(S)                                                                 \
@@ -105,6 +119,43 @@ static const unsigned char *lane_block(const Lane *lane, Py_ssize_t i) {
         step++;                                         \
     }
 
+/* A pass over one group of W lanes, with the instruction set's LOAD (a block's words as columns) and TAKE (the
+ * digests of the lanes that finished). */
+#define PASS(W, LOAD, TAKE)                                                                       \
+    {                                                                                             \
+        V a = SET1(0x67452301), b = SET1(0xefcdab89), c = SET1(0x98badcfe), d = SET1(0x10325476); \
+        for (Py_ssize_t i = 0; i < blocks; i++) {                                                 \
+            V m[16];                                                                              \
+            LOAD(lanes, count, i, m);                                                             \
+            V a0 = a, b0 = b, c0 = c, d0 = d;                                                     \
+            int step = 0;                                                                         \
+            MD5_ROUNDS(STEP)                                                                      \
+            a = ADD(a, a0), b = ADD(b, b0), c = ADD(c, c0), d = ADD(d, d0);                       \
+            TAKE(lanes, count, i, a, b, c, d);                                                    \
+        }                                                                                         \
+    }
+
+/* A pass over two groups, W lanes and count - W, whose steps interleave (STEP2, below). */
+#define PASS2(W, LOAD, TAKE)                                                                           \
+    {                                                                                                  \
+        Lane *second = lanes + (W);                                                                    \
+        int count2 = count - (W);                                                                      \
+        V a1 = SET1(0x67452301), b1 = SET1(0xefcdab89), c1 = SET1(0x98badcfe), d1 = SET1(0x10325476);  \
+        V a2 = a1, b2 = b1, c2 = c1, d2 = d1;                                                          \
+        for (Py_ssize_t i = 0; i < blocks; i++) {                                                      \
+            V m1[16], m2[16];                                                                          \
+            LOAD(lanes, (W), i, m1);                                                                   \
+            LOAD(second, count2, i, m2);                                                               \
+            V a10 = a1, b10 = b1, c10 = c1, d10 = d1, a20 = a2, b20 = b2, c20 = c2, d20 = d2;          \
+            int step = 0;                                                                              \
+            MD5_ROUNDS(STEP2)                                                                          \
+            a1 = ADD(a1, a10), b1 = ADD(b1, b10), c1 = ADD(c1, c10), d1 = ADD(d1, d10);                \
+            a2 = ADD(a2, a20), b2 = ADD(b2, b20), c2 = ADD(c2, c20), d2 = ADD(d2, d20);                \
+            TAKE(lanes, (W), i, a1, b1, c1, d1);                                                       \
+            TAKE(second, count2, i, a2, b2, c2, d2);                                                   \
+        }                                                                                              \
+    }
+
 /* ---- AVX-512: 16 lanes */
 
 /* Each lane's block is a row of 16 words; m[w] is column w (word w of every lane): a 16 x 16 transpose in three
@@ -138,15 +189,11 @@ __attribute__((target("avx512f"))) static inline void load_columns(const Lane *l
 /* The lanes whose last block was block i take their digests from the state vectors. */
 __attribute__((target("avx512f"))) static inline void take_finished(Lane *lanes, int count, Py_ssize_t i, __m512i a,
                                                                     __m512i b, __m512i c, __m512i d) {
-    int done = 0;
-    for (int l = 0; l < count; l++) done |= lanes[l].total == i + 1;
-    if (!done) return;
+    if (!any_finished(lanes, count, i)) return;
     uint32_t out[4][16] __attribute__((aligned(64)));
     _mm512_store_si512((void *)out[0], a), _mm512_store_si512((void *)out[1], b);
     _mm512_store_si512((void *)out[2], c), _mm512_store_si512((void *)out[3], d);
-    for (int l = 0; l < count; l++)
-        if (lanes[l].total == i + 1)
-            for (int r = 0; r < 4; r++) lanes[l].state[r] = out[r][l];
+    take_digests(lanes, count, i, out[0], 16);
 }
 
 #define V __m512i
@@ -163,16 +210,7 @@ __attribute__((target("avx512f"))) static inline void take_finished(Lane *lanes,
 /* ---- AVX-512: 16 lanes */
 
 __attribute__((target("avx512f"))) static void md5_avx512(Lane *lanes, int count, Py_ssize_t blocks) {
-    V a = SET1(0x67452301), b = SET1(0xefcdab89), c = SET1(0x98badcfe), d = SET1(0x10325476);
-    for (Py_ssize_t i = 0; i < blocks; i++) {
-        V m[16];
-        load_columns(lanes, count, i, m);
-        V a0 = a, b0 = b, c0 = c, d0 = d;
-        int step = 0;
-        MD5_ROUNDS(STEP)
-        a = ADD(a, a0), b = ADD(b, b0), c = ADD(c, c0), d = ADD(d, d0);
-        take_finished(lanes, count, i, a, b, c, d);
-    }
+    PASS(16, load_columns, take_finished)
 }
 
 /* ---- AVX-512: 32 lanes, two groups of 16 whose steps interleave. One group's step waits on its previous step
@@ -191,22 +229,7 @@ __attribute__((target("avx512f"))) static void md5_avx512(Lane *lanes, int count
     }
 
 __attribute__((target("avx512f"))) static void md5_avx512x2(Lane *lanes, int count, Py_ssize_t blocks) {
-    Lane *second = lanes + 16;
-    int count2 = count - 16;
-    V a1 = SET1(0x67452301), b1 = SET1(0xefcdab89), c1 = SET1(0x98badcfe), d1 = SET1(0x10325476);
-    V a2 = a1, b2 = b1, c2 = c1, d2 = d1;
-    for (Py_ssize_t i = 0; i < blocks; i++) {
-        V m1[16], m2[16];
-        load_columns(lanes, 16, i, m1);
-        load_columns(second, count2, i, m2);
-        V a10 = a1, b10 = b1, c10 = c1, d10 = d1, a20 = a2, b20 = b2, c20 = c2, d20 = d2;
-        int step = 0;
-        MD5_ROUNDS(STEP2)
-        a1 = ADD(a1, a10), b1 = ADD(b1, b10), c1 = ADD(c1, c10), d1 = ADD(d1, d10);
-        a2 = ADD(a2, a20), b2 = ADD(b2, b20), c2 = ADD(c2, c20), d2 = ADD(d2, d20);
-        take_finished(lanes, 16, i, a1, b1, c1, d1);
-        take_finished(second, count2, i, a2, b2, c2, d2);
-    }
+    PASS2(16, load_columns, take_finished)
 }
 
 #undef V
@@ -257,49 +280,21 @@ __attribute__((target("avx2"))) static inline void load_columns8(const Lane *lan
 
 __attribute__((target("avx2"))) static inline void take_finished8(Lane *lanes, int count, Py_ssize_t i, __m256i a,
                                                                   __m256i b, __m256i c, __m256i d) {
-    int done = 0;
-    for (int l = 0; l < count; l++) done |= lanes[l].total == i + 1;
-    if (!done) return;
+    if (!any_finished(lanes, count, i)) return;
     uint32_t out[4][8] __attribute__((aligned(32)));
     _mm256_store_si256((__m256i *)out[0], a), _mm256_store_si256((__m256i *)out[1], b);
     _mm256_store_si256((__m256i *)out[2], c), _mm256_store_si256((__m256i *)out[3], d);
-    for (int l = 0; l < count; l++)
-        if (lanes[l].total == i + 1)
-            for (int r = 0; r < 4; r++) lanes[l].state[r] = out[r][l];
+    take_digests(lanes, count, i, out[0], 8);
 }
 
 __attribute__((target("avx2"))) static void md5_avx2(Lane *lanes, int count, Py_ssize_t blocks) {
-    const V ones = _mm256_set1_epi32(-1);
-    V a = SET1(0x67452301), b = SET1(0xefcdab89), c = SET1(0x98badcfe), d = SET1(0x10325476);
-    for (Py_ssize_t i = 0; i < blocks; i++) {
-        V m[16];
-        load_columns8(lanes, count, i, m);
-        V a0 = a, b0 = b, c0 = c, d0 = d;
-        int step = 0;
-        MD5_ROUNDS(STEP)
-        a = ADD(a, a0), b = ADD(b, b0), c = ADD(c, c0), d = ADD(d, d0);
-        take_finished8(lanes, count, i, a, b, c, d);
-    }
+    const V ones = _mm256_set1_epi32(-1); /* for I */
+    PASS(8, load_columns8, take_finished8)
 }
 
 __attribute__((target("avx2"))) static void md5_avx2x2(Lane *lanes, int count, Py_ssize_t blocks) {
-    const V ones = _mm256_set1_epi32(-1);
-    Lane *second = lanes + 8;
-    int count2 = count - 8;
-    V a1 = SET1(0x67452301), b1 = SET1(0xefcdab89), c1 = SET1(0x98badcfe), d1 = SET1(0x10325476);
-    V a2 = a1, b2 = b1, c2 = c1, d2 = d1;
-    for (Py_ssize_t i = 0; i < blocks; i++) {
-        V m1[16], m2[16];
-        load_columns8(lanes, 8, i, m1);
-        load_columns8(second, count2, i, m2);
-        V a10 = a1, b10 = b1, c10 = c1, d10 = d1, a20 = a2, b20 = b2, c20 = c2, d20 = d2;
-        int step = 0;
-        MD5_ROUNDS(STEP2)
-        a1 = ADD(a1, a10), b1 = ADD(b1, b10), c1 = ADD(c1, c10), d1 = ADD(d1, d10);
-        a2 = ADD(a2, a20), b2 = ADD(b2, b20), c2 = ADD(c2, c20), d2 = ADD(d2, d20);
-        take_finished8(lanes, 8, i, a1, b1, c1, d1);
-        take_finished8(second, count2, i, a2, b2, c2, d2);
-    }
+    const V ones = _mm256_set1_epi32(-1); /* for I */
+    PASS2(8, load_columns8, take_finished8)
 }
 
 #undef V
@@ -311,6 +306,8 @@ __attribute__((target("avx2"))) static void md5_avx2x2(Lane *lanes, int count, P
 #undef H
 #undef I
 
+#undef PASS
+#undef PASS2
 #undef STEP
 #undef STEP2
 #undef OPAQUE
